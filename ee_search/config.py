@@ -1,0 +1,475 @@
+"""The study file: pydantic schema (DESIGN.md §2), loading, and dotted-path overrides.
+
+The file is validated at the edge and the raw text is kept for provenance (it goes to MLflow as the
+study's `config/study.yaml`). A trial's configuration is the base file with the sampled values written
+in at their dotted paths, validated again by the same schema, so every field can be searched.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+from ee_search.errors import UserInputError
+from ee_search.models.registry import MODELS, num_exits
+
+
+class FieldError(Exception):
+    """A cross-field check failed. Not a ValueError on purpose: pydantic re-raises it untouched, so the
+    dotted field name survives to the error line instead of being flattened into the model's loc."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------------------------------- data
+class AugmentConfig(Strict):
+    crop: PositiveInt | None = 28  # random crop for training, centre crop for evaluation; null = none
+    rotation: NonNegativeFloat = 0.0  # degrees, uniform in [-rotation, +rotation]
+
+
+class SyntheticConfig(Strict):
+    train_size: PositiveInt = 20000
+    test_size: PositiveInt = 4000
+
+
+class DataConfig(Strict):
+    dataset: Literal["svhn", "synthetic_svhn", "digits"] = "synthetic_svhn"
+    root: str = "data"
+    download: bool = False
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    train_subset: PositiveInt | None = None
+    augment: AugmentConfig = AugmentConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()  # used by synthetic_svhn only
+
+
+# ---------------------------------------------------------------------------------------- model
+class ModelConfig(Strict):
+    name: Literal["ee_resnet", "ee_vgg", "branchy_alexnet", "branchy_lenet"] = "ee_resnet"
+    width: PositiveInt = 64
+    depth: PositiveInt | None = None  # number of stages (= exits); ee_resnet 4 is MyResNet2
+    side_head: Literal["conv", "linear"] = "conv"
+    exit_loss_weights: list[NonNegativeFloat] | None = None  # one per exit; default 0.3.., 1.0
+
+
+# ---------------------------------------------------------------------------------------- train
+class EarlyStoppingConfig(Strict):
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: PositiveInt = 5
+    tol: NonNegativeFloat = 1.0e-4
+
+
+class AveragingConfig(Strict):
+    method: Literal["none", "ema", "swa", "t_adema"] = "none"
+    decay: float = Field(0.999, gt=0.0, lt=1.0)  # EMA decay; T-ADEMA's alpha
+    update_every: PositiveInt = 1  # optimizer steps between averaging updates
+    swa_start_epoch: PositiveInt = 1  # SWA averages from this epoch (1-based) on
+
+
+class TrainConfig(Strict):
+    max_epochs: PositiveInt = 30
+    optimizer: Literal["sgd", "rmsprop", "adamw"] = "sgd"
+    lr: PositiveFloat = 0.01
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD and RMSprop
+    alpha: float = Field(0.99, gt=0.0, lt=1.0)  # RMSprop smoothing constant
+    weight_decay: NonNegativeFloat = 5.0e-4
+    batch_size: PositiveInt = 256
+    eval_batch_size: PositiveInt = 1024
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    averaging: AveragingConfig = AveragingConfig()
+
+
+# ---------------------------------------------------------------------------------------- exits
+class ExitsConfig(Strict):
+    criterion: Literal["max_softmax", "entropy"] = "max_softmax"
+    thresholds: list[float] = [0.9, 0.9]
+    sweep_points: int = Field(101, ge=2, le=10001)  # thresholds in the trade-off curve
+
+
+# ---------------------------------------------------------------------------------------- search
+class _Dimension(Strict):
+    per_item: bool = False
+    when: dict[str, list[Any]] | None = None
+
+
+class FloatDimension(_Dimension):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "FloatDimension":
+        _check_bounds(self.low, self.high, self.log)
+        if self.log and self.step is not None:
+            raise ValueError("step cannot be combined with log: drop one of them")
+        return self
+
+
+class IntDimension(_Dimension):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "IntDimension":
+        _check_bounds(self.low, self.high, self.log)
+        if self.log and self.step != 1:
+            raise ValueError("step cannot be combined with log: drop one of them")
+        return self
+
+
+Choice = Union[None, bool, int, float, str]  # what Optuna can store as a categorical choice
+
+
+class CategoricalDimension(_Dimension):
+    type: Literal["categorical"]
+    choices: list[Choice] = Field(min_length=1)
+
+
+def _check_bounds(low: float, high: float, log: bool) -> None:
+    if low > high:
+        raise ValueError(f"low ({low}) > high ({high}): swap them")
+    if log and low <= 0:
+        raise ValueError(f"log scale needs low > 0 but got low={low}: raise low or set log: false")
+
+
+Dimension = Annotated[
+    Union[FloatDimension, IntDimension, CategoricalDimension], Field(discriminator="type")
+]
+
+OPTUNA_PRUNERS = (
+    "median",
+    "percentile",
+    "hyperband",
+    "successive_halving",
+    "patient",
+    "wilcoxon",
+    "threshold",
+)
+
+
+class SamplerConfig(Strict):
+    type: Literal["tpe", "nsga2", "random", "gp"] = "tpe"
+    seed: int | None = None
+    options: dict[str, Any] = {}  # extra keyword arguments for the Optuna sampler
+
+
+class PrunerConfig(Strict):
+    type: Literal[
+        "early_stopping", "none", "median", "percentile", "hyperband", "successive_halving",
+        "patient", "wilcoxon", "threshold",
+    ] = "early_stopping"
+    n_startup_trials: int = Field(4, ge=0)  # completed trials before anything is pruned
+    n_warmup_epochs: int = Field(1, ge=0)  # epochs a trial always gets
+    min_stale_epochs: PositiveInt = 1  # early_stopping: epochs without improvement before a prune
+    percentile: float = Field(50.0, ge=0.0, le=100.0)  # early_stopping: worse than this of the others
+    options: dict[str, Any] = {}  # extra keyword arguments for one of Optuna's own pruners
+
+
+Objective = Literal["accuracy", "avg_exit_depth", "relative_flops"]
+DIRECTIONS: dict[str, str] = {
+    "accuracy": "maximize",
+    "avg_exit_depth": "minimize",
+    "relative_flops": "minimize",
+}
+
+
+class SearchConfig(Strict):
+    n_trials: PositiveInt | None = 50
+    timeout_s: PositiveFloat | None = None
+    objectives: list[Objective] = Field(["accuracy", "avg_exit_depth"], min_length=1)
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    storage: str = "sqlite:///optuna.db"
+    n_jobs: PositiveInt = 1  # trials run at once in this process (share one device)
+    space: dict[str, Dimension] = {}
+
+
+class TrackingConfig(Strict):
+    uri: str = "sqlite:///mlflow.db"
+    artifact_location: str | None = None  # for a new experiment; default: the store's own
+
+
+# ---------------------------------------------------------------------------------------- study
+class StudyConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    exits: ExitsConfig = ExitsConfig()
+    search: SearchConfig = SearchConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def num_exits(self) -> int:
+        return num_exits(self.model.name, self.model.depth)
+
+    @property
+    def directions(self) -> list[str]:
+        return [DIRECTIONS[o] for o in self.search.objectives]
+
+    @property
+    def loss_weights(self) -> list[float]:
+        if self.model.exit_loss_weights is not None:
+            return list(self.model.exit_loss_weights)
+        return [0.3] * (self.num_exits - 1) + [1.0]
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "StudyConfig":
+        spec = MODELS[self.model.name]
+        if self.model.depth is not None and self.model.depth not in spec.depths:
+            allowed = ", ".join(map(str, spec.depths))
+            raise FieldError("model.depth", f"{self.model.name} supports depth {allowed}, got {self.model.depth}")
+        k = self.num_exits
+        weights = self.model.exit_loss_weights
+        if weights is not None and len(weights) != k:
+            raise FieldError(
+                "model.exit_loss_weights",
+                f"{self.model.name} has {k} exits, so give {k} weights (last = final classifier), "
+                f"got {len(weights)}",
+            )
+        if weights is not None and sum(weights) <= 0:
+            raise FieldError("model.exit_loss_weights", "at least one weight must be positive")
+        if len(self.exits.thresholds) != k - 1:
+            raise FieldError(
+                "exits.thresholds",
+                f"{self.model.name} has {k - 1} side exits, so give {k - 1} thresholds "
+                f"(the final exit takes everything left), got {len(self.exits.thresholds)}",
+            )
+        for t in self.exits.thresholds:
+            if self.exits.criterion == "max_softmax" and not 0.0 <= t <= 1.0:
+                raise FieldError("exits.thresholds", f"max_softmax thresholds lie in [0, 1], got {t}")
+            if self.exits.criterion == "entropy" and t < 0.0:
+                raise FieldError("exits.thresholds", f"entropy thresholds are >= 0, got {t}")
+        objectives = self.search.objectives
+        if len(set(objectives)) != len(objectives):
+            raise FieldError("search.objectives", f"each objective at most once, got {objectives}")
+        if self.search.pruner.type in OPTUNA_PRUNERS and len(objectives) > 1:
+            raise FieldError(
+                "search.pruner.type",
+                f"Optuna's '{self.search.pruner.type}' pruner needs a single objective "
+                f"(got {len(objectives)}): use early_stopping, which works with several",
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------- loading
+# Fields whose values are free-form mappings: in a dotted path, everything after them is one key
+# (search.space.train.lr names the dimension "train.lr", not a field "lr" of "train").
+_MAPPING_FIELDS = {("search", "space"), ("search", "sampler", "options"), ("search", "pruner", "options")}
+
+
+def split_path(path: str) -> list[str]:
+    tokens = path.split(".")
+    for i in range(len(tokens)):
+        if tuple(tokens[: i + 1]) in _MAPPING_FIELDS and i + 1 < len(tokens):
+            return tokens[: i + 1] + [".".join(tokens[i + 1 :])]
+    return tokens
+
+
+def set_path(raw: dict, path: str, value: Any) -> None:
+    """Write `value` at a dotted path of a raw (unvalidated) config, creating mappings on the way."""
+    keys = split_path(path)
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise FieldError(path, f"'{key}' holds a value, not a mapping, so it has no field '{keys[-1]}'")
+        node = child
+    node[keys[-1]] = value
+
+
+def get_path(raw: dict, path: str, default: Any = None) -> Any:
+    node: Any = raw
+    for key in split_path(path):
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`--set train.lr=0.1`: the value is YAML, so lists, mappings and null work too."""
+    path, sep, value = text.partition("=")
+    if not sep or not path.strip():
+        raise UserInputError("--set", text, "expected PATH=VALUE, e.g. --set train.max_epochs=3")
+    try:
+        return path.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise UserInputError("--set", path.strip(), f"value {value!r} is {problem}") from None
+
+
+class LoadedStudy(BaseModel):
+    """A validated study file plus what produced it: the path, the raw text and the raw mapping after
+    overrides (the base every trial writes its sampled values into)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    path: str
+    raw_text: str
+    raw: dict
+    config: StudyConfig
+
+    def with_values(self, values: dict[str, Any]) -> StudyConfig:
+        return validate_raw(self.raw_with(values), self.path)
+
+    def raw_with(self, values: dict[str, Any]) -> dict:
+        raw = copy.deepcopy(self.raw)
+        for path, value in values.items():
+            try:
+                set_path(raw, path, value)
+            except FieldError as exc:
+                raise UserInputError(self.path, exc.field, exc.message) from None
+        return raw
+
+
+def validate_raw(raw: Any, source: str) -> StudyConfig:
+    if not isinstance(raw, dict):
+        raise UserInputError(source, None, "the study file must be a YAML mapping of fields")
+    try:
+        return StudyConfig.model_validate(raw)
+    except FieldError as exc:
+        raise UserInputError(source, exc.field, exc.message) from None
+    except ValidationError as exc:
+        raise _to_user_error(exc, source) from None
+
+
+def load_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[StudyConfig, str]:
+    """DESIGN.md's entry point: the validated config and the file's raw text."""
+    loaded = load_study_file(path, overrides)
+    return loaded.config, loaded.raw_text
+
+
+def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedStudy:
+    source = str(path)
+    try:
+        raw_text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(source, None, "no such file: check the path") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise UserInputError(source, None, f"cannot read the file ({type(exc).__name__})") from None
+    try:
+        raw = yaml.safe_load(raw_text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark is not None else "YAML"
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UserInputError(source, line, f"{problem}: fix the YAML syntax") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserInputError(source, None, "the study file must be a YAML mapping of fields")
+    for text in overrides:
+        key, value = parse_override(text)
+        try:
+            set_path(raw, key, value)
+        except FieldError as exc:
+            raise UserInputError("--set", exc.field, exc.message) from None
+    config = validate_raw(raw, source)
+    # Imported here: space.py builds on this module's schema.
+    from ee_search.space import check_space
+
+    check_space(config, raw, source)
+    return LoadedStudy(path=source, raw_text=raw_text, raw=raw, config=config)
+
+
+# ---------------------------------------------------------------------------------------- errors
+_DIMENSION_TAGS = {"float", "int", "categorical"}
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for i, part in enumerate(loc):
+        if i >= 1 and loc[i - 1 : i] and _is_space_key(loc, i - 1) and part in _DIMENSION_TAGS:
+            continue  # pydantic's discriminator tag, not a key the user wrote
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "." in str(part):
+            out += f"[{str(part)!r}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _is_space_key(loc: tuple[Any, ...], i: int) -> bool:
+    return i >= 2 and loc[i - 2 : i] == ("search", "space")
+
+
+def _to_user_error(exc: ValidationError, source: str) -> UserInputError:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        return UserInputError(source, format_loc(loc), f"unknown key{hint}")
+    if kind == "missing":
+        return UserInputError(source, format_loc(loc), "required field is missing")
+    message = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    if isinstance(given, (str, int, float, bool)) and kind not in ("value_error",):
+        message += f" (got {given!r})"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        message = "type must be one of float, int, categorical"
+    return UserInputError(source, format_loc(loc), message)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the schema node at `loc`, for 'unknown key' messages."""
+    model: Any = StudyConfig
+    i = 0
+    while i < len(loc):
+        part = loc[i]
+        if model is SearchConfig and part == "space":
+            i += 2  # the dimension's key, then pydantic's tag picks the class
+            if i < len(loc):
+                model = {"float": FloatDimension, "int": IntDimension}.get(loc[i], CategoricalDimension)
+            i += 1
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        i += 1
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
