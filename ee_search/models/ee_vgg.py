@@ -1,0 +1,49 @@
+"""ee_vgg: a VGG-style network (the seed's MyVgg) with an exit after each pooling block.
+
+Blocks of 3x3 conv + BN + ReLU, each block ending in 2x2 max-pooling: (w, w), (2w, 2w), (4w, 4w, 4w)
+and, at depth 4, (8w, 8w, 8w). BN is there because the seed trained with large learning rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from ee_search.models.base import EarlyExitNetwork, PooledLinearHead, side_head
+
+_BLOCKS = ((1, 2), (2, 2), (4, 3), (8, 3))  # (channel multiplier, convs per block)
+
+
+def _vgg_block(inplanes: int, planes: int, convs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [
+            nn.Conv2d(inplanes if i == 0 else planes, planes, 3, padding=1, bias=False),
+            nn.BatchNorm2d(planes),
+            nn.ReLU(inplace=True),
+        ]
+    layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+def build_ee_vgg(
+    in_channels: int,
+    num_classes: int,
+    width: int = 64,
+    depth: int | None = None,
+    exit_loss_weights: Sequence[float] | None = None,
+    side_head_kind: str = "conv",
+) -> EarlyExitNetwork:
+    depth = depth or 3
+    if depth not in (3, 4):
+        raise ValueError(f"ee_vgg depth must be 3 or 4 but got {depth}")
+    stages, channels = [], []
+    inplanes = in_channels
+    for mult, convs in _BLOCKS[:depth]:
+        stages.append(_vgg_block(inplanes, width * mult, convs))
+        inplanes = width * mult
+        channels.append(inplanes)
+    heads = [side_head(side_head_kind, c, num_classes) for c in channels[:-1]]
+    heads.append(PooledLinearHead(channels[-1], num_classes))
+    return EarlyExitNetwork(stages, heads, exit_loss_weights or [0.3] * (depth - 1) + [1.0])
