@@ -1,0 +1,28 @@
+"""Exits: cached logits -> decisions, threshold sweep, trade-off curve, FLOPs per exit, and
+inference that drops samples once they leave."""
+
+from ee_search.exits.flops import ExitCosts, exit_costs, training_flops_per_image
+from ee_search.exits.inference import EarlyExitPrediction, predict_dense, predict_early_exit
+from ee_search.exits.logits import ExitLogits, collect_exit_logits
+from ee_search.exits.policy import CRITERIA, ExitOutcome, confidence, evaluate, exit_index, passes, per_exit_accuracy
+from ee_search.exits.sweep import threshold_grid, tradeoff_curve
+
+__all__ = [
+    "CRITERIA",
+    "EarlyExitPrediction",
+    "ExitCosts",
+    "ExitLogits",
+    "ExitOutcome",
+    "collect_exit_logits",
+    "confidence",
+    "evaluate",
+    "exit_costs",
+    "exit_index",
+    "passes",
+    "per_exit_accuracy",
+    "predict_dense",
+    "predict_early_exit",
+    "threshold_grid",
+    "tradeoff_curve",
+    "training_flops_per_image",
+]
