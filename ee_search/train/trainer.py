@@ -1,0 +1,144 @@
+"""The training loop: forward -> loss -> backward -> step -> hooks. Everything else is a callback.
+
+The trainer imports neither optuna nor mlflow. Metrics are accumulated on the device and read once
+per epoch (one host sync per epoch, not per step). Validation runs every exit over the validation
+split once; the cached logits give the validation loss, per-exit accuracy and the exit policy's
+accuracy at the trial's thresholds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+
+from ee_search.exits.logits import ExitLogits, collect_exit_logits
+from ee_search.exits.policy import evaluate, per_exit_accuracy
+from ee_search.models.base import EarlyExitNetwork
+from ee_search.train.callbacks import Callback, CallbackList
+from ee_search.train.early_stopping import MAX_EPOCHS
+
+
+@dataclass(frozen=True)
+class ExitPolicy:
+    thresholds: tuple[float, ...]
+    criterion: str
+
+
+@dataclass
+class FitResult:
+    epochs_trained: int
+    stop_reason: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: EarlyExitNetwork,
+        optimizer: torch.optim.Optimizer,
+        train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        *,
+        max_epochs: int,
+        policy: ExitPolicy,
+        callbacks: Sequence[Callback] = (),
+        autocast_dtype: torch.dtype | None = None,
+        compile_model: bool = False,
+    ) -> None:
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be at least 1 but got {max_epochs}")
+        self.model = model
+        self.eval_model: torch.nn.Module = model  # weight averaging swaps in its averaged copy
+        self.optimizer = optimizer
+        self.train_batches = train_batches
+        self.val_batches = val_batches
+        self.max_epochs = max_epochs
+        self.policy = policy
+        self.callbacks = CallbackList(callbacks)
+        self.autocast_dtype = autocast_dtype
+        # Compile the forward only: the module itself (state_dict keys, AveragedModel's deepcopy,
+        # checkpoints) stays the plain nn.Module.
+        self._forward = torch.compile(model) if compile_model else model
+        self.global_step = 0
+        self.epoch = 0
+        self.should_stop = False
+        self.stop_reason: str | None = None
+        self.history: list[dict[str, float]] = []
+        self.val_logits: ExitLogits | None = None
+
+    def request_stop(self, reason: str | None) -> None:
+        """Callbacks end training through this; the first reason given is kept."""
+        self.should_stop = True
+        self.stop_reason = self.stop_reason or reason
+
+    def fit(self) -> FitResult:
+        cbs = self.callbacks
+        try:
+            cbs.on_fit_start(self)
+            for epoch in range(1, self.max_epochs + 1):
+                self.epoch = epoch
+                cbs.on_epoch_start(self, epoch)
+                started = time.perf_counter()
+                metrics = self._train_epoch()
+                cbs.on_validation_start(self, epoch)
+                metrics.update(self._validate())
+                metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
+                metrics["epoch_seconds"] = time.perf_counter() - started
+                self.history.append(metrics)
+                cbs.on_validation_end(self, epoch, metrics)
+                cbs.on_epoch_end(self, epoch, metrics)
+                if self.should_stop:
+                    break
+            result = FitResult(self.epoch, self.stop_reason or MAX_EPOCHS, self.history)
+            cbs.on_fit_end(self, result)
+            return result
+        except BaseException as error:
+            cbs.on_exception(self, error)
+            raise
+
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+    def _train_epoch(self) -> dict[str, float]:
+        model, opt = self.model, self.optimizer
+        model.train()
+        loss_sum = correct = None
+        seen = 0
+        for x, y in self.train_batches:
+            with self._autocast(x.device):
+                logits = self._forward(x)
+                loss = model.exit_loss(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.global_step += 1
+            # Device-side running sums; read once after the loop.
+            batch_loss = loss.detach() * y.shape[0]
+            batch_right = logits[-1].detach().argmax(dim=-1).eq(y).sum()
+            loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+            correct = batch_right if correct is None else correct + batch_right
+            seen += y.shape[0]
+            self.callbacks.on_train_batch_end(self, self.global_step)
+        if seen == 0:
+            raise ValueError("the training split produced no batches: lower train.batch_size")
+        totals = torch.stack([loss_sum.float(), correct.float()]).tolist()
+        return {"train_loss": totals[0] / seen, "train_accuracy": totals[1] / seen}
+
+    def _validate(self) -> dict[str, float]:
+        self.val_logits = collect_exit_logits(self.eval_model, self.val_batches, self.autocast_dtype)
+        cached = self.val_logits
+        outcome = evaluate(cached.logits, cached.labels, self.policy.thresholds, self.policy.criterion)
+        metrics = {
+            "val_loss": cached.loss(self.model.exit_loss_weights),
+            "val_accuracy": outcome.accuracy,
+            "val_avg_exit_depth": outcome.avg_exit_depth,
+        }
+        for k, acc in enumerate(per_exit_accuracy(cached.logits, cached.labels), start=1):
+            metrics[f"val_accuracy_exit_{k}"] = acc
+        return metrics
