@@ -1,0 +1,215 @@
+"""`ee-search`: commands only; the work is done in the modules they call.
+
+Every command reads the study the same way (file, `--set` overrides, then the flag overrides), and
+all checking happens before anything is created: a mistake in user input prints one line naming the
+file, the field and the fix, exits with code 2, and leaves no database, run or file behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from ee_search.errors import UserInputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hyperparameter search and experiment tracking for early-exit networks.")
+# Piped output (logs, CI) gets wide lines instead of rich's 80-column default.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(highlight=False, width=_WIDTH, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, width=_WIDTH)
+
+StudyArg = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: PATH=VALUE (YAML value). Repeatable.")]
+StorageOpt = Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (overrides search.storage).")]
+TrackingOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (overrides tracking.uri).")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda (overrides device).")]
+
+
+def _load(study: Path, sets: list[str] | None, storage: str | None = None, tracking_uri: str | None = None,
+          device: str | None = None, n_trials: int | None = None):
+    """Validate everything a command needs; nothing is created here."""
+    from ee_search.config import load_study_file
+    from ee_search.study import check_search_components
+    from ee_search.urls import absolute_sqlite, check_storage_url, check_tracking_uri
+
+    overrides = list(sets or [])
+    for flag, path, value in (("--storage", "search.storage", storage), ("--tracking-uri", "tracking.uri", tracking_uri),
+                              ("--device", "device", device), ("--n-trials", "search.n_trials", n_trials)):
+        if value is not None:
+            overrides.append(f"{path}={value}" if not isinstance(value, str) else f"{path}={_yaml_str(value)}")
+    loaded = load_study_file(study, overrides)
+    check_storage_url(loaded.config.search.storage, str(study))
+    check_tracking_uri(loaded.config.tracking.uri, str(study))
+    storage_abs = absolute_sqlite(loaded.config.search.storage)
+    tracking_abs = absolute_sqlite(loaded.config.tracking.uri)
+    if (storage_abs, tracking_abs) != (loaded.config.search.storage, loaded.config.tracking.uri):
+        overrides += [f"search.storage={_yaml_str(storage_abs)}", f"tracking.uri={_yaml_str(tracking_abs)}"]
+        loaded = load_study_file(study, overrides)
+    check_search_components(loaded.config, str(study))
+    return loaded
+
+
+def _yaml_str(value: str) -> str:
+    import json
+
+    return json.dumps(value)  # a JSON string is a YAML string: keeps ':' and '#' in URLs literal
+
+
+def _fail(error: UserInputError) -> None:
+    err_console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+    raise typer.Exit(code=error.exit_code)
+
+
+# ------------------------------------------------------------------------------------------- run
+@app.command()
+def run(
+    study: StudyArg,
+    set_: SetOpt = None,
+    n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="Trials the study should have in total.")] = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    device: DeviceOpt = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
+) -> None:
+    """Create or resume the study, run trials, print a summary."""
+    try:
+        loaded = _load(study, set_, storage, tracking_uri, device, n_trials)
+        from ee_search.data import prepare_data
+        from ee_search.experiment import resolve_device
+
+        config = loaded.config
+        try:
+            torch_device = resolve_device(config.device)
+        except RuntimeError as exc:
+            raise UserInputError(str(study), "device", str(exc)) from None
+        # Load the data before any store exists, so a missing dataset creates nothing.
+        try:
+            prepared = prepare_data(config.data, config.seed)
+        except UserInputError as exc:
+            raise UserInputError(str(study), exc.field, exc.message) from None
+    except UserInputError as error:
+        _fail(error)
+    from ee_search.report import print_run_summary, print_trial_line
+    from ee_search.study import run_study
+    from ee_search.tracking import redact
+
+    console.print(
+        f"[bold]{config.name}[/]: {config.model.name} on {config.data.dataset} "
+        f"({len(prepared.train)} train / {len(prepared.val)} val images), device {torch_device}, "
+        f"objectives {' & '.join(config.search.objectives)}; "
+        f"Optuna {redact(config.search.storage)}, MLflow {redact(config.tracking.uri)}"
+    )
+    try:
+        summary = run_study(loaded, torch_device, config.search.n_trials,
+                            timeout if timeout is not None else config.search.timeout_s,
+                            on_trial_end=lambda t: print_trial_line(console, t, config.search.objectives))
+    except UserInputError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished trials are kept; run the same command to resume")
+        raise typer.Exit(code=130) from None
+    print_run_summary(console, loaded, summary)
+    states = [t.state.name for t in summary.trials()]
+    if states and all(s == "FAIL" for s in states):
+        err_console.print("[bold red]every trial of this run failed[/]: see the errors above")
+        raise typer.Exit(code=1)
+
+
+# -------------------------------------------------------------------------------------- validate
+@app.command()
+def validate(study: StudyArg, set_: SetOpt = None, storage: StorageOpt = None, tracking_uri: TrackingOpt = None) -> None:
+    """Check the study file and print the resolved search space (exit 0, or 2 on a mistake)."""
+    try:
+        loaded = _load(study, set_, storage, tracking_uri)
+    except UserInputError as error:
+        _fail(error)
+    from ee_search.report import print_space
+
+    print_space(console, loaded)
+
+
+# ---------------------------------------------------------------------------------------- pareto
+@app.command()
+def pareto(
+    study: StudyArg,
+    out: Annotated[Path, typer.Option("--out", help="Directory for pareto.csv, pareto.json, pareto.html.")],
+    split: Annotated[str, typer.Option("--split", help="val, or test to add held-out test metrics of the front.")] = "val",
+    set_: SetOpt = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Write the Pareto front (accuracy vs average exit depth) of completed trials."""
+    from ee_search.export import export_front
+
+    try:
+        if split not in ("val", "test"):
+            raise UserInputError("--split", None, f"must be 'val' or 'test', got {split!r}")
+        loaded = _load(study, set_, storage, tracking_uri, device)
+        paths, n_front, n_points = export_front(loaded, out, split)
+    except UserInputError as error:
+        _fail(error)
+    console.print(f"{n_front} trial(s) on the front of {n_points} completed; wrote:")
+    for path in paths.values():
+        console.print(f"  {path}")
+
+
+# ---------------------------------------------------------------------------------------- status
+@app.command()
+def status(study: StudyArg, set_: SetOpt = None, storage: StorageOpt = None, tracking_uri: TrackingOpt = None) -> None:
+    """Table of trials: number, state, values, stop/prune reason, MLflow run id."""
+    from ee_search.report import print_status
+    from ee_search.study import load_existing
+
+    try:
+        loaded = _load(study, set_, storage, tracking_uri)
+        optuna_study = load_existing(loaded.config, str(study), loaded.config.search.storage)
+    except UserInputError as error:
+        _fail(error)
+    print_status(console, optuna_study)
+
+
+# -------------------------------------------------------------------------------------------- ui
+@app.command()
+def ui(
+    study: Annotated[Optional[Path], typer.Argument(help="Study file whose tracking.uri to serve.")] = None,
+    set_: SetOpt = None,
+    tracking_uri: TrackingOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean to share it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
+) -> None:
+    """Open the MLflow UI over the study's tracking store (bound to 127.0.0.1)."""
+    from ee_search.tracking import redact
+
+    try:
+        if study is not None:
+            uri = _load(study, set_, tracking_uri=tracking_uri).config.tracking.uri
+        else:
+            uri = tracking_uri or "sqlite:///mlflow.db"
+    except UserInputError as error:
+        _fail(error)
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/] binding to {host}: anyone who can reach it sees every run")
+    console.print(f"MLflow UI for {redact(uri)} at http://{host}:{port}  (Ctrl-C to stop)")
+    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    main()

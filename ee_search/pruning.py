@@ -1,0 +1,198 @@
+"""Pruning driven by the early-stopping signal, for single- and multi-objective studies alike.
+
+Optuna's `trial.report` / `should_prune` raise NotImplementedError once a study has two objectives,
+and its pruners compare one reported value against one direction. The monitored value (val_loss or
+val_accuracy) has a direction of its own whatever the objectives are, so this pruner keeps its own
+record: after each validation the trial's monitored value goes into the trial's user attributes (in
+the Optuna storage, so workers on other machines see it), and the decision reads the other trials'
+records back from the storage.
+
+A trial is pruned only when both hold:
+- its early stopper has gone at least `min_stale_epochs` epochs without improvement (a trial that is
+  still improving is never pruned), and
+- its best-so-far monitored value is worse than the `percentile` of the completed trials' best-so-far
+  values at the same epoch (a trial that stopped earlier carries its final best forward),
+and only after `n_startup_trials` completed trials and past the first `n_warmup_epochs` epochs.
+
+In single-objective studies the value is also fed to `trial.report`, so Optuna's own pruners work by
+name (median, hyperband, ...) and Optuna's dashboards show the intermediate values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ee_search.config import PrunerConfig
+from ee_search.train.callbacks import Callback
+from ee_search.train.early_stopping import MODES, EarlyStopping
+
+HISTORY_ATTR = "monitor_history"  # list, index = epoch - 1; None where the value was not finite
+MONITOR_ATTR = "monitor"
+
+
+def best_so_far(history: Sequence[float | None], epoch: int, mode: str) -> float | None:
+    """Best finite value among the first `epoch` entries (all of them if the trial stopped sooner)."""
+    seen = [v for v in history[:epoch] if v is not None and math.isfinite(v)]
+    if not seen:
+        return None
+    return min(seen) if mode == "min" else max(seen)
+
+
+@dataclass(frozen=True)
+class PruneDecision:
+    prune: bool
+    reason: str
+
+
+def decide_prune(
+    *,
+    epoch: int,
+    own_best: float | None,
+    stale_epochs: int,
+    others_best: Sequence[float],
+    n_completed: int,
+    mode: str,
+    n_startup_trials: int = 4,
+    n_warmup_epochs: int = 1,
+    min_stale_epochs: int = 1,
+    percentile: float = 50.0,
+) -> PruneDecision:
+    """The pure rule; see the module docstring."""
+    if n_completed < n_startup_trials:
+        return PruneDecision(False, f"{n_completed} of {n_startup_trials} startup trials completed")
+    if epoch <= n_warmup_epochs:
+        return PruneDecision(False, f"epoch {epoch} is within the {n_warmup_epochs} warm-up epochs")
+    if stale_epochs < min_stale_epochs:
+        return PruneDecision(False, "still improving")
+    if not others_best:
+        return PruneDecision(False, "no completed trial to compare with")
+    if own_best is None:
+        return PruneDecision(True, f"epoch {epoch}: no finite monitored value yet")
+    q = percentile if mode == "min" else 100.0 - percentile
+    bar = float(np.percentile(np.asarray(others_best, dtype=np.float64), q))
+    worse = own_best > bar if mode == "min" else own_best < bar
+    if not worse:
+        return PruneDecision(False, f"best {own_best:.6g} is not worse than {bar:.6g}")
+    return PruneDecision(
+        True,
+        f"epoch {epoch}: no improvement for {stale_epochs} epoch(s) and best {own_best:.6g} is worse "
+        f"than the {percentile:g}th percentile {bar:.6g} of {len(others_best)} completed trials",
+    )
+
+
+class EarlyStoppingPruner:
+    def __init__(self, n_startup_trials: int = 4, n_warmup_epochs: int = 1, min_stale_epochs: int = 1,
+                 percentile: float = 50.0) -> None:
+        if n_startup_trials < 0:
+            raise ValueError(f"n_startup_trials cannot be negative but got {n_startup_trials}")
+        if n_warmup_epochs < 0:
+            raise ValueError(f"n_warmup_epochs cannot be negative but got {n_warmup_epochs}")
+        if min_stale_epochs < 1:
+            raise ValueError(f"min_stale_epochs must be at least 1 but got {min_stale_epochs}")
+        if not 0.0 <= percentile <= 100.0:
+            raise ValueError(f"percentile must be in [0, 100] but got {percentile}")
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_epochs = n_warmup_epochs
+        self.min_stale_epochs = min_stale_epochs
+        self.percentile = percentile
+
+    @classmethod
+    def from_config(cls, cfg: PrunerConfig) -> "EarlyStoppingPruner":
+        return cls(cfg.n_startup_trials, cfg.n_warmup_epochs, cfg.min_stale_epochs, cfg.percentile)
+
+    def decide(self, study: optuna.Study, epoch: int, own_best: float | None, stale_epochs: int,
+               monitor: str) -> PruneDecision:
+        mode = MODES[monitor]
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        others = []
+        for t in completed:
+            if t.user_attrs.get(MONITOR_ATTR, monitor) != monitor:
+                continue  # a trial that monitored something else (the monitor itself was searched)
+            best = best_so_far(t.user_attrs.get(HISTORY_ATTR, []), epoch, mode)
+            if best is not None:
+                others.append(best)
+        return decide_prune(
+            epoch=epoch, own_best=own_best, stale_epochs=stale_epochs, others_best=others,
+            n_completed=len(completed), mode=mode, n_startup_trials=self.n_startup_trials,
+            n_warmup_epochs=self.n_warmup_epochs, min_stale_epochs=self.min_stale_epochs,
+            percentile=self.percentile,
+        )
+
+
+class PruningCallback(Callback):
+    """Records the monitored value each epoch and raises `optuna.TrialPruned` when told to.
+
+    Runs last among the callbacks: by then the epoch's metrics are logged and the best weights kept.
+    """
+
+    def __init__(self, trial: optuna.Trial, stopper: EarlyStopping, pruner: EarlyStoppingPruner | None) -> None:
+        self.trial = trial
+        self.stopper = stopper
+        self.pruner = pruner  # None: Optuna's own pruner (study.pruner), or no pruning at all
+        self.history: list[float | None] = []
+        self.single_objective = len(trial.study.directions) == 1
+        self.last_decision: PruneDecision | None = None
+        trial.set_user_attr(MONITOR_ATTR, stopper.monitor)
+
+    def on_validation_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+        value = float(metrics[self.stopper.monitor])
+        self.history.append(value if math.isfinite(value) else None)
+        self.trial.set_user_attr(HISTORY_ATTR, self.history)
+        if self.single_objective and math.isfinite(value):
+            self.trial.report(self._aligned(value), step=epoch)
+        if trainer.should_stop:
+            return  # stopping anyway (patience or divergence): that is the truer reason
+        if self.pruner is not None:
+            self.last_decision = self.pruner.decide(
+                self.trial.study, epoch, self.stopper.state.best, self.stopper.state.stale, self.stopper.monitor
+            )
+            if self.last_decision.prune:
+                raise optuna.TrialPruned(self.last_decision.reason)
+        elif self.single_objective and self.trial.should_prune():
+            raise optuna.TrialPruned(f"epoch {epoch}: {type(self.trial.study.pruner).__name__} pruned it")
+
+    def _aligned(self, value: float) -> float:
+        # Optuna's pruners read "better" from the study's direction. When the monitor points the
+        # other way (val_loss in a maximize-accuracy study) the reported value is negated, so that
+        # "better" means the same thing to both.
+        maximize = self.trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        higher_is_better = MODES[self.stopper.monitor] == "max"
+        return value if maximize == higher_is_better else -value
+
+
+def build_optuna_pruner(cfg: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePruner:
+    """The pruner the Optuna study itself holds: one of Optuna's, or NopPruner when pruning is ours
+    (early_stopping) or off. Raises TypeError/ValueError on bad options (checked at load time)."""
+    p = optuna.pruners
+    opts = dict(cfg.options)
+    # Pruners see step = epoch (1-based), so "the first n epochs are safe" is n_warmup_steps = n + 1.
+    warmup = cfg.n_warmup_epochs + 1
+    if cfg.type in ("early_stopping", "none"):
+        if opts:
+            raise ValueError(f"options are for Optuna's own pruners; '{cfg.type}' takes none")
+        return p.NopPruner()
+    if cfg.type == "median":
+        return p.MedianPruner(**{"n_startup_trials": cfg.n_startup_trials, "n_warmup_steps": warmup, **opts})
+    if cfg.type == "percentile":
+        return p.PercentilePruner(**{"percentile": cfg.percentile, "n_startup_trials": cfg.n_startup_trials,
+                                     "n_warmup_steps": warmup, **opts})
+    if cfg.type == "hyperband":
+        return p.HyperbandPruner(**{"min_resource": 1, "max_resource": max_epochs, **opts})
+    if cfg.type == "successive_halving":
+        return p.SuccessiveHalvingPruner(**opts)
+    if cfg.type == "patient":
+        wrapped = p.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=warmup)
+        return p.PatientPruner(**{"wrapped_pruner": wrapped, "patience": cfg.min_stale_epochs, **opts})
+    if cfg.type == "wilcoxon":
+        return p.WilcoxonPruner(**opts)
+    if cfg.type == "threshold":
+        if not {"lower", "upper"} & set(opts):
+            raise ValueError("the threshold pruner needs options.lower or options.upper")
+        return p.ThresholdPruner(**opts)
+    raise ValueError(f"unknown pruner type {cfg.type!r}")

@@ -1,0 +1,108 @@
+"""What the commands print: a line per finished trial, the run summary, the space, the status table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.table import Table
+
+_STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "WAITING": "dim"}
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _reason(trial: FrozenTrial) -> str:
+    attrs = trial.user_attrs
+    reason = attrs.get("stop_reason", "")
+    if trial.state == TrialState.FAIL:
+        return attrs.get("error", "failed")
+    detail = attrs.get("prune_detail")
+    return f"{reason}: {detail}" if reason == "pruned" and detail else reason
+
+
+def print_trial_line(console: Console, trial: FrozenTrial, objectives: Sequence[str]) -> None:
+    state = trial.state.name
+    attrs = trial.user_attrs
+    parts = [f"trial {trial.number:>3}", f"[{_STATE_STYLE.get(state, '')}]{state:<8}[/]"]
+    if trial.values:
+        parts += [f"{name} {value:.4f}" for name, value in zip(objectives, trial.values)]
+    if "epochs_trained" in attrs:
+        parts.append(f"{attrs['epochs_trained']} epochs")
+    reason = _reason(trial)
+    if reason:
+        parts.append(f"({reason})")
+    if "mlflow_run_id" in attrs:
+        parts.append(f"run {attrs['mlflow_run_id'][:8]}")
+    console.print("  ".join(parts), soft_wrap=True)
+
+
+def print_run_summary(console: Console, study_file, summary) -> None:
+    from ee_search.pareto import collect_points, front
+    from ee_search.tracking import redact
+
+    config = study_file.config
+    mine = summary.trials()
+    counts = {s: sum(t.state.name == s for t in mine) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    total = len(summary.study.get_trials(deepcopy=False))
+    minutes, seconds = divmod(int(round(summary.seconds)), 60)
+    console.print(
+        f"\n[bold]{config.name}[/]: {len(mine)} trial(s) this run ({counts['COMPLETE']} complete, "
+        f"{counts['PRUNED']} pruned, {counts['FAIL']} failed) in {minutes}m{seconds:02d}s; "
+        f"{total} in the study."
+    )
+    points = collect_points(summary.study)
+    best = front(points)
+    if best:
+        table = Table(title=f"Pareto front: accuracy vs avg exit depth ({len(best)} of {len(points)} completed)")
+        for column in ("trial", "accuracy", "avg_exit_depth", "relative_flops", "thresholds", "MLflow run"):
+            table.add_column(column, justify="right" if column != "thresholds" else "left")
+        for p in best:
+            table.add_row(str(p.trial_number), _fmt(p.accuracy), _fmt(p.avg_exit_depth), _fmt(p.relative_flops, 3),
+                          ", ".join(f"{t:.3f}" for t in p.thresholds or []), (p.mlflow_run_id or "")[:8])
+        console.print(table)
+    study_arg = study_file.path
+    console.print(
+        f"MLflow: experiment '{config.name}' in {redact(config.tracking.uri)}, parent run "
+        f"{summary.parent_run_id[:8]}.\nNext:  ee-search ui {study_arg}    "
+        f"ee-search pareto {study_arg} --out pareto/    ee-search status {study_arg}"
+    )
+
+
+def print_space(console: Console, study_file) -> None:
+    from ee_search.space import dimensions
+
+    config = study_file.config
+    dims = dimensions(config)
+    console.print(
+        f"{study_file.path}: ok. Study '{config.name}': {config.model.name} ({config.num_exits} exits) on "
+        f"{config.data.dataset}; objectives {', '.join(f'{o} ({d})' for o, d in zip(config.search.objectives, config.directions))}; "
+        f"sampler {config.search.sampler.type}, pruner {config.search.pruner.type}, n_trials {config.search.n_trials}."
+    )
+    if not dims:
+        console.print("Search space: empty (every trial runs the file as written).")
+        return
+    table = Table(title=f"Search space ({len(dims)} dimensions, in sampling order)")
+    for column in ("path", "type", "values", "per_item", "when"):
+        table.add_column(column)
+    for dim in dims:
+        d = dim.describe()
+        table.add_row(d["path"], d["type"], d["values"], d["per_item"], d["when"])
+    console.print(table)
+
+
+def print_status(console: Console, study: optuna.Study) -> None:
+    names = study.metric_names or [f"value_{i}" for i in range(len(study.directions))]
+    table = Table(title=f"Study '{study.study_name}': {len(study.trials)} trial(s)")
+    for column in ("trial", "state", *names, "epochs", "stop / prune reason", "MLflow run id"):
+        table.add_column(column, overflow="fold")
+    for t in study.get_trials(deepcopy=False):
+        values = [_fmt(v) for v in t.values] if t.values else ["-"] * len(names)
+        style = _STATE_STYLE.get(t.state.name, "")
+        table.add_row(str(t.number), f"[{style}]{t.state.name}[/]", *values,
+                      str(t.user_attrs.get("epochs_trained", "-")), _reason(t), t.user_attrs.get("mlflow_run_id", "-"))
+    console.print(table)

@@ -1,0 +1,206 @@
+"""The Optuna study: storage, sampler, pruner, create-or-resume, and the run loop.
+
+`search.n_trials` is the number of trials the study should end up with, counted over every
+invocation and worker (Optuna's MaxTrialsCallback), so a resumed study runs only what is missing and
+several workers can share one target. RDB storages (SQLite, PostgreSQL) get heartbeats, so a worker
+that dies mid-trial leaves a FAILED trial (and a FAILED MLflow run) behind, not a RUNNING one forever.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from ee_search.config import LoadedStudy, SamplerConfig, StudyConfig
+from ee_search.errors import UserInputError
+from ee_search.pruning import build_optuna_pruner
+from ee_search.tracking import STATE_TAG, StudyTracker, redact
+
+logger = logging.getLogger(__name__)
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+HEARTBEAT_INTERVAL_S = 60
+GRACE_PERIOD_S = 180
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def build_sampler(cfg: SamplerConfig) -> optuna.samplers.BaseSampler:
+    s = optuna.samplers
+    opts = dict(cfg.options)
+    if cfg.type == "tpe":
+        # multivariate + group: TPE models the joint space and handles `when` (conditional) params.
+        return s.TPESampler(**{"seed": cfg.seed, "multivariate": True, "group": True, **opts})
+    if cfg.type == "nsga2":
+        return s.NSGAIISampler(**{"seed": cfg.seed, **opts})
+    if cfg.type == "random":
+        return s.RandomSampler(**{"seed": cfg.seed, **opts})
+    if cfg.type == "gp":
+        return s.GPSampler(**{"seed": cfg.seed, **opts})
+    raise ValueError(f"unknown sampler type {cfg.type!r}")
+
+
+def check_search_components(config: StudyConfig, source: str) -> None:
+    """Build sampler and pruner once at load time, so bad `options` fail at `validate`."""
+    for field_name, build in (
+        ("search.sampler.options", lambda: build_sampler(config.search.sampler)),
+        ("search.pruner.options", lambda: build_optuna_pruner(config.search.pruner, config.train.max_epochs)),
+    ):
+        try:
+            build()
+        except (TypeError, ValueError) as exc:
+            raise UserInputError(source, field_name, str(exc)) from None
+
+
+def open_storage(url: str, on_stale_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None):
+    """An RDB storage with heartbeats, or a journal file for `journal:PATH` (no server, multi-process)."""
+    if url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    kwargs: dict = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S}
+    if on_stale_trial is not None:
+        params = inspect.signature(RDBStorage).parameters
+        name = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+        kwargs[name] = on_stale_trial
+    return RDBStorage(url, **kwargs)
+
+
+def load_or_create(config: StudyConfig, source: str, storage) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        sampler=build_sampler(config.search.sampler),
+        pruner=build_optuna_pruner(config.search.pruner, config.train.max_epochs),
+        directions=config.directions,
+        load_if_exists=True,
+    )
+    have = [d.name.lower() for d in study.directions]
+    if have != config.directions:
+        names = study.metric_names or have
+        raise UserInputError(
+            source, "search.objectives",
+            f"study '{config.name}' already exists in this storage with objectives {names}, not "
+            f"{config.search.objectives}: keep its objectives or choose a new name",
+        )
+    if study.metric_names is None:
+        study.set_metric_names(list(config.search.objectives))
+    return study
+
+
+def load_existing(config: StudyConfig, source: str, storage_url: str) -> optuna.Study:
+    """For read-only commands: the study must exist, and nothing is created if it does not."""
+    missing = UserInputError(
+        source, "name", f"no study named '{config.name}' in {redact(storage_url)}: run it first "
+        "(ee-search run) or pass the right --storage",
+    )
+    if _sqlite_file_missing(storage_url) or (
+        storage_url.startswith("journal:") and not Path(storage_url.removeprefix("journal:")).is_file()
+    ):
+        raise missing  # opening it would create an empty database
+    try:
+        storage = open_storage(storage_url)
+        return optuna.load_study(study_name=config.name, storage=storage)
+    except KeyError:
+        raise missing from None
+
+
+def _sqlite_file_missing(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    if not url.startswith("sqlite"):
+        return False
+    database = make_url(url).database
+    return database not in (None, "", ":memory:") and not Path(database).is_file()
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+@dataclass
+class RunSummary:
+    study: optuna.Study
+    parent_run_id: str
+    experiment_id: str
+    trial_numbers: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def trials(self) -> list[FrozenTrial]:
+        wanted = set(self.trial_numbers)
+        return [t for t in self.study.get_trials(deepcopy=False) if t.number in wanted]
+
+
+def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: float | None,
+              on_trial_end: Callable[[FrozenTrial], None] | None = None) -> RunSummary:
+    """Create or resume the study and run trials until the study has `n_trials` (or time is up)."""
+    from ee_search.objective import Objective
+
+    config = study_file.config
+    tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location)
+
+    def close_stale_run(study: optuna.Study, trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            tracker.client.set_tag(run_id, STATE_TAG, "FAIL")
+            tracker.client.set_terminated(run_id, status="FAILED")
+
+    storage = open_storage(config.search.storage, on_stale_trial=close_stale_run)
+    study = load_or_create(config, study_file.path, storage)
+    parent = tracker.parent_run(config.name, _study_params(config), study_file.raw_text)
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)
+    summary = RunSummary(study, parent, tracker.experiment_id)
+
+    remaining = None if n_trials is None else max(0, n_trials - finished_count(study))
+    callbacks = []
+    if n_trials is not None:
+        callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=FINISHED_STATES))
+
+    def record(study_: optuna.Study, trial: FrozenTrial) -> None:
+        summary.trial_numbers.append(trial.number)
+        if on_trial_end is not None:
+            on_trial_end(trial)
+
+    started = time.perf_counter()
+    status = "FINISHED"
+    try:
+        if remaining != 0:
+            study.optimize(
+                Objective(study_file, tracker, parent, device),
+                n_trials=remaining,
+                timeout=timeout_s,
+                n_jobs=config.search.n_jobs,
+                catch=(Exception,),  # a failing trial is marked FAIL and the study goes on
+                callbacks=[*callbacks, record],
+            )
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        summary.seconds = time.perf_counter() - started
+        tracker.finish_parent(parent, status)
+    return summary
+
+
+def _study_params(config: StudyConfig) -> dict:
+    from ee_search.tracking import flatten
+
+    dumped = config.model_dump(mode="json")
+    space = dumped["search"].pop("space")
+    params = flatten(dumped)
+    params["search.space.dimensions"] = sorted(space)
+    return params

@@ -1,0 +1,75 @@
+"""Checks of storage and tracking URLs at load time, so a typo fails at once with one clear line
+instead of after the first trial (and before anything is created)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ee_search.errors import UserInputError
+from ee_search.tracking import redact
+
+_TRACKING_SCHEMES = {"sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks"}
+
+
+def absolute_sqlite(url: str) -> str:
+    """sqlite:///rel.db -> sqlite:////abs/rel.db (resolved against the working directory now).
+
+    MLflow caches one store per URI string for the life of the process, so a relative path would
+    keep pointing at the first directory's file after a chdir; an absolute one also says exactly
+    which file a logged run used."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    path = url[len(prefix):]
+    if not path or path == ":memory:" or path.startswith("/") or "?" in path:
+        return url
+    return prefix + str((Path.cwd() / path).resolve())
+
+
+def check_storage_url(url: str, source: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    field = "search.storage"
+    if url.startswith("journal:"):
+        path = url.removeprefix("journal:")
+        if not path:
+            raise UserInputError(source, field, "journal: needs a file, e.g. journal:optuna.journal")
+        _check_parent(Path(path), source, field)
+        return
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise UserInputError(
+            source, field, f"{redact(url)!r} is not a database URL: use sqlite:///optuna.db, "
+            "postgresql://USER:PASSWORD@HOST/DB or journal:FILE",
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        hint = "pip install 'ee-search[postgres]'" if parsed.get_backend_name() == "postgresql" else "install its driver"
+        raise UserInputError(source, field, f"no driver for {parsed.drivername}: {hint}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        _check_parent(Path(parsed.database), source, field)
+
+
+def check_tracking_uri(uri: str, source: str) -> None:
+    field = "tracking.uri"
+    scheme = urlparse(uri).scheme
+    if scheme and len(scheme) > 1 and scheme.split("+")[0] not in _TRACKING_SCHEMES:
+        raise UserInputError(
+            source, field, f"{redact(uri)!r} has an unknown scheme '{scheme}': use sqlite:///mlflow.db, "
+            "http://HOST:PORT (an MLflow server), postgresql://... or a directory",
+        )
+    if scheme.startswith("sqlite"):
+        database = uri.split(":///", 1)[-1]
+        if database and database != ":memory:":
+            _check_parent(Path(database), source, field)
+
+
+def _check_parent(path: Path, source: str, field: str) -> None:
+    parent = path.expanduser().parent
+    if not parent.is_dir():
+        raise UserInputError(source, field, f"directory {parent} does not exist: create it or change the path")

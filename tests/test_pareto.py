@@ -1,0 +1,70 @@
+"""The front as data, checked against Optuna's own `study.best_trials`, a brute-force dominance check,
+and a hand-computed hypervolume; then the three files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+from ee_search.pareto import collect_points, front, hypervolume, nondominated, write_front
+
+
+def _study_with_points(points):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for i, (acc, depth) in enumerate(points):
+        study.add_trial(optuna.trial.create_trial(
+            values=[acc, depth],
+            params={"x": float(i)},
+            distributions={"x": optuna.distributions.FloatDistribution(0, 1000)},
+            user_attrs={"accuracy": acc, "avg_exit_depth": depth, "relative_flops": depth * 1.1,
+                        "thresholds": [0.5], "mlflow_run_id": f"run{i}"},
+        ))
+    return study
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_front_equals_optuna_best_trials(seed):
+    rng = np.random.default_rng(seed)
+    # Coarse grid values so ties and exact duplicates occur, the cases that are easy to get wrong.
+    depth = rng.integers(1, 9, 80) / 8
+    # Deeper exits buy accuracy, as in a real study, so the front holds several points.
+    acc = np.clip(np.round((0.9 * depth + rng.normal(0, 0.08, 80)) * 12) / 12, 0, 1)
+    study = _study_with_points(list(zip(acc.tolist(), depth.tolist())))
+    ours = {p.trial_number for p in collect_points(study) if p.on_front}
+    assert ours == {t.number for t in study.best_trials}
+    assert len(ours) >= 2
+
+
+def test_nondominated_brute_force_and_duplicates():
+    values = np.array([[0.9, 0.5], [0.9, 0.5], [0.8, 0.3], [0.7, 0.4], [0.95, 0.9], [0.8, 0.3]])
+    mask = nondominated(values, [True, False])
+    # [0.7, 0.4] is beaten by [0.8, 0.3]; duplicates stay together
+    assert mask.tolist() == [True, True, True, False, True, True]
+    with pytest.raises(ValueError):
+        nondominated(values, [True])
+
+
+def test_hypervolume_hand_computed():
+    # Rectangles to (accuracy 0, depth 1): 0.9 x 0.5 and 0.8 x 0.7 overlap in 0.8 x 0.5.
+    assert hypervolume([(0.9, 0.5), (0.8, 0.3)]) == pytest.approx(0.45 + 0.56 - 0.40)
+    assert hypervolume([(0.9, 0.5), (0.8, 0.3), (0.5, 0.6)]) == pytest.approx(0.61)  # dominated adds 0
+    assert hypervolume([]) == 0.0
+
+
+def test_files_hold_exactly_the_front(tmp_path):
+    study = _study_with_points([(0.9, 0.5), (0.8, 0.3), (0.7, 0.4), (0.95, 0.9)])
+    points = collect_points(study)
+    paths = write_front(points, tmp_path / "out", "demo")
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [int(r["trial_number"]) for r in rows] == [1, 0, 3]  # shallowest first
+    assert rows[0]["mlflow_run_id"] == "run1" and json.loads(rows[0]["params"]) == {"x": 1.0}
+    doc = json.loads(paths["json"].read_text())
+    assert doc["n_completed_trials"] == 4 and [p["trial_number"] for p in doc["front"]] == [1, 0, 3]
+    assert doc["front"][0]["thresholds"] == [0.5] and doc["front"][0]["relative_flops"] == pytest.approx(0.33)
+    html = paths["html"].read_text()
+    assert "plotly" in html and "Pareto front" in html and "trial 2" in html  # all trials, front highlighted
+    assert [p.trial_number for p in front(points)] == [1, 0, 3]
