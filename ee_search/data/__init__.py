@@ -1,0 +1,133 @@
+"""Datasets for trials: load a source once, split it (train / val carved from train / held-out test),
+upload each split to the training device once, and hand every trial its own seeded batch iterators.
+
+Trials in one process share the uploaded tensors, so a study pays the load and the host-to-device
+copy once, not once per trial.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ee_search.config import AugmentConfig, DataConfig
+from ee_search.data.augment import BatchTransform
+from ee_search.data.batches import DeviceBatches
+from ee_search.data.sources import ImageArrays, SourceData, fingerprint, load_digits, load_svhn, load_synthetic_svhn
+from ee_search.data.splits import split_train_val, stratified_subset
+from ee_search.errors import UserInputError
+
+__all__ = ["DataBundle", "DeviceBatches", "PreparedData", "prepare_data", "build_batches"]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    source: SourceData
+    train: ImageArrays
+    val: ImageArrays
+    test: ImageArrays
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.train) + "-" + fingerprint(self.val)
+
+
+@dataclass
+class DataBundle:
+    train: DeviceBatches
+    val: DeviceBatches
+    test: DeviceBatches
+    num_classes: int
+    channels: int
+    input_size: int  # after cropping: what the model sees
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+_lock = threading.Lock()
+_prepared: dict[tuple, PreparedData] = {}
+_uploaded: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def prepare_data(cfg: DataConfig, seed: int) -> PreparedData:
+    key = (cfg.dataset, cfg.root, cfg.download, cfg.val_fraction, cfg.train_subset,
+           cfg.synthetic.train_size, cfg.synthetic.test_size, seed)
+    with _lock:
+        if key not in _prepared:
+            _prepared.clear()  # one dataset per process at a time: keep memory bounded
+            _uploaded.clear()
+            _prepared[key] = _prepare(cfg, seed)
+        return _prepared[key]
+
+
+def _prepare(cfg: DataConfig, seed: int) -> PreparedData:
+    if cfg.dataset == "svhn":
+        source = load_svhn(cfg.root, cfg.download)
+    elif cfg.dataset == "synthetic_svhn":
+        source = load_synthetic_svhn(cfg.root, seed, cfg.synthetic.train_size, cfg.synthetic.test_size)
+    else:
+        source = load_digits()
+    labels = source.train.labels
+    try:
+        train_idx, val_idx = split_train_val(labels, cfg.val_fraction, seed)
+    except ValueError as exc:
+        raise UserInputError(cfg.dataset, "data.val_fraction", str(exc)) from None
+    if cfg.train_subset is not None:
+        if cfg.train_subset < source.num_classes:
+            raise UserInputError(
+                cfg.dataset, "data.train_subset",
+                f"{cfg.train_subset} samples cannot hold all {source.num_classes} classes: raise it",
+            )
+        train_idx = stratified_subset(train_idx, labels, cfg.train_subset, seed)
+    return PreparedData(source, source.train.take(train_idx), source.train.take(val_idx), source.test)
+
+
+def _upload(prepared: PreparedData, device: torch.device) -> tuple[torch.Tensor, ...]:
+    key = (id(prepared), str(device))
+    with _lock:
+        if key not in _uploaded:
+            tensors = []
+            for split in (prepared.train, prepared.val, prepared.test):
+                # NCHW uint8 -> NHWC on the device (see augment.py for why NHWC).
+                nhwc = np.ascontiguousarray(split.images.transpose(0, 2, 3, 1))
+                tensors.append(torch.from_numpy(nhwc).to(device))
+                tensors.append(torch.from_numpy(split.labels).to(device))
+            _uploaded[key] = tuple(tensors)
+        return _uploaded[key]
+
+
+def build_batches(
+    prepared: PreparedData,
+    augment: AugmentConfig,
+    device: torch.device,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    channels_last: bool = False,
+) -> DataBundle:
+    source = prepared.source
+    tr_x, tr_y, va_x, va_y, te_x, te_y = _upload(prepared, device)
+    if augment.crop is not None and augment.crop > source.image_size:
+        raise UserInputError(
+            source.name, "data.augment.crop",
+            f"{augment.crop} is larger than the {source.image_size}px images: use at most {source.image_size}",
+        )
+
+    def transform(train: bool) -> BatchTransform:
+        return BatchTransform(source.mean, source.std, source.image_size, augment.crop,
+                              augment.rotation, train, device, channels_last)
+
+    evaluate = transform(False)
+    return DataBundle(
+        train=DeviceBatches(tr_x, tr_y, batch_size, transform(True), shuffle=True, seed=seed, drop_last=True),
+        val=DeviceBatches(va_x, va_y, eval_batch_size, evaluate, shuffle=False),
+        test=DeviceBatches(te_x, te_y, eval_batch_size, evaluate, shuffle=False),
+        num_classes=source.num_classes,
+        channels=source.channels,
+        input_size=evaluate.output_size,
+        mean=source.mean,
+        std=source.std,
+    )
