@@ -1,0 +1,156 @@
+"""The early-stopping pruner: the pure rule, then scripted trials through `study.ask()` in a real
+(multi-objective) Optuna study, and Optuna's own pruners in a single-objective one."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from ee_search.config import PrunerConfig
+from ee_search.pruning import HISTORY_ATTR, EarlyStoppingPruner, PruningCallback, best_so_far, build_optuna_pruner, decide_prune
+from ee_search.train.early_stopping import EarlyStopping
+
+RULE = dict(n_startup_trials=2, n_warmup_epochs=1, min_stale_epochs=1, percentile=50.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "prune", "words"),
+    [
+        (dict(epoch=3, own_best=2.0, stale_epochs=1, others_best=[1.0, 1.5], n_completed=1, mode="min"), False, "startup"),
+        (dict(epoch=1, own_best=2.0, stale_epochs=1, others_best=[1.0, 1.5], n_completed=2, mode="min"), False, "warm-up"),
+        (dict(epoch=3, own_best=2.0, stale_epochs=0, others_best=[1.0, 1.5], n_completed=2, mode="min"), False, "improving"),
+        (dict(epoch=3, own_best=2.0, stale_epochs=1, others_best=[1.0, 1.5], n_completed=2, mode="min"), True, "worse than"),
+        (dict(epoch=3, own_best=1.2, stale_epochs=1, others_best=[1.0, 1.5], n_completed=2, mode="min"), False, "not worse"),
+        (dict(epoch=3, own_best=1.25, stale_epochs=1, others_best=[1.0, 1.5], n_completed=2, mode="min"), False, "not worse"),  # = median
+        (dict(epoch=3, own_best=0.5, stale_epochs=2, others_best=[0.6, 0.9], n_completed=2, mode="max"), True, "worse than"),
+        (dict(epoch=3, own_best=0.8, stale_epochs=2, others_best=[0.6, 0.9], n_completed=2, mode="max"), False, "not worse"),
+        (dict(epoch=3, own_best=None, stale_epochs=2, others_best=[0.6], n_completed=2, mode="min"), True, "no finite"),
+        (dict(epoch=3, own_best=2.0, stale_epochs=1, others_best=[], n_completed=2, mode="min"), False, "no completed"),
+    ],
+)
+def test_rule(kwargs, prune, words):
+    decision = decide_prune(**kwargs, **{k: v for k, v in RULE.items()})
+    assert decision.prune is prune and words in decision.reason
+
+
+def test_min_stale_epochs_and_percentile_are_honoured():
+    base = dict(epoch=4, own_best=1.35, others_best=[1.0, 1.2, 1.4, 1.6], n_completed=4, mode="min", n_startup_trials=0)
+    assert not decide_prune(**base, stale_epochs=1, min_stale_epochs=2).prune
+    assert decide_prune(**base, stale_epochs=2, min_stale_epochs=2).prune  # 1.35 > median 1.3
+    assert not decide_prune(**base, stale_epochs=2, min_stale_epochs=2, percentile=75.0).prune  # bar 1.45
+
+
+def test_best_so_far_carries_a_finished_trial_forward():
+    assert best_so_far([3.0, 2.0, 2.5], 2, "min") == 2.0
+    assert best_so_far([3.0, 2.0], 10, "min") == 2.0  # stopped at epoch 2: its best stands
+    assert best_so_far([None, 0.4, math.nan], 3, "max") == 0.4
+    assert best_so_far([None], 1, "min") is None
+
+
+class FakeTrainer:
+    should_stop = False
+
+
+def _complete(study, history, values=(0.5, 0.5)):
+    trial = study.ask()
+    trial.set_user_attr(HISTORY_ATTR, history)
+    trial.set_user_attr("monitor", "val_loss")
+    study.tell(trial, list(values))
+
+
+def test_scripted_trials_in_a_multi_objective_study():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    pruner = EarlyStoppingPruner(n_startup_trials=3, n_warmup_epochs=1, min_stale_epochs=1, percentile=50.0)
+    for history in ([2.0, 1.0, 0.8], [2.0, 1.2, 0.9], [2.0, 1.1]):  # the third stopped early
+        _complete(study, history)
+
+    def feed(losses):
+        trial = study.ask()
+        stopper = EarlyStopping("val_loss", patience=10, tol=1e-3)
+        cb = PruningCallback(trial, stopper, pruner)
+        for epoch, loss in enumerate(losses, start=1):
+            metrics = {"val_loss": loss, "train_loss": loss}
+            stopper.on_validation_end(FakeTrainer, epoch, metrics)
+            try:
+                cb.on_validation_end(FakeTrainer, epoch, metrics)
+            except optuna.TrialPruned as pruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return epoch, str(pruned), trial
+        study.tell(trial, [0.5, 0.5])
+        return None, None, trial
+
+    # A hopeless trial: stale at epoch 2 and worse than the median (1.1) of the others' bests there.
+    epoch, reason, trial = feed([3.0, 3.0, 3.0])
+    assert epoch == 2 and "50th percentile" in reason
+    stored = study.trials[trial.number].user_attrs[HISTORY_ATTR]
+    assert stored == [3.0, 3.0]  # written to the storage epoch by epoch, visible to other workers
+    # Still improving every epoch, even though worse than everyone: never pruned.
+    assert feed([3.0, 2.9, 2.8, 2.7])[0] is None
+    # Good enough: stale at epoch 3 but its best (1.0) beats the median of the others at epoch 3.
+    assert feed([2.0, 1.0, 1.05])[0] is None
+    states = [t.state.name for t in study.trials]
+    assert states.count("PRUNED") == 1 and states.count("COMPLETE") == 5
+
+
+def test_stopping_anyway_wins_over_pruning():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(3):
+        _complete(study, [1.0, 0.5])
+    trial = study.ask()
+    stopper = EarlyStopping("val_loss", patience=1, tol=0.0)
+    cb = PruningCallback(trial, stopper, EarlyStoppingPruner(n_startup_trials=1))
+
+    class Stopping:
+        should_stop = False
+
+        def request_stop(self, reason):
+            self.should_stop = True
+
+    t = Stopping()
+    for epoch, loss in enumerate([5.0, 5.0], start=1):
+        stopper.on_validation_end(t, epoch, {"val_loss": loss})
+        cb.on_validation_end(t, epoch, {"val_loss": loss})  # no TrialPruned: patience ended it first
+    assert t.should_stop
+
+
+def test_single_objective_feeds_optuna_pruners_with_aligned_values():
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
+    for losses in ([2.0, 1.0, 0.8], [2.0, 1.2, 0.9]):
+        trial = study.ask()
+        stopper = EarlyStopping("val_loss", patience=10, tol=0.0)
+        cb = PruningCallback(trial, stopper, pruner=None)
+        for epoch, loss in enumerate(losses, start=1):
+            cb.on_validation_end(FakeTrainer, epoch, {"val_loss": loss})
+        study.tell(trial, 0.9)
+    # val_loss is minimised but the study maximises accuracy: the reported value is -val_loss.
+    assert study.trials[0].intermediate_values == {1: -2.0, 2: -1.0, 3: -0.8}
+    trial = study.ask()
+    cb = PruningCallback(trial, EarlyStopping("val_loss", patience=10, tol=0.0), pruner=None)
+    cb.on_validation_end(FakeTrainer, 1, {"val_loss": 5.0})  # warm-up: step 1 < 2
+    with pytest.raises(optuna.TrialPruned, match="MedianPruner"):
+        cb.on_validation_end(FakeTrainer, 2, {"val_loss": 5.0})
+
+
+@pytest.mark.parametrize("kind", ["median", "percentile", "hyperband", "successive_halving", "patient", "wilcoxon"])
+def test_optuna_pruners_build_by_name(kind):
+    assert isinstance(build_optuna_pruner(PrunerConfig(type=kind), max_epochs=10), optuna.pruners.BasePruner)
+
+
+def test_threshold_pruner_needs_a_bound_and_options_need_a_pruner_that_takes_them():
+    with pytest.raises(ValueError, match="lower or options.upper"):
+        build_optuna_pruner(PrunerConfig(type="threshold"), 10)
+    assert isinstance(build_optuna_pruner(PrunerConfig(type="threshold", options={"upper": 5.0}), 10),
+                      optuna.pruners.ThresholdPruner)
+    with pytest.raises(ValueError, match="takes none"):
+        build_optuna_pruner(PrunerConfig(type="early_stopping", options={"x": 1}), 10)
+    with pytest.raises(TypeError):
+        build_optuna_pruner(PrunerConfig(type="median", options={"nope": 1}), 10)
+
+
+def test_constructor_checks():
+    with pytest.raises(ValueError, match="percentile must be in \\[0, 100\\] but got 120"):
+        EarlyStoppingPruner(percentile=120)
+    with pytest.raises(ValueError, match="min_stale_epochs must be at least 1 but got 0"):
+        EarlyStoppingPruner(min_stale_epochs=0)
