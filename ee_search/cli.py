@@ -41,8 +41,8 @@ def _load(study: Path, sets: list[str] | None, storage: str | None = None, track
     from ee_search.urls import absolute_sqlite, check_storage_url, check_tracking_uri
 
     overrides = list(sets or [])
-    for flag, path, value in (("--storage", "search.storage", storage), ("--tracking-uri", "tracking.uri", tracking_uri),
-                              ("--device", "device", device), ("--n-trials", "search.n_trials", n_trials)):
+    for path, value in (("search.storage", storage), ("tracking.uri", tracking_uri), ("device", device),
+                        ("search.n_trials", n_trials)):
         if value is not None:
             overrides.append(f"{path}={value}" if not isinstance(value, str) else f"{path}={_yaml_str(value)}")
     loaded = load_study_file(study, overrides)

@@ -23,18 +23,10 @@ from pydantic import (
     model_validator,
 )
 
-from ee_search.errors import UserInputError
+from ee_search.config_errors import to_user_error
+from ee_search.dotted import get_path, parse_override, set_path, split_path  # noqa: F401 (re-exported)
+from ee_search.errors import FieldError, UserInputError
 from ee_search.models.registry import MODELS, num_exits
-
-
-class FieldError(Exception):
-    """A cross-field check failed. Not a ValueError on purpose: pydantic re-raises it untouched, so the
-    dotted field name survives to the error line instead of being flattened into the model's loc."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 class Strict(BaseModel):
@@ -281,54 +273,6 @@ class StudyConfig(Strict):
 
 
 # ---------------------------------------------------------------------------------------- loading
-# Fields whose values are free-form mappings: in a dotted path, everything after them is one key
-# (search.space.train.lr names the dimension "train.lr", not a field "lr" of "train").
-_MAPPING_FIELDS = {("search", "space"), ("search", "sampler", "options"), ("search", "pruner", "options")}
-
-
-def split_path(path: str) -> list[str]:
-    tokens = path.split(".")
-    for i in range(len(tokens)):
-        if tuple(tokens[: i + 1]) in _MAPPING_FIELDS and i + 1 < len(tokens):
-            return tokens[: i + 1] + [".".join(tokens[i + 1 :])]
-    return tokens
-
-
-def set_path(raw: dict, path: str, value: Any) -> None:
-    """Write `value` at a dotted path of a raw (unvalidated) config, creating mappings on the way."""
-    keys = split_path(path)
-    node = raw
-    for key in keys[:-1]:
-        child = node.get(key)
-        if child is None:
-            child = node[key] = {}
-        if not isinstance(child, dict):
-            raise FieldError(path, f"'{key}' holds a value, not a mapping, so it has no field '{keys[-1]}'")
-        node = child
-    node[keys[-1]] = value
-
-
-def get_path(raw: dict, path: str, default: Any = None) -> Any:
-    node: Any = raw
-    for key in split_path(path):
-        if not isinstance(node, dict) or key not in node:
-            return default
-        node = node[key]
-    return node
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`--set train.lr=0.1`: the value is YAML, so lists, mappings and null work too."""
-    path, sep, value = text.partition("=")
-    if not sep or not path.strip():
-        raise UserInputError("--set", text, "expected PATH=VALUE, e.g. --set train.max_epochs=3")
-    try:
-        return path.strip(), yaml.safe_load(value)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise UserInputError("--set", path.strip(), f"value {value!r} is {problem}") from None
-
-
 class LoadedStudy(BaseModel):
     """A validated study file plus what produced it: the path, the raw text and the raw mapping after
     overrides (the base every trial writes its sampled values into)."""
@@ -360,7 +304,7 @@ def validate_raw(raw: Any, source: str) -> StudyConfig:
     except FieldError as exc:
         raise UserInputError(source, exc.field, exc.message) from None
     except ValidationError as exc:
-        raise _to_user_error(exc, source) from None
+        raise to_user_error(exc, source) from None
 
 
 def load_config(
@@ -402,74 +346,3 @@ def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = (
 
     check_space(config, raw, source)
     return LoadedStudy(path=source, raw_text=raw_text, raw=raw, config=config)
-
-
-# ---------------------------------------------------------------------------------------- errors
-_DIMENSION_TAGS = {"float", "int", "categorical"}
-
-
-def format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for i, part in enumerate(loc):
-        if i >= 1 and loc[i - 1 : i] and _is_space_key(loc, i - 1) and part in _DIMENSION_TAGS:
-            continue  # pydantic's discriminator tag, not a key the user wrote
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif "." in str(part):
-            out += f"[{str(part)!r}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _is_space_key(loc: tuple[Any, ...], i: int) -> bool:
-    return i >= 2 and loc[i - 2 : i] == ("search", "space")
-
-
-def _to_user_error(exc: ValidationError, source: str) -> UserInputError:
-    err = exc.errors(include_url=False)[0]
-    loc = tuple(err["loc"])
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
-        hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
-        return UserInputError(source, format_loc(loc), f"unknown key{hint}")
-    if kind == "missing":
-        return UserInputError(source, format_loc(loc), "required field is missing")
-    message = err["msg"].removeprefix("Value error, ")
-    given = err.get("input")
-    if isinstance(given, (str, int, float, bool)) and kind not in ("value_error",):
-        message += f" (got {given!r})"
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        message = "type must be one of float, int, categorical"
-    return UserInputError(source, format_loc(loc), message)
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the schema node at `loc`, for 'unknown key' messages."""
-    model: Any = StudyConfig
-    i = 0
-    while i < len(loc):
-        part = loc[i]
-        if model is SearchConfig and part == "space":
-            i += 2  # the dimension's key, then pydantic's tag picks the class
-            if i < len(loc):
-                model = {"float": FloatDimension, "int": IntDimension}.get(loc[i], CategoricalDimension)
-            i += 1
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = _model_of(field.annotation)
-        i += 1
-    return sorted(getattr(model, "model_fields", {}))
-
-
-def _model_of(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None

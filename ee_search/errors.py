@@ -23,3 +23,13 @@ class UserInputError(Exception):
         where = f"{self.source}: {self.field}" if self.field else self.source
         # Collapse whitespace so the message stays on one line whatever the caller passed in.
         return f"{where}: {' '.join(self.message.split())}"
+
+
+class FieldError(Exception):
+    """A cross-field check failed. Not a ValueError on purpose: pydantic re-raises it untouched, so the
+    dotted field name survives to the error line instead of being flattened into the model's loc."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message

@@ -19,11 +19,11 @@ from ee_search.config import (
     FloatDimension,
     IntDimension,
     StudyConfig,
-    _model_of,
     get_path,
     set_path,
     validate_raw,
 )
+from ee_search.config_errors import model_of
 from ee_search.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -105,14 +105,14 @@ def field_annotation(path: str) -> Any:
             where = ".".join(keys[:i]) or "the study file"
             raise ValueError(f"names nothing: {where} has no field '{key}' (fields: {known})")
         annotation = field.annotation
-        model = _model_of(annotation) if _is_model(annotation) else None
+        model = model_of(annotation) if _is_model(annotation) else None
     if model is not None:
         raise ValueError(f"names a group of fields; search one of its fields: {', '.join(model.model_fields)}")
     return annotation
 
 
 def _is_model(annotation: Any) -> bool:
-    found = _model_of(annotation)
+    found = model_of(annotation)
     return found is not None and issubclass(found, BaseModel)
 
 

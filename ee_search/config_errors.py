@@ -1,0 +1,80 @@
+"""Turning a pydantic ValidationError into the one line a user reads: file, field, what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ee_search.errors import UserInputError
+
+_DIMENSION_TAGS = {"float", "int", "categorical"}
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for i, part in enumerate(loc):
+        if i >= 1 and loc[i - 1 : i] and _is_space_key(loc, i - 1) and part in _DIMENSION_TAGS:
+            continue  # pydantic's discriminator tag, not a key the user wrote
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "." in str(part):
+            out += f"[{str(part)!r}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _is_space_key(loc: tuple[Any, ...], i: int) -> bool:
+    return i >= 2 and loc[i - 2 : i] == ("search", "space")
+
+
+def to_user_error(exc: ValidationError, source: str) -> UserInputError:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        return UserInputError(source, format_loc(loc), f"unknown key{hint}")
+    if kind == "missing":
+        return UserInputError(source, format_loc(loc), "required field is missing")
+    message = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    if isinstance(given, (str, int, float, bool)) and kind not in ("value_error",):
+        message += f" (got {given!r})"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        message = "type must be one of float, int, categorical"
+    return UserInputError(source, format_loc(loc), message)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the schema node at `loc`, for 'unknown key' messages."""
+    from ee_search.config import CategoricalDimension, FloatDimension, IntDimension, SearchConfig, StudyConfig
+
+    model: Any = StudyConfig
+    i = 0
+    while i < len(loc):
+        part = loc[i]
+        if model is SearchConfig and part == "space":
+            i += 2  # the dimension's key, then pydantic's tag picks the class
+            if i < len(loc):
+                model = {"float": FloatDimension, "int": IntDimension}.get(loc[i], CategoricalDimension)
+            i += 1
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = model_of(field.annotation)
+        i += 1
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = model_of(arg)
+        if found is not None:
+            return found
+    return None
