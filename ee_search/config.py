@@ -65,7 +65,10 @@ class ModelConfig(Strict):
 
 # ---------------------------------------------------------------------------------------- train
 class EarlyStoppingConfig(Strict):
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    # val_loss | val_accuracy | val_accuracy_exit_<k>. In multi-objective studies prefer val_loss or an
+    # exit's accuracy: val_accuracy depends on each trial's thresholds, so the pruner would compare
+    # trade-off points rather than training progress.
+    monitor: str = Field("val_loss", pattern=r"^(val_loss|val_accuracy|val_accuracy_exit_[1-9][0-9]*)$")
     patience: PositiveInt = 5
     tol: NonNegativeFloat = 1.0e-4
 
@@ -249,6 +252,13 @@ class StudyConfig(Strict):
             )
         if weights is not None and sum(weights) <= 0:
             raise FieldError("model.exit_loss_weights", "at least one weight must be positive")
+        monitor = self.train.early_stopping.monitor
+        if monitor.startswith("val_accuracy_exit_") and int(monitor.rsplit("_", 1)[1]) > k:
+            raise FieldError(
+                "train.early_stopping.monitor",
+                f"{self.model.name} has exits 1..{k}, so {monitor} names nothing: use val_accuracy_exit_{k} "
+                "for the final exit",
+            )
         if len(self.exits.thresholds) != k - 1:
             raise FieldError(
                 "exits.thresholds",

@@ -9,6 +9,12 @@ from pydantic import BaseModel, ValidationError
 from ee_search.errors import UserInputError
 
 _DIMENSION_TAGS = {"float", "int", "categorical"}
+# Regex patterns mean nothing to a user; say what is allowed instead.
+_PATTERN_HINTS = {
+    "name": "use letters, digits, '_', '-' and '.', starting with a letter or digit (no spaces)",
+    "monitor": "use val_loss, val_accuracy, or val_accuracy_exit_<k> for one exit's accuracy",
+    "device": "use auto, cpu, cuda or cuda:<index>",
+}
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:
@@ -39,6 +45,10 @@ def to_user_error(exc: ValidationError, source: str) -> UserInputError:
         return UserInputError(source, format_loc(loc), f"unknown key{hint}")
     if kind == "missing":
         return UserInputError(source, format_loc(loc), "required field is missing")
+    if kind == "string_pattern_mismatch" and loc and loc[-1] in _PATTERN_HINTS:
+        return UserInputError(source, format_loc(loc), f"{_PATTERN_HINTS[loc[-1]]} (got {err.get('input')!r})")
+    if kind == "too_short" and loc and loc[-1] == "choices":
+        return UserInputError(source, format_loc(loc), "the choice list is empty: give at least one choice")
     message = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
     if isinstance(given, (str, int, float, bool)) and kind not in ("value_error",):

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from ee_search.config import PrunerConfig
 from ee_search.train.callbacks import Callback
-from ee_search.train.early_stopping import MODES, EarlyStopping
+from ee_search.train.early_stopping import EarlyStopping, monitor_mode
 
 HISTORY_ATTR = "monitor_history"  # list, index = epoch - 1; None where the value was not finite
 MONITOR_ATTR = "monitor"
@@ -108,7 +108,7 @@ class EarlyStoppingPruner:
 
     def decide(self, study: optuna.Study, epoch: int, own_best: float | None, stale_epochs: int,
                monitor: str) -> PruneDecision:
-        mode = MODES[monitor]
+        mode = monitor_mode(monitor)
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         others = []
         for t in completed:
@@ -162,7 +162,7 @@ class PruningCallback(Callback):
         # other way (val_loss in a maximize-accuracy study) the reported value is negated, so that
         # "better" means the same thing to both.
         maximize = self.trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
-        higher_is_better = MODES[self.stopper.monitor] == "max"
+        higher_is_better = self.stopper.mode == "max"
         return value if maximize == higher_is_better else -value
 
 

@@ -45,7 +45,7 @@ def test_quickstart_loads():
         (["exits.thresholds=[0.9, 1.5]"], "exits.thresholds", "[0, 1]"),
         (["search.space.train.lr={type: float, low: 1, high: 0.1}"], "search.space['train.lr']", "low (1.0) > high (0.1)"),
         (["search.space.train.lr={type: float, low: 0, high: 0.1, log: true}"], "search.space['train.lr']", "low > 0"),
-        (["search.space.train.batch_size={type: categorical, choices: []}"], "search.space['train.batch_size'].choices", "at least 1"),
+        (["search.space.train.batch_size={type: categorical, choices: []}"], "search.space['train.batch_size'].choices", "at least one choice"),
         (["search.space.train.foo={type: float, low: 0, high: 1}"], "search.space['train.foo']", "names nothing"),
         (["search.space.train.early_stopping={type: int, low: 1, high: 2}"], "search.space['train.early_stopping']", "group of fields"),
         (["search.space.exits.thresholds={type: float, low: 0.5, high: 0.9}"], "search.space['exits.thresholds']", "per_item"),
@@ -54,7 +54,10 @@ def test_quickstart_loads():
         (["search.space.train.lr={type: float, low: 0.1, high: 0.2, when: {train.averaging.method: [foo]}}"],
          "search.space['train.lr'].when", "never takes"),
         (["search.pruner.type=median"], "search.pruner.type", "single objective"),
-        (["name=has space"], "name", "pattern"),
+        (["name=has space"], "name", "no spaces"),
+        (["train.early_stopping.monitor=val_f1"], "train.early_stopping.monitor", "val_accuracy_exit_<k>"),
+        (["train.early_stopping.monitor=val_accuracy_exit_4"], "train.early_stopping.monitor", "val_accuracy_exit_3"),
+        (["device=gpu"], "device", "cuda:<index>"),
     ],
 )
 def test_each_mistake_is_one_line_naming_file_and_field(overrides, field, words):

@@ -11,11 +11,24 @@ never stopped at all.)
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from ee_search.train.callbacks import Callback
 
-MODES = {"val_loss": "min", "val_accuracy": "max"}
+_EXIT_ACCURACY = re.compile(r"^val_accuracy_exit_[1-9][0-9]*$")
+
+
+def monitor_mode(monitor: str) -> str:
+    """'min' for val_loss; 'max' for val_accuracy and any single exit's val_accuracy_exit_k.
+
+    val_accuracy is measured at the trial's own exit thresholds, so it is not comparable between
+    trials that chose different thresholds; val_loss and val_accuracy_exit_k do not depend on them."""
+    if monitor == "val_loss":
+        return "min"
+    if monitor == "val_accuracy" or _EXIT_ACCURACY.match(monitor):
+        return "max"
+    raise ValueError(f"monitor must be val_loss, val_accuracy or val_accuracy_exit_<k> but got {monitor!r}")
 PATIENCE_EXHAUSTED = "patience_exhausted"
 NON_FINITE_LOSS = "non_finite_loss"
 MAX_EPOCHS = "max_epochs"
@@ -73,14 +86,12 @@ class EarlyStopping(Callback):
     """Judges the validated (possibly averaged) model each epoch; sets the trainer's stop flag."""
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, tol: float = 1e-4) -> None:
-        if monitor not in MODES:
-            raise ValueError(f"monitor must be one of {sorted(MODES)} but got {monitor!r}")
         if patience < 1:
             raise ValueError(f"patience must be at least 1 but got {patience}")
         if tol < 0:
             raise ValueError(f"tol cannot be negative but got {tol}")
         self.monitor = monitor
-        self.mode = MODES[monitor]
+        self.mode = monitor_mode(monitor)
         self.patience = patience
         self.tol = tol
         self.state = StopState()

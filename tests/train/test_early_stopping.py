@@ -75,11 +75,18 @@ def test_seed_bug_1_a_stop_decision_is_acted_on():
     assert cb.state.best == 1.0 and cb.state.best_epoch == 1 and cb.state.stale == 1
 
 
+def test_monitor_names_give_their_direction():
+    assert EarlyStopping("val_loss").mode == "min"
+    assert EarlyStopping("val_accuracy").mode == "max"
+    assert EarlyStopping("val_accuracy_exit_3").mode == "max"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"patience": 0}, "patience must be at least 1 but got 0"),
      ({"tol": -1.0}, "tol cannot be negative but got -1.0"),
-     ({"monitor": "val_f1"}, "monitor must be one of")],
+     ({"monitor": "val_f1"}, "monitor must be val_loss, val_accuracy or val_accuracy_exit_<k>"),
+     ({"monitor": "val_accuracy_exit_0"}, "but got 'val_accuracy_exit_0'")],
 )
 def test_bad_arguments_name_the_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
