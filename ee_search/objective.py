@@ -57,20 +57,20 @@ class Objective:
         self.es_pruner = EarlyStoppingPruner.from_config(pruner_cfg) if pruner_cfg.type == "early_stopping" else None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        base = self.study_file.config
-        values = space.sample(trial, base)
+        values = space.sample(trial, self.study_file.config)
         config = self.study_file.with_values(values)
         seed = config.seed + trial.number
+        es = config.train.early_stopping
+        stopper = EarlyStopping(es.monitor, es.patience, es.tol)
+        pruning = PruningCallback(trial, stopper, self.es_pruner)
         run = self.tracker.start_trial(self.parent_run_id, trial.number, trial_params(config, seed))
-        trial.set_user_attr("mlflow_run_id", run.run_id)
-        trial_yaml = redact(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-        run.log_text(trial_yaml, "config/trial.yaml")
+        # From here on every way out closes the run with the status Optuna will record.
         with tempfile.TemporaryDirectory(prefix=f"ee-search-trial-{trial.number}-") as tmp:
             checkpoint = Path(tmp) / "best.pt"
-            es = config.train.early_stopping
-            stopper = EarlyStopping(es.monitor, es.patience, es.tol)
-            pruning = PruningCallback(trial, stopper, self.es_pruner)
             try:
+                trial.set_user_attr("mlflow_run_id", run.run_id)
+                trial_yaml = redact(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+                run.log_text(trial_yaml, "config/trial.yaml")
                 result = run_experiment(
                     config,
                     device=self.device,
@@ -80,6 +80,7 @@ class Objective:
                     pruning=pruning,
                     checkpoint_path=checkpoint,
                 )
+                return self._end_complete(trial, run, config, result)
             except optuna.TrialPruned as pruned:
                 trial.set_user_attr("prune_detail", str(pruned)[:500])
                 self._end_pruned(trial, run, len(pruning.history), PRUNED, checkpoint)
@@ -87,7 +88,6 @@ class Objective:
             except BaseException as error:
                 self._end_failed(trial, run, len(pruning.history), error, checkpoint)
                 raise
-            return self._end_complete(trial, run, config, result)
 
     # ------------------------------------------------------------------------------ endings
     def _end_complete(self, trial: optuna.Trial, run: TrialRun, config: StudyConfig,
@@ -128,6 +128,8 @@ class Objective:
 
     def _end_failed(self, trial: optuna.Trial, run: TrialRun, epochs: int, error: BaseException,
                     checkpoint: Path) -> None:
+        if run.finished:
+            return  # failed after the run was closed with its true status: leave that status
         trial.set_user_attr("epochs_trained", epochs)
         trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
         try:
