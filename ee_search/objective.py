@@ -109,7 +109,7 @@ class Objective:
         for name in FINAL_METRICS:
             trial.set_user_attr(name, metrics[name])
         trial.set_user_attr("thresholds", list(config.exits.thresholds))
-        self._log_curve(run, config, result)
+        self._log_curve(trial.number, run, config, result)
         run.finish("COMPLETE", fit.stop_reason)
         out = [metrics[name] for name in config.search.objectives]
         if not all(math.isfinite(v) for v in out):
@@ -139,14 +139,14 @@ class Objective:
         finally:
             run.finish("FAIL")
 
-    def _log_curve(self, run: TrialRun, config: StudyConfig, result: ExperimentResult) -> None:
+    def _log_curve(self, number: int, run: TrialRun, config: StudyConfig, result: ExperimentResult) -> None:
         with tempfile.TemporaryDirectory(prefix="ee-search-exits-") as tmp:
             csv_path, html_path = Path(tmp) / "tradeoff.csv", Path(tmp) / "tradeoff.html"
             write_csv(result.curve, csv_path)
             fig = tradeoff_figure(
                 result.curve,
                 chosen=result.metrics,
-                title=f"{config.name} trial {run.run_id[:8]}: accuracy vs compute "
+                title=f"{config.name} trial {number}: accuracy vs compute "
                 f"({config.model.name}, thresholds {[round(t, 4) for t in config.exits.thresholds]})",
                 criterion=config.exits.criterion,
             )

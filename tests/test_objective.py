@@ -31,11 +31,11 @@ def test_one_failing_trial_does_not_stop_the_study(tiny_study, workdir, monkeypa
     else:
         real_curve = Objective._log_curve
 
-        def flaky_curve(self, run, config, result):
+        def flaky_curve(self, number, run, config, result):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise RuntimeError("simulated artifact store outage")
-            return real_curve(self, run, config, result)
+            return real_curve(self, number, run, config, result)
 
         monkeypatch.setattr(Objective, "_log_curve", flaky_curve)
 
