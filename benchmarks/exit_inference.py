@@ -1,0 +1,132 @@
+"""Early-exit inference that skips work: FLOPs-predicted vs measured speedup.
+
+ee_resnet (width 64, the seed's MyResNet) at batch 1024 on synthetic house numbers, with per-exit
+thresholds picked on the batch so that about half the samples leave before the final exit. Three
+paths, timed side by side in one run:
+
+- full depth: the backbone plus the final head only (what you run without early exits);
+- dense all exits: every stage and every head on every sample, then decide (the sweep's path);
+- compacted: after each side exit the samples that leave are dropped (exits.predict_early_exit).
+
+flops_speedup = FLOPs(full depth) / mean FLOPs of the exits taken; measured_speedup = time(full
+depth) / time(compacted); outputs_match_dense: compacted predictions and exit indices == dense.
+
+    python benchmarks/exit_inference.py --json benchmarks/results/exit-inference-cpu.json
+    python benchmarks/exit_inference.py --quick --json /tmp/exit.json
+Goals: measured >= 0.7 x flops_speedup on CPU, >= 0.8 x on an H100/H200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median, resolve, timed, write_json  # noqa: E402
+
+from ee_search.config import ModelConfig  # noqa: E402
+from ee_search.data.augment import BatchTransform  # noqa: E402
+from ee_search.data.sources import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from ee_search.data.synthetic_svhn import render_house_numbers  # noqa: E402
+from ee_search.exits import confidence, exit_costs, predict_dense, predict_early_exit  # noqa: E402
+from ee_search.models import build_model  # noqa: E402
+
+
+@torch.no_grad()
+def full_depth(model, x):
+    for stage in model.stages:
+        x = stage(x)
+    return model.heads[-1](x)
+
+
+def half_early_thresholds(model, x, criterion: str, early_share: float = 0.5) -> list[float]:
+    """Thresholds that let `early_share` of the batch leave, spread evenly over the side exits."""
+    with torch.no_grad():
+        scores = confidence(torch.stack([z.float() for z in model(x)]), criterion)
+    k_side = model.num_exits - 1
+    remaining = torch.ones(scores.shape[1], dtype=torch.bool, device=scores.device)
+    thresholds = []
+    for k in range(k_side):
+        # Of those still in, let this exit take an equal slice of the early share.
+        want = (early_share / k_side) / float(remaining.float().mean())
+        s = scores[k][remaining]
+        q = (1 - want) if criterion == "max_softmax" else want
+        t = float(torch.quantile(s.float(), min(max(q, 0.0), 1.0)))
+        thresholds.append(t)
+        leave = scores[k] >= t if criterion == "max_softmax" else scores[k] <= t
+        remaining &= ~leave
+    return thresholds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="fewer timing repeats")
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    args = parser.parse_args()
+    device = resolve(args.device)
+    repeats = 3 if args.quick else 10
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="ee_resnet", width=args.width), 3, 10)
+    model = model.to(device=device, memory_format=torch.channels_last).eval()
+    with torch.no_grad():  # data-like BN statistics so random-init exits differ in confidence
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    images, _ = render_house_numbers(args.batch, seed=0)
+    store = torch.from_numpy(images.transpose(0, 2, 3, 1).copy()).to(device)
+    transform = BatchTransform(IMAGENET_MEAN, IMAGENET_STD, 32, 28, 0.0, train=False, device=device, channels_last=True)
+    x = transform(store, torch.arange(args.batch, device=device))
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext())
+
+    with autocast:
+        thresholds = half_early_thresholds(model, x, args.criterion)
+        compact = predict_early_exit(model, x, thresholds, args.criterion)
+        dense_pred, dense_taken = predict_dense(model, x, thresholds, args.criterion)
+        costs = exit_costs(model, (3, 28, 28))
+        t_full = timed(lambda: full_depth(model, x), device, repeats)
+        t_dense = timed(lambda: model(x), device, repeats)
+        t_compact = timed(lambda: predict_early_exit(model, x, thresholds, args.criterion), device, repeats)
+
+    taken = compact.exit_index
+    share = [float((taken == k).float().mean()) for k in range(model.num_exits)]
+    mean_cost = sum(s * c for s, c in zip(share, costs.cumulative))
+    flops_speedup = costs.full_network / mean_cost
+    measured = median(t_full) / median(t_compact)
+    result = {
+        "model": f"ee_resnet width {args.width}",
+        "batch": args.batch,
+        "criterion": args.criterion,
+        "precision": args.precision,
+        "thresholds": thresholds,
+        "exit_fractions": share,
+        "early_share": 1 - share[-1],
+        "survivors_per_stage": compact.survivors,
+        "flops_per_image": {"full_depth": costs.full_network, "per_exit_cumulative": costs.cumulative},
+        "seconds": {"full_depth": median(t_full), "dense_all_exits": median(t_dense), "compacted": median(t_compact)},
+        "flops_speedup": flops_speedup,
+        "measured_speedup": measured,
+        "measured_over_flops": measured / flops_speedup,
+        "speedup_vs_dense_all_exits": median(t_dense) / median(t_compact),
+        "outputs_match_dense": bool(torch.equal(compact.prediction, dense_pred) and torch.equal(taken, dense_taken)),
+        "repeats": repeats,
+    }
+    goal = 0.8 if device.type == "cuda" else 0.7
+    result["goal"] = {"measured_over_flops_at_least": goal, "met": result["measured_over_flops"] >= goal}
+    record = write_json(args.json, "exit_inference", device, args.quick, result)
+    for key in ("exit_fractions", "flops_speedup", "measured_speedup", "measured_over_flops", "outputs_match_dense", "seconds"):
+        print(f"{key}: {record[key]}")
+
+
+if __name__ == "__main__":
+    main()
