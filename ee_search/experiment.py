@@ -8,6 +8,7 @@ dataset shape, normalisation, exit policy), as plain data that `torch.load(weigh
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,18 @@ def run_experiment(
     pruning: Callback | None = None,
     checkpoint_path: str | Path | None = None,
 ) -> ExperimentResult:
+    # Each trial queues its kernels on its own CUDA stream, so trials sharing a GPU (search.n_jobs)
+    # can overlap instead of serialising on the default stream.
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    try:
+        with torch.cuda.stream(stream) if stream is not None else nullcontext():
+            return _run(config, device, seed, stopper, recorders, pruning, checkpoint_path)
+    finally:
+        if stream is not None:
+            stream.synchronize()  # results (or a pruned trial's checkpoint) are read on other streams next
+
+
+def _run(config, device, seed, stopper, recorders, pruning, checkpoint_path) -> ExperimentResult:
     prepared = prepare_data(config.data, config.seed)  # same split for every trial of the study
     tc = config.train
     data = build_batches(prepared, config.data.augment, device, tc.batch_size, tc.eval_batch_size,

@@ -95,6 +95,8 @@ def _upload(prepared: PreparedData, device: torch.device) -> tuple[torch.Tensor,
                 nhwc = np.ascontiguousarray(split.images.transpose(0, 2, 3, 1))
                 tensors.append(torch.from_numpy(nhwc).to(device))
                 tensors.append(torch.from_numpy(split.labels).to(device))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # trials on other streams read these next
             _uploaded[key] = tuple(tensors)
         return _uploaded[key]
 

@@ -83,7 +83,7 @@ class Trainer:
                 self.epoch = epoch
                 cbs.on_epoch_start(self, epoch)
                 started = time.perf_counter()
-                metrics = self._train_epoch()
+                metrics = self.train_epoch()
                 cbs.on_validation_start(self, epoch)
                 metrics.update(self._validate())
                 metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
@@ -105,7 +105,7 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
-    def _train_epoch(self) -> dict[str, float]:
+    def train_epoch(self) -> dict[str, float]:
         model, opt = self.model, self.optimizer
         model.train()
         loss_sum = correct = None
