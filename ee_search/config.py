@@ -234,7 +234,7 @@ class StudyConfig(Strict):
     def loss_weights(self) -> list[float]:
         if self.model.exit_loss_weights is not None:
             return list(self.model.exit_loss_weights)
-        return [0.3] * (self.num_exits - 1) + [1.0]
+        return [0.3] * (self.num_exits - 1) + [1.0]  # models.base.default_loss_weights, without torch
 
     @model_validator(mode="after")
     def _cross_field(self) -> "StudyConfig":

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ee_search.models.base import EarlyExitNetwork
+from ee_search.models.base import EarlyExitNetwork, default_loss_weights
 
 
 def _c(channels: int, width: int) -> int:
@@ -47,7 +47,7 @@ def build_branchy_lenet(
         ),
         nn.Linear(_c(84, width), num_classes),
     ]
-    return EarlyExitNetwork(stages, heads, exit_loss_weights or [0.3, 1.0])
+    return EarlyExitNetwork(stages, heads, exit_loss_weights or default_loss_weights(2))
 
 
 def build_branchy_alexnet(
@@ -95,4 +95,4 @@ def build_branchy_alexnet(
         ),
         nn.Linear(fc2, num_classes, bias=False),
     ]
-    return EarlyExitNetwork(stages, heads, exit_loss_weights or [0.3, 0.3, 1.0])
+    return EarlyExitNetwork(stages, heads, exit_loss_weights or default_loss_weights(3))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from ee_search.models.base import EarlyExitNetwork, PooledLinearHead, side_head
+from ee_search.models.base import EarlyExitNetwork, default_loss_weights, exit_heads
 
 
 def _resnet_layer(inplanes: int, planes: int, blocks: int = 2, stride: int = 2) -> nn.Sequential:
@@ -48,10 +48,8 @@ def build_ee_resnet(
     for i in range(1, depth):
         stages.append(_resnet_layer(channels[-1], width * 2**i))
         channels.append(width * 2**i)
-    heads = [side_head(side_head_kind, c, num_classes) for c in channels[:-1]]
-    heads.append(PooledLinearHead(channels[-1], num_classes))
-    weights = exit_loss_weights or [0.3] * (depth - 1) + [1.0]
-    model = EarlyExitNetwork(stages, heads, weights)
+    weights = exit_loss_weights or default_loss_weights(depth)
+    model = EarlyExitNetwork(stages, exit_heads(channels, num_classes, side_head_kind), weights)
     _init_like_torchvision(model)
     return model
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ee_search.models.base import EarlyExitNetwork, PooledLinearHead, side_head
+from ee_search.models.base import EarlyExitNetwork, default_loss_weights, exit_heads
 
 _BLOCKS = ((1, 2), (2, 2), (4, 3), (8, 3))  # (channel multiplier, convs per block)
 
@@ -44,6 +44,5 @@ def build_ee_vgg(
         stages.append(_vgg_block(inplanes, width * mult, convs))
         inplanes = width * mult
         channels.append(inplanes)
-    heads = [side_head(side_head_kind, c, num_classes) for c in channels[:-1]]
-    heads.append(PooledLinearHead(channels[-1], num_classes))
-    return EarlyExitNetwork(stages, heads, exit_loss_weights or [0.3] * (depth - 1) + [1.0])
+    heads = exit_heads(channels, num_classes, side_head_kind)
+    return EarlyExitNetwork(stages, heads, exit_loss_weights or default_loss_weights(depth))
