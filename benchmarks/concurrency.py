@@ -116,8 +116,10 @@ def main() -> None:
         "aggregate_images_per_second": {str(n): r for n, r in rates.items()},
         "scaling_vs_one": {str(n): r / base for n, r in rates.items()},
     }
-    if 4 in rates and 1 in rates:
+    if device.type == "cuda" and 4 in rates and 1 in rates:
         result["goal"] = {"four_over_one_at_least": 2.0, "met": rates[4] / rates[1] >= 2.0}
+    elif device.type != "cuda":
+        result["note"] = "CPU smoke run of the GPU benchmark's code path: the goal (4 trials >= 2x one) is about GPUs"
     write_json(args.json, "concurrency", device, args.quick, result)
     print(result)
 
