@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import resolve, sync, write_json  # noqa: E402
+from _common import resolve, sync, write_json
 
-from ee_search.config import StudyConfig  # noqa: E402
-from ee_search.data import build_batches, prepare_data  # noqa: E402
-from ee_search.experiment import autocast_dtype  # noqa: E402
-from ee_search.models import build_model  # noqa: E402
-from ee_search.train import ExitPolicy, Trainer, build_optimizer  # noqa: E402
+from ee_search.config import StudyConfig
+from ee_search.data import build_batches, prepare_data
+from ee_search.experiment import autocast_dtype
+from ee_search.models import build_model
+from ee_search.train import ExitPolicy, Trainer, build_optimizer
 
 
 def config(width: int, n_train: int, root: Path, compile_model: bool) -> StudyConfig:

@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, resolve, timed, write_json  # noqa: E402
+from _common import median, resolve, timed, write_json
 
-from ee_search.config import ModelConfig  # noqa: E402
-from ee_search.data.augment import BatchTransform  # noqa: E402
-from ee_search.data.sources import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from ee_search.data.synthetic_svhn import render_house_numbers  # noqa: E402
-from ee_search.exits import confidence, exit_costs, predict_dense, predict_early_exit  # noqa: E402
-from ee_search.models import build_model  # noqa: E402
+from ee_search.config import ModelConfig
+from ee_search.data.augment import BatchTransform
+from ee_search.data.sources import IMAGENET_MEAN, IMAGENET_STD
+from ee_search.data.synthetic_svhn import render_house_numbers
+from ee_search.exits import confidence, exit_costs, predict_dense, predict_early_exit
+from ee_search.models import build_model
 
 
 @torch.no_grad()

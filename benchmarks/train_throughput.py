@@ -34,18 +34,17 @@ from torchvision import transforms as T
 from torchvision.datasets.vision import VisionDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import gemm_gflops, peak_flops, resolve, sync, write_json  # noqa: E402
+from _common import gemm_gflops, peak_flops, resolve, sync, write_json
 
 from ee_search.config import (
-    LoadedStudy,  # noqa: E402
-    StudyConfig,  # noqa: E402
+    StudyConfig,
 )
-from ee_search.data import build_batches, prepare_data  # noqa: E402
-from ee_search.data.sources import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from ee_search.exits import training_flops_per_image  # noqa: E402
-from ee_search.experiment import autocast_dtype  # noqa: E402
-from ee_search.models import build_model  # noqa: E402
-from ee_search.train import EarlyStopping, ExitPolicy, Trainer, build_optimizer  # noqa: E402
+from ee_search.data import build_batches, prepare_data
+from ee_search.data.sources import IMAGENET_MEAN, IMAGENET_STD
+from ee_search.exits import training_flops_per_image
+from ee_search.experiment import autocast_dtype
+from ee_search.models import build_model
+from ee_search.train import EarlyStopping, ExitPolicy, Trainer, build_optimizer
 
 SVHN_TRAIN = 73257
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -27,10 +27,10 @@ console = Console(highlight=False, width=_WIDTH, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, width=_WIDTH)
 
 StudyArg = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: PATH=VALUE (YAML value). Repeatable.")]
-StorageOpt = Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (overrides search.storage).")]
-TrackingOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (overrides tracking.uri).")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda (overrides device).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: PATH=VALUE (YAML value). Repeatable.")]
+StorageOpt = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL (overrides search.storage).")]
+TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (overrides tracking.uri).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (overrides device).")]
 
 
 def _load(study: Path, sets: list[str] | None, storage: str | None = None, tracking_uri: str | None = None,
@@ -73,11 +73,11 @@ def _fail(error: UserInputError) -> None:
 def run(
     study: StudyArg,
     set_: SetOpt = None,
-    n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="Trials the study should have in total.")] = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Trials the study should have in total.")] = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     device: DeviceOpt = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
 ) -> None:
     """Create or resume the study, run trials, print a summary."""
     try:
@@ -180,7 +180,7 @@ def status(study: StudyArg, set_: SetOpt = None, storage: StorageOpt = None, tra
 # -------------------------------------------------------------------------------------------- ui
 @app.command()
 def ui(
-    study: Annotated[Optional[Path], typer.Argument(help="Study file whose tracking.uri to serve.")] = None,
+    study: Annotated[Path | None, typer.Argument(help="Study file whose tracking.uri to serve.")] = None,
     set_: SetOpt = None,
     tracking_uri: TrackingOpt = None,
     host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean to share it.")] = "127.0.0.1",

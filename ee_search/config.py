@@ -116,7 +116,7 @@ class FloatDimension(_Dimension):
     step: PositiveFloat | None = None
 
     @model_validator(mode="after")
-    def _bounds(self) -> "FloatDimension":
+    def _bounds(self) -> FloatDimension:
         _check_bounds(self.low, self.high, self.log)
         if self.log and self.step is not None:
             raise ValueError("step cannot be combined with log: drop one of them")
@@ -131,7 +131,7 @@ class IntDimension(_Dimension):
     step: PositiveInt = 1
 
     @model_validator(mode="after")
-    def _bounds(self) -> "IntDimension":
+    def _bounds(self) -> IntDimension:
         _check_bounds(self.low, self.high, self.log)
         if self.log and self.step != 1:
             raise ValueError("step cannot be combined with log: drop one of them")
@@ -154,7 +154,7 @@ def _check_bounds(low: float, high: float, log: bool) -> None:
 
 
 Dimension = Annotated[
-    Union[FloatDimension, IntDimension, CategoricalDimension], Field(discriminator="type")
+    FloatDimension | IntDimension | CategoricalDimension, Field(discriminator="type")
 ]
 
 OPTUNA_PRUNERS = (
@@ -237,7 +237,7 @@ class StudyConfig(Strict):
         return [0.3] * (self.num_exits - 1) + [1.0]  # models.base.default_loss_weights, without torch
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "StudyConfig":
+    def _cross_field(self) -> StudyConfig:
         spec = MODELS[self.model.name]
         if self.model.depth is not None and self.model.depth not in spec.depths:
             allowed = ", ".join(map(str, spec.depths))

@@ -60,7 +60,13 @@ def to_user_error(exc: ValidationError, source: str) -> UserInputError:
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     """The field names of the schema node at `loc`, for 'unknown key' messages."""
-    from ee_search.config import CategoricalDimension, FloatDimension, IntDimension, SearchConfig, StudyConfig
+    from ee_search.config import (
+        CategoricalDimension,
+        FloatDimension,
+        IntDimension,
+        SearchConfig,
+        StudyConfig,
+    )
 
     model: Any = StudyConfig
     i = 0

@@ -103,7 +103,7 @@ class EarlyStoppingPruner:
         self.percentile = percentile
 
     @classmethod
-    def from_config(cls, cfg: PrunerConfig) -> "EarlyStoppingPruner":
+    def from_config(cls, cfg: PrunerConfig) -> EarlyStoppingPruner:
         return cls(cfg.n_startup_trials, cfg.n_warmup_epochs, cfg.min_stale_epochs, cfg.percentile)
 
     def decide(self, study: optuna.Study, epoch: int, own_best: float | None, stale_epochs: int,

@@ -52,7 +52,7 @@ class SearchDimension:
                 return False
         return True
 
-    def suggest(self, trial: "optuna.trial.Trial") -> Any:
+    def suggest(self, trial: optuna.trial.Trial) -> Any:
         drawn = [_suggest_one(trial, name, self.spec) for name in self.param_names()]
         return drawn if self.n_items is not None else drawn[0]
 
@@ -74,7 +74,7 @@ class SearchDimension:
         }
 
 
-def _suggest_one(trial: "optuna.trial.Trial", name: str, spec: Any) -> Any:
+def _suggest_one(trial: optuna.trial.Trial, name: str, spec: Any) -> Any:
     if isinstance(spec, FloatDimension):
         return trial.suggest_float(name, spec.low, spec.high, log=spec.log, step=spec.step)
     if isinstance(spec, IntDimension):
@@ -136,7 +136,7 @@ def dimensions(config: StudyConfig) -> list[SearchDimension]:
     return out
 
 
-def sample(trial: "optuna.trial.Trial", config: StudyConfig) -> dict[str, Any]:
+def sample(trial: optuna.trial.Trial, config: StudyConfig) -> dict[str, Any]:
     """Ask the trial for every active dimension; returns {dotted path: value}."""
     values: dict[str, Any] = {}
     for dim in dimensions(config):

@@ -121,7 +121,7 @@ class StudyTracker:
         self.client.set_terminated(run_id, status=status)
 
     # ------------------------------------------------------------------------------ trial runs
-    def start_trial(self, parent_run_id: str, trial_number: int, params: Mapping[str, Any]) -> "TrialRun":
+    def start_trial(self, parent_run_id: str, trial_number: int, params: Mapping[str, Any]) -> TrialRun:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial_number}",

@@ -7,6 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import optuna
 import pytest
@@ -34,7 +41,7 @@ def ran(tiny_study, workdir):
 
 
 def test_run_leaves_the_contract_in_optuna_and_mlflow(ran, workdir, tmp_path):
-    study_path, result = ran
+    _, result = ran
     assert "Pareto front" in result.output and "trial   2" in result.output
     study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
     trials = study.get_trials()
@@ -71,7 +78,8 @@ def test_run_leaves_the_contract_in_optuna_and_mlflow(ran, workdir, tmp_path):
     model = model_from_checkpoint(load_checkpoint(local))
     assert len(model(torch.zeros(2, 1, 28, 28))) == 2
     curve = client.download_artifacts(trials[0].user_attrs["mlflow_run_id"], "exits/tradeoff.csv", str(tmp_path))
-    rows = list(csv.DictReader(open(curve)))
+    with open(curve) as handle:
+        rows = list(csv.DictReader(handle))
     assert len(rows) == 101 and set(rows[0]) >= {"threshold", "accuracy", "avg_exit_depth", "relative_flops"}
 
 
@@ -148,3 +156,52 @@ def test_mistakes_exit_2_with_one_line_and_create_nothing(tiny_study, workdir, a
     message = result.output.strip()
     assert words in message and "Traceback" not in message
     assert sorted(p.name for p in workdir.iterdir()) == before  # no database, run or file
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_study_through_a_real_mlflow_server(ran, workdir):
+    """`ee-search ui` execs a real MLflow server over the study's store, bound to loopback; an HTTP
+    client sees the experiment, the parent and trial runs and their artifacts."""
+    study_path, _ = ran
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ee_search.cli", "ui", str(study_path), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stdout.read()
+            assert time.monotonic() < deadline, "mlflow server did not come up within 120 s"
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+            assert response.status == 200 and "<html" in response.read().decode().lower()
+        client = MlflowClient(base)
+        experiment = client.get_experiment_by_name("tiny")
+        runs = client.search_runs([experiment.experiment_id])
+        roles = sorted(r.data.tags["ee_search.role"] for r in runs)
+        assert roles == ["study", "trial", "trial", "trial"]
+        study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+        served = {r.data.tags.get("ee_search.trial_number"): r.info.run_id for r in runs}
+        for t in study.trials:
+            assert served[str(t.number)] == t.user_attrs["mlflow_run_id"]
+        exits = {f.path for f in client.list_artifacts(served["0"], "exits")}
+        assert exits == {"exits/tradeoff.csv", "exits/tradeoff.html"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)

@@ -10,7 +10,13 @@ import numpy as np
 import optuna
 import pytest
 
-from ee_search.pareto import collect_points, front, hypervolume, nondominated, write_front
+from ee_search.pareto import (
+    collect_points,
+    front,
+    hypervolume,
+    nondominated,
+    write_front,
+)
 
 
 def _study_with_points(points):

@@ -9,7 +9,14 @@ import optuna
 import pytest
 
 from ee_search.config import PrunerConfig
-from ee_search.pruning import HISTORY_ATTR, EarlyStoppingPruner, PruningCallback, best_so_far, build_optuna_pruner, decide_prune
+from ee_search.pruning import (
+    HISTORY_ATTR,
+    EarlyStoppingPruner,
+    PruningCallback,
+    best_so_far,
+    build_optuna_pruner,
+    decide_prune,
+)
 from ee_search.train.early_stopping import EarlyStopping
 
 RULE = dict(n_startup_trials=2, n_warmup_epochs=1, min_stale_epochs=1, percentile=50.0)

@@ -16,11 +16,18 @@ import torch
 from ee_search.config import AugmentConfig, DataConfig
 from ee_search.data.augment import BatchTransform
 from ee_search.data.batches import DeviceBatches
-from ee_search.data.sources import ImageArrays, SourceData, fingerprint, load_digits, load_svhn, load_synthetic_svhn
+from ee_search.data.sources import (
+    ImageArrays,
+    SourceData,
+    fingerprint,
+    load_digits,
+    load_svhn,
+    load_synthetic_svhn,
+)
 from ee_search.data.splits import split_train_val, stratified_subset
 from ee_search.errors import UserInputError
 
-__all__ = ["DataBundle", "DeviceBatches", "PreparedData", "prepare_data", "build_batches"]
+__all__ = ["DataBundle", "DeviceBatches", "PreparedData", "build_batches", "prepare_data"]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ class ImageArrays:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, index: np.ndarray) -> "ImageArrays":
+    def take(self, index: np.ndarray) -> ImageArrays:
         return ImageArrays(self.images[index], self.labels[index])
 
 

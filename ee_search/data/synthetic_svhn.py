@@ -85,7 +85,7 @@ def _draw_seg(draw, digit, t):
         draw.polygon(pts, fill=255)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _glyph(style: int, digit: int) -> Image.Image:
     """Ink-cropped 'L' image of one digit; rendering is deterministic, so caching is safe."""
     kind, var = _STYLES[style]

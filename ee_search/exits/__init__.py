@@ -2,9 +2,21 @@
 inference that drops samples once they leave."""
 
 from ee_search.exits.flops import ExitCosts, exit_costs, training_flops_per_image
-from ee_search.exits.inference import EarlyExitPrediction, predict_dense, predict_early_exit
+from ee_search.exits.inference import (
+    EarlyExitPrediction,
+    predict_dense,
+    predict_early_exit,
+)
 from ee_search.exits.logits import ExitLogits, collect_exit_logits
-from ee_search.exits.policy import CRITERIA, ExitOutcome, confidence, evaluate, exit_index, passes, per_exit_accuracy
+from ee_search.exits.policy import (
+    CRITERIA,
+    ExitOutcome,
+    confidence,
+    evaluate,
+    exit_index,
+    passes,
+    per_exit_accuracy,
+)
 from ee_search.exits.sweep import threshold_grid, tradeoff_curve
 
 __all__ = [

@@ -29,7 +29,7 @@ class ExitLogits:
                 total += w * torch.nn.functional.cross_entropy(out, self.labels).double()
         return float(total)
 
-    def cpu(self) -> "ExitLogits":
+    def cpu(self) -> ExitLogits:
         return ExitLogits(self.logits.cpu(), self.labels.cpu())
 
 

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-import ee_search.data.synthetic_svhn as synthetic_svhn
+from ee_search.data import synthetic_svhn
 from ee_search.data.synthetic_svhn import GENERATOR_VERSION, render_house_numbers
 
 
@@ -108,7 +108,7 @@ def test_variety_of_colours_polarity_and_contrast(batch):
     per_image_std = gray.std(axis=(1, 2))
     assert per_image_std.max() > 3 * per_image_std.min()
     # Harder samples have less contrast: rank correlation measured at -0.86.
-    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    rank = lambda v: np.argsort(np.argsort(v))
     assert np.corrcoef(rank(difficulty), rank(per_image_std))[0, 1] < -0.5
 
 

@@ -8,7 +8,13 @@ import math
 import pytest
 import torch
 
-from ee_search.exits import confidence, evaluate, exit_index, threshold_grid, tradeoff_curve
+from ee_search.exits import (
+    confidence,
+    evaluate,
+    exit_index,
+    threshold_grid,
+    tradeoff_curve,
+)
 
 
 def _logits_from_probs(probs):
@@ -79,7 +85,7 @@ def test_sweep_end_points():
 
 
 def test_sweep_chunks_give_the_same_rows(monkeypatch):
-    import ee_search.exits.sweep as sweep
+    from ee_search.exits import sweep
 
     torch.manual_seed(1)
     logits, labels = torch.randn(4, 300, 5), torch.randint(0, 5, (300,))

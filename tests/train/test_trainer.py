@@ -10,7 +10,16 @@ from ee_search.config import AugmentConfig, DataConfig, ModelConfig
 from ee_search.data import build_batches, prepare_data
 from ee_search.exits import collect_exit_logits
 from ee_search.models import build_model
-from ee_search.train import BestCheckpoint, Callback, EarlyStopping, ExitPolicy, Trainer, build_optimizer, load_checkpoint, standard_order
+from ee_search.train import (
+    BestCheckpoint,
+    Callback,
+    EarlyStopping,
+    ExitPolicy,
+    Trainer,
+    build_optimizer,
+    load_checkpoint,
+    standard_order,
+)
 
 
 @pytest.fixture(scope="module")
