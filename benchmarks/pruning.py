@@ -7,6 +7,7 @@ accuracy / avg_exit_depth front of completed trials (reference point: accuracy 0
 
     python benchmarks/pruning.py --json benchmarks/results/pruning-cpu.json
     python benchmarks/pruning.py --quick --json /tmp/pruning.json      # 1 seed, fewer trials
+    python benchmarks/pruning.py --keep runs/ --json ...  # keep the stores; replay them with pruning_replay.py
 
 Goal: at least 30% fewer epochs, with a hypervolume at least 97% of the unpruned one.
 """
@@ -82,18 +83,22 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="one seed and 6 trials: a smoke run")
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep every run's stores under this folder (for benchmarks/pruning_replay.py)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seeds = args.seeds[:1] if args.quick else args.seeds
     n_trials = 6 if args.quick and args.n_trials is None else args.n_trials
 
     runs = []
-    with tempfile.TemporaryDirectory(prefix="ee-search-bench-pruning-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ee-search-bench-pruning-") as scratch:
+        tmp = args.keep or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
         data_root = Path(tmp) / "data"
         for seed in seeds:
             for pruner in ("none", "early_stopping"):  # same seed back to back: a side-by-side pair
                 workdir = Path(tmp) / f"{pruner}-{seed}"
-                workdir.mkdir()
+                workdir.mkdir(exist_ok=False)
                 record = one_run(args.study, pruner, seed, workdir, data_root, n_trials, args.device)
                 runs.append(record)
                 print(json.dumps({k: v for k, v in record.items() if k != "per_trial"}), flush=True)
