@@ -4,13 +4,15 @@ Every trial records its monitored value per epoch in the Optuna storage (user at
 `monitor_history`), pruned or not. This script takes a study run with `pruner: none`, walks its trials
 in order and, epoch by epoch, asks the same pure rule the pruner uses (`decide_prune`, with the
 trial's own early-stopping patience and tol) whether it would have pruned, for a grid of pruner
-settings. For each setting it reports the epochs saved and the hypervolume kept. It also reports an
-oracle bound: every trial that is not on the final front cut at the first epoch the warm-up allows,
-startup trials kept whole -- what no rule under the same startup and warm-up could beat.
+settings. For each setting it reports the epochs saved and the hypervolume kept, and a bound: what a
+rule with the same startup and warm-up would save if it knew the final front, cutting every other
+trial at the first epoch the warm-up allows and keeping the startup trials whole. (A setting beats the
+bound only by pruning front trials.)
 
     ee-search run studies/quickstart.yaml --set search.pruner.type=none --set search.storage=sqlite:///none.db
     python benchmarks/pruning_replay.py studies/quickstart.yaml --storage sqlite:///none.db --json replay.json
-    python benchmarks/pruning.py --keep DIR ...  then  --storage sqlite:///DIR/none-7/optuna.db
+    python benchmarks/pruning.py --keep runs/ --json ...   # then, over its unpruned runs:
+    python benchmarks/pruning_replay.py studies/quickstart.yaml --storage sqlite:///runs/none-{7,8,9}/optuna.db
 
 A replay is an approximation: in a real pruned study the sampler sees the pruned trials and proposes
 different ones afterwards. Until the first prune the two agree exactly.
@@ -33,6 +35,7 @@ from ee_search.config import load_study_file
 from ee_search.pareto import hypervolume
 from ee_search.pruning import HISTORY_ATTR, best_so_far, decide_prune
 from ee_search.study import load_existing
+from ee_search.tracking import redact
 from ee_search.train.early_stopping import StopState, decide, monitor_mode
 
 
@@ -95,7 +98,7 @@ def replay(trials: list[RecordedTrial], setting: Setting, mode: str) -> tuple[in
     return epochs_none, epochs_pruned, kept, pruned
 
 
-def oracle(trials: list[RecordedTrial], front: set[int], n_startup: int, n_warmup: int) -> int:
+def keep_front_bound(trials: list[RecordedTrial], front: set[int], n_startup: int, n_warmup: int) -> int:
     epochs = 0
     for i, trial in enumerate(trials):
         whole = i < n_startup or trial.number in front
@@ -103,21 +106,15 @@ def oracle(trials: list[RecordedTrial], front: set[int], n_startup: int, n_warmu
     return epochs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study_file", type=Path)
-    parser.add_argument("--storage", required=True, help="Optuna storage of a study run with pruner: none")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    loaded = load_study_file(args.study_file, [f"search.storage={args.storage}"])
+def replay_study(study_file: Path, storage: str) -> tuple[dict, list[dict]]:
+    loaded = load_study_file(study_file, [f"search.storage={storage}"])
     cfg = loaded.config
-    study = load_existing(cfg, str(args.study_file), args.storage)
+    study = load_existing(cfg, str(study_file), storage)
+    if any(t.state == TrialState.PRUNED for t in study.get_trials(deepcopy=False)):
+        print(f"warning: {storage} has pruned trials; replay a study run with pruner: none", file=sys.stderr)
     es = cfg.train.early_stopping
     mode = monitor_mode(es.monitor)
     trials = recorded_trials(study, es.patience, es.tol)
-    if any(t.state == TrialState.PRUNED for t in study.get_trials(deepcopy=False)):
-        print("warning: the study has pruned trials; replay a study run with pruner: none", file=sys.stderr)
     hv_none = hypervolume([t.values for t in trials])
     front = {t.number for t in study.best_trials}
     configured = Setting(cfg.search.pruner.percentile, cfg.search.pruner.n_startup_trials,
@@ -127,23 +124,51 @@ def main() -> None:
     for s in sorted(grid, key=lambda s: (s.n_warmup_epochs, s.n_startup_trials, s.min_stale_epochs, -s.percentile)):
         none, pruned, kept, numbers = replay(trials, s, mode)
         rows.append({**s.__dict__, "configured": s == configured, "epochs_none": none, "epochs_pruned": pruned,
-                     "epoch_reduction": round(1 - pruned / none, 4),
-                     "hypervolume_ratio": round(hypervolume(kept) / hv_none, 4) if hv_none else None,
-                     "pruned_trials": numbers,
-                     "oracle_epoch_reduction": round(1 - oracle(trials, front, s.n_startup_trials, s.n_warmup_epochs) / none, 4)})
-    for r in rows:
+                     "hypervolume_none": hv_none, "hypervolume_pruned": hypervolume(kept), "pruned_trials": numbers,
+                     "epochs_keep_front_bound": keep_front_bound(trials, front, s.n_startup_trials, s.n_warmup_epochs)})
+    meta = {"storage": redact(storage), "study": cfg.name, "monitor": es.monitor, "trials": len(trials),
+            "front": sorted(front), "sampler_seed": cfg.search.sampler.seed}
+    return meta, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study_file", type=Path)
+    parser.add_argument("--storage", required=True, nargs="+",
+                        help="Optuna storage(s) of studies run with pruner: none (e.g. one per sampler seed)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies = [replay_study(args.study_file, url) for url in args.storage]
+    # Totals over the studies, as benchmarks/pruning.py reports them: the epoch reduction of the summed
+    # epochs and the hypervolume ratio of the means.
+    settings = []
+    for i, first in enumerate(studies[0][1]):
+        rows = [rows[i] for _, rows in studies]
+        total = {k: sum(r[k] for r in rows) for k in ("epochs_none", "epochs_pruned", "epochs_keep_front_bound",
+                                                      "hypervolume_none", "hypervolume_pruned")}
+        settings.append({
+            **{k: first[k] for k in ("percentile", "n_startup_trials", "n_warmup_epochs", "min_stale_epochs", "configured")},
+            "epoch_reduction": round(1 - total["epochs_pruned"] / total["epochs_none"], 4),
+            "hypervolume_ratio": round(total["hypervolume_pruned"] / total["hypervolume_none"], 4),
+            "keep_front_bound_epoch_reduction": round(1 - total["epochs_keep_front_bound"] / total["epochs_none"], 4),
+            "per_study": [{"epochs_none": r["epochs_none"], "epochs_pruned": r["epochs_pruned"],
+                           "hypervolume_ratio": round(r["hypervolume_pruned"] / r["hypervolume_none"], 4),
+                           "pruned_trials": r["pruned_trials"]} for r in rows],
+        })
+    for r in settings:
         mark = "*" if r["configured"] else " "
         print(f"{mark} pct {r['percentile']:>4g} startup {r['n_startup_trials']} warm-up {r['n_warmup_epochs']} "
-              f"stale {r['min_stale_epochs']}: {r['epochs_pruned']:>4}/{r['epochs_none']} epochs, "
-              f"reduction {r['epoch_reduction']:.3f} (oracle {r['oracle_epoch_reduction']:.3f}), "
-              f"hypervolume ratio {r['hypervolume_ratio']:.3f}, pruned {r['pruned_trials']}")
+              f"stale {r['min_stale_epochs']}: reduction {r['epoch_reduction']:.3f} "
+              f"(keeping the front at best {r['keep_front_bound_epoch_reduction']:.3f}), hypervolume ratio {r['hypervolume_ratio']:.3f}, "
+              f"per study {[(p['epochs_pruned'], p['epochs_none'], p['hypervolume_ratio']) for p in r['per_study']]}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "benchmark": "pruning_replay", "study_file": str(args.study_file), "study": cfg.name,
+            "benchmark": "pruning_replay", "study_file": str(args.study_file),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "monitor": es.monitor, "trials": len(trials), "front": sorted(front),
-            "hypervolume_none": hv_none, "settings": rows,
+            "reference_point": {"accuracy": 0.0, "avg_exit_depth": 1.0},
+            "studies": [meta for meta, _ in studies], "settings": settings,
         }, indent=2) + "\n")
 
 
