@@ -1,11 +1,19 @@
 """Two `ee-search run` processes on one study: they share `search.n_trials`, one parent run, and the
-storage (a journal file, or SQLite), as several workers on one machine would."""
+storage. Either as several workers on one machine would (a journal file, or SQLite, with a SQLite
+tracking store), or as workers on several machines would: a real PostgreSQL for Optuna (pip-installed
+`pgserver`, started here) and a real `mlflow server` process, backed by PostgreSQL and serving the
+artifacts, that the workers reach over HTTP."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import optuna
 import pytest
@@ -22,10 +30,65 @@ def _worker(study, storage, tracking, n_trials, cwd):
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-@pytest.mark.parametrize("storage_kind", ["journal", "sqlite"])
-def test_two_workers_share_one_study(tiny_study, workdir, storage_kind):
-    storage = f"journal:{workdir}/optuna.journal" if storage_kind == "journal" else f"sqlite:///{workdir}/optuna.db"
-    tracking = f"sqlite:///{workdir}/mlflow.db"
+@pytest.fixture
+def postgres(tmp_path_factory):
+    """A real PostgreSQL server in a temporary folder, on a Unix socket; stopped afterwards."""
+    pgserver = pytest.importorskip("pgserver")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    server.psql("CREATE DATABASE optuna;")
+    server.psql("CREATE DATABASE mlflow;")
+    socket_dir = server.get_uri().split("host=", 1)[1]  # postgresql://postgres:@/postgres?host=<socket folder>
+    yield lambda db: f"postgresql://postgres:@/{db}?host={socket_dir}"
+    server.cleanup()
+
+
+@pytest.fixture
+def mlflow_server(postgres, tmp_path_factory):
+    """A real `mlflow server` over PostgreSQL, proxying artifacts to a local folder, on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen(
+        [mlflow, "server", "--backend-store-uri", postgres("mlflow"), "--artifacts-destination", str(artifacts),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "mlflow server did not come up within 180 s"
+        time.sleep(0.5)
+    yield url, artifacts
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def stores(request, workdir):
+    if request.param == "journal":
+        return f"journal:{workdir}/optuna.journal", f"sqlite:///{workdir}/mlflow.db"
+    if request.param == "sqlite":
+        return f"sqlite:///{workdir}/optuna.db", f"sqlite:///{workdir}/mlflow.db"
+    postgres = request.getfixturevalue("postgres")
+    url, _ = request.getfixturevalue("mlflow_server")
+    return postgres("optuna"), url
+
+
+@pytest.mark.parametrize("stores", ["journal", "sqlite", "postgres_and_mlflow_server"], indirect=True)
+def test_two_workers_share_one_study(tiny_study, workdir, stores):
+    storage, tracking = stores
     # Create the stores first, as an operator would, so the workers race only over trials.
     first = CliRunner().invoke(app, ["run", str(tiny_study), "--n-trials", "1", "--storage", storage,
                                      "--tracking-uri", tracking, "--set", "train.max_epochs=1"])
@@ -35,7 +98,7 @@ def test_two_workers_share_one_study(tiny_study, workdir, storage_kind):
     assert all(w.returncode == 0 for w in workers), outputs
     assert all("trial(s) this run" in o for o in outputs)
 
-    if storage_kind == "journal":
+    if storage.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
@@ -55,3 +118,6 @@ def test_two_workers_share_one_study(tiny_study, workdir, storage_kind):
     assert len(children) == len(finished)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert sorted(int(r.data.tags["ee_search.trial_number"]) for r in children) == sorted(t.number for t in finished)
+    for trial in finished:  # every trial's artifacts reached the tracking store (over HTTP for the server)
+        files = {f.path for f in client.list_artifacts(trial.user_attrs["mlflow_run_id"], "exits")}
+        assert files == {"exits/tradeoff.csv", "exits/tradeoff.html"}
