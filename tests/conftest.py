@@ -50,3 +50,45 @@ def write_study(directory: Path, text: str, name: str = "study.yaml") -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(text))
     return path
+
+
+@pytest.fixture
+def serve():
+    """Start a server process (built from the port it should listen on, on 127.0.0.1), wait until its
+    /health answers, and return its base URL; every server started is stopped after the test."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    started: list[subprocess.Popen] = []
+
+    def start(command_for_port, timeout_s: float = 180.0) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(command_for_port(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return url
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, f"server did not come up within {timeout_s:g} s"
+            time.sleep(0.5)
+
+    yield start
+    for proc in started:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 
 import optuna
@@ -158,50 +153,21 @@ def test_mistakes_exit_2_with_one_line_and_create_nothing(tiny_study, workdir, a
     assert sorted(p.name for p in workdir.iterdir()) == before  # no database, run or file
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ui_serves_the_study_through_a_real_mlflow_server(ran, workdir):
+def test_ui_serves_the_study_through_a_real_mlflow_server(ran, workdir, serve):
     """`ee-search ui` execs a real MLflow server over the study's store, bound to loopback; an HTTP
     client sees the experiment, the parent and trial runs and their artifacts."""
     study_path, _ = ran
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ee_search.cli", "ui", str(study_path), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stdout.read()
-            assert time.monotonic() < deadline, "mlflow server did not come up within 120 s"
-            time.sleep(0.5)
-        with urllib.request.urlopen(f"{base}/", timeout=10) as response:
-            assert response.status == 200 and "<html" in response.read().decode().lower()
-        client = MlflowClient(base)
-        experiment = client.get_experiment_by_name("tiny")
-        runs = client.search_runs([experiment.experiment_id])
-        roles = sorted(r.data.tags["ee_search.role"] for r in runs)
-        assert roles == ["study", "trial", "trial", "trial"]
-        study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
-        served = {r.data.tags.get("ee_search.trial_number"): r.info.run_id for r in runs}
-        for t in study.trials:
-            assert served[str(t.number)] == t.user_attrs["mlflow_run_id"]
-        exits = {f.path for f in client.list_artifacts(served["0"], "exits")}
-        assert exits == {"exits/tradeoff.csv", "exits/tradeoff.html"}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+    base = serve(lambda port: [sys.executable, "-m", "ee_search.cli", "ui", str(study_path), "--port", str(port)])
+    with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+        assert response.status == 200 and "<html" in response.read().decode().lower()
+    client = MlflowClient(base)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    roles = sorted(r.data.tags["ee_search.role"] for r in runs)
+    assert roles == ["study", "trial", "trial", "trial"]
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+    served = {r.data.tags.get("ee_search.trial_number"): r.info.run_id for r in runs}
+    for t in study.trials:
+        assert served[str(t.number)] == t.user_attrs["mlflow_run_id"]
+    exits = {f.path for f in client.list_artifacts(served["0"], "exits")}
+    assert exits == {"exits/tradeoff.csv", "exits/tradeoff.html"}

@@ -7,12 +7,8 @@ artifacts, that the workers reach over HTTP."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -43,36 +39,14 @@ def postgres(tmp_path_factory):
 
 
 @pytest.fixture
-def mlflow_server(postgres, tmp_path_factory):
+def mlflow_server(postgres, serve, tmp_path_factory):
     """A real `mlflow server` over PostgreSQL, proxying artifacts to a local folder, on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     artifacts = tmp_path_factory.mktemp("artifacts")
     mlflow = str(Path(sys.executable).with_name("mlflow"))
-    proc = subprocess.Popen(
-        [mlflow, "server", "--backend-store-uri", postgres("mlflow"), "--artifacts-destination", str(artifacts),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "mlflow server did not come up within 180 s"
-        time.sleep(0.5)
-    yield url, artifacts
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    url = serve(lambda port: [mlflow, "server", "--backend-store-uri", postgres("mlflow"),
+                              "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+                              "--port", str(port), "--workers", "1"])
+    return url, artifacts
 
 
 @pytest.fixture
