@@ -186,6 +186,24 @@ class PrunerConfig(Strict):
     options: dict[str, Any] = {}  # extra keyword arguments for one of Optuna's own pruners
 
 
+class HeartbeatConfig(Strict):
+    """RDB storages only. Each running trial writes a heartbeat every `interval_s`; a RUNNING trial
+    whose heartbeat is older than `grace_period_s` (its worker was killed) is marked FAIL, and its
+    MLflow run FAILED, by the next worker that starts a trial."""
+
+    interval_s: PositiveInt = 60
+    grace_period_s: PositiveInt = 180
+
+    @model_validator(mode="after")
+    def _grace_outlasts_interval(self) -> HeartbeatConfig:
+        if self.grace_period_s <= self.interval_s:
+            raise ValueError(
+                f"grace_period_s ({self.grace_period_s}) must be longer than interval_s ({self.interval_s}), "
+                "or live trials would be failed between two heartbeats"
+            )
+        return self
+
+
 Objective = Literal["accuracy", "avg_exit_depth", "relative_flops"]
 DIRECTIONS: dict[str, str] = {
     "accuracy": "maximize",
@@ -201,6 +219,7 @@ class SearchConfig(Strict):
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     storage: str = "sqlite:///optuna.db"
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
     n_jobs: PositiveInt = 1  # trials run at once in this process (share one device)
     space: dict[str, Dimension] = {}
 

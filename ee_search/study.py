@@ -20,7 +20,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from ee_search.config import LoadedStudy, SamplerConfig, StudyConfig
+from ee_search.config import HeartbeatConfig, LoadedStudy, SamplerConfig, StudyConfig
 from ee_search.errors import UserInputError
 from ee_search.pruning import build_optuna_pruner
 from ee_search.tracking import STATE_TAG, StudyTracker, redact
@@ -28,8 +28,6 @@ from ee_search.tracking import STATE_TAG, StudyTracker, redact
 logger = logging.getLogger(__name__)
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-HEARTBEAT_INTERVAL_S = 60
-GRACE_PERIOD_S = 180
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -61,14 +59,16 @@ def check_search_components(config: StudyConfig, source: str) -> None:
             raise UserInputError(source, field_name, str(exc)) from None
 
 
-def open_storage(url: str, on_stale_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None):
+def open_storage(url: str, on_stale_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+                 heartbeat: HeartbeatConfig | None = None):
     """An RDB storage with heartbeats, or a journal file for `journal:PATH` (no server, multi-process)."""
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    kwargs: dict = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S}
+    heartbeat = heartbeat or HeartbeatConfig()
+    kwargs: dict = {"heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_period_s}
     if on_stale_trial is not None:
         params = inspect.signature(RDBStorage).parameters
         name = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
@@ -155,7 +155,7 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
             tracker.client.set_tag(run_id, STATE_TAG, "FAIL")
             tracker.client.set_terminated(run_id, status="FAILED")
 
-    storage = open_storage(config.search.storage, on_stale_trial=close_stale_run)
+    storage = open_storage(config.search.storage, on_stale_trial=close_stale_run, heartbeat=config.search.heartbeat)
     study = load_or_create(config, study_file.path, storage)
     parent = tracker.parent_run(config.name, _study_params(config), study_file.raw_text)
     study.set_user_attr("mlflow_parent_run_id", parent)

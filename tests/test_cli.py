@@ -142,6 +142,7 @@ def test_validate_prints_the_space(tiny_study):
         (["status", "{study}"], "no study named"),
         (["pareto", "{study}", "--out", "front"], "no study named"),
         (["validate", "{study}", "--set", "search.objectives=[accuracy, speed]"], "search.objectives"),
+        (["validate", "{study}", "--set", "search.heartbeat={interval_s: 5, grace_period_s: 5}"], "grace_period_s"),
     ],
 )
 def test_mistakes_exit_2_with_one_line_and_create_nothing(tiny_study, workdir, args, words):
