@@ -31,11 +31,13 @@ _MAX_PARAMS, _MAX_METRICS = 100, 1000
 _PARAM_VALUE_LIMIT = 6000
 
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)(?P<pw>[^@\s/]+)(?P<tail>@)")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s]+)", re.IGNORECASE)  # libpq style
 
 
 def redact(text: str) -> str:
-    """Replace the password of every `scheme://user:password@host` in `text` with ***."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", text)
+    """Replace the password of every `scheme://user:password@host` (or `?password=`) in `text` with ***."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
 
 
 def quiet_mlflow_logging() -> None:

@@ -92,3 +92,32 @@ def serve():
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Postgres:
+    """A real PostgreSQL server (the pip-installed `pgserver`) in a temporary folder, on a Unix socket."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.socket_dir = server.get_uri().split("host=", 1)[1]  # postgresql://postgres:@/postgres?host=<dir>
+
+    def psql(self, sql: str) -> str:
+        return self.server.psql(sql)
+
+    def create_database(self, name: str, owner: str = "postgres") -> None:
+        self.psql(f"CREATE DATABASE {name} OWNER {owner};")
+
+    def url(self, database: str, user: str = "postgres", password: str = "") -> str:
+        return f"postgresql://{user}:{password}@/{database}?host={self.socket_dir}"
+
+
+@pytest.fixture
+def postgres(tmp_path_factory):
+    """Started for the test (databases `optuna` and `mlflow` made) and stopped afterwards."""
+    import pgserver  # in the dev extra: a missing one is an error here, not a skip
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    pg = Postgres(server)
+    pg.create_database("optuna")
+    pg.create_database("mlflow")
+    yield pg
+    server.cleanup()

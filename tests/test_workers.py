@@ -27,23 +27,11 @@ def _worker(study, storage, tracking, n_trials, cwd):
 
 
 @pytest.fixture
-def postgres(tmp_path_factory):
-    """A real PostgreSQL server in a temporary folder, on a Unix socket; stopped afterwards."""
-    pgserver = pytest.importorskip("pgserver")
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    server.psql("CREATE DATABASE optuna;")
-    server.psql("CREATE DATABASE mlflow;")
-    socket_dir = server.get_uri().split("host=", 1)[1]  # postgresql://postgres:@/postgres?host=<socket folder>
-    yield lambda db: f"postgresql://postgres:@/{db}?host={socket_dir}"
-    server.cleanup()
-
-
-@pytest.fixture
 def mlflow_server(postgres, serve, tmp_path_factory):
     """A real `mlflow server` over PostgreSQL, proxying artifacts to a local folder, on loopback."""
     artifacts = tmp_path_factory.mktemp("artifacts")
     mlflow = str(Path(sys.executable).with_name("mlflow"))
-    url = serve(lambda port: [mlflow, "server", "--backend-store-uri", postgres("mlflow"),
+    url = serve(lambda port: [mlflow, "server", "--backend-store-uri", postgres.url("mlflow"),
                               "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
                               "--port", str(port), "--workers", "1"])
     return url, artifacts
@@ -57,7 +45,7 @@ def stores(request, workdir):
         return f"sqlite:///{workdir}/optuna.db", f"sqlite:///{workdir}/mlflow.db"
     postgres = request.getfixturevalue("postgres")
     url, _ = request.getfixturevalue("mlflow_server")
-    return postgres("optuna"), url
+    return postgres.url("optuna"), url
 
 
 @pytest.mark.parametrize("stores", ["journal", "sqlite", "postgres_and_mlflow_server"], indirect=True)

@@ -1,0 +1,67 @@
+"""Tracking: passwords in storage and tracking URLs never reach the console, the logs, MLflow or the
+Optuna storage, checked end to end against a real PostgreSQL that requires one."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from ee_search.cli import app
+from ee_search.tracking import redact
+
+PASSWORD = "s3cret-Pw_42"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://ann:pw@db:5432/optuna", "postgresql://ann:***@db:5432/optuna"),
+        ("postgresql+psycopg://ann:p:w%40x@db/optuna", "postgresql+psycopg://ann:***@db/optuna"),
+        ("storage sqlite:///optuna.db, MLflow http://u:pw@host:5000 and mysql://b:c@h/d",
+         "storage sqlite:///optuna.db, MLflow http://u:***@host:5000 and mysql://b:***@h/d"),
+        ("postgresql://ann@db/optuna", "postgresql://ann@db/optuna"),  # no password: unchanged
+        ("postgresql://ann:@/optuna?host=/run/pg", "postgresql://ann:@/optuna?host=/run/pg"),
+        ("postgresql:///optuna?user=ann&password=pw&host=db", "postgresql:///optuna?user=ann&password=***&host=db"),
+    ],
+)
+def test_redact_hides_every_password_and_nothing_else(text, expected):
+    assert redact(text) == expected
+
+
+def test_a_password_in_the_storage_url_is_never_written_anywhere(tiny_study, workdir, postgres, caplog):
+    postgres.psql(f"CREATE ROLE worker LOGIN PASSWORD '{PASSWORD}';")
+    postgres.create_database("secured", owner="worker")
+    storage = postgres.url("secured", user="worker", password=PASSWORD)
+    caplog.set_level(logging.DEBUG)
+    runner = CliRunner()
+    outputs = [runner.invoke(app, [*args, "--storage", storage]) for args in (
+        ["run", str(tiny_study), "--set", "search.n_trials=2"],
+        ["status", str(tiny_study)],
+        ["pareto", str(tiny_study), "--out", str(workdir / "front")],
+    )]
+    assert all(r.exit_code == 0 for r in outputs), [r.output for r in outputs]
+    assert "worker:***@" in outputs[0].output  # the URL is shown, its password is not
+    # A mistake that quotes the URL back still hides the password.
+    bad = runner.invoke(app, ["run", str(tiny_study), "--storage", storage.replace("postgresql", "postgersql")])
+    assert bad.exit_code == 2 and "worker:***@" in bad.output
+
+    seen = [r.output for r in [*outputs, bad]] + [record.getMessage() for record in caplog.records]
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    experiment = client.get_experiment_by_name("tiny")
+    for run in client.search_runs([experiment.experiment_id]):
+        seen += [*run.data.params.values(), *run.data.tags.values()]
+        for folder in ("config", ""):
+            for artifact in client.list_artifacts(run.info.run_id, folder or None):
+                if artifact.path.endswith((".yaml", ".csv", ".json")):
+                    seen.append(client.download_artifacts(run.info.run_id, artifact.path, str(workdir / "dl")))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    seen += [repr(study.user_attrs)] + [repr(t.user_attrs) + repr(t.params) for t in study.trials]
+    seen += [p.read_text() for p in (workdir / "front").iterdir()]
+    texts = [Path(s).read_text() if s.startswith(str(workdir / "dl")) else s for s in seen]
+    assert any("search.storage" in t for t in texts)  # the storage was recorded...
+    assert not [t for t in texts if PASSWORD in t]  # ...but never its password
