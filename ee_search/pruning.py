@@ -146,8 +146,10 @@ class PruningCallback(Callback):
         self.trial.set_user_attr(HISTORY_ATTR, self.history)
         if self.single_objective and math.isfinite(value):
             self.trial.report(self._aligned(value), step=epoch)
-        if trainer.should_stop:
-            return  # stopping anyway (patience or divergence): that is the truer reason
+        if trainer.should_stop or epoch >= trainer.max_epochs:
+            # Stopping anyway (patience, divergence, or the last epoch): that is the truer reason, and
+            # pruning now would save nothing but throw away a finished trial's result.
+            return
         if self.pruner is not None:
             self.last_decision = self.pruner.decide(
                 self.trial.study, epoch, self.stopper.state.best, self.stopper.state.stale, self.stopper.monitor

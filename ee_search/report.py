@@ -29,7 +29,7 @@ def print_trial_line(console: Console, trial: FrozenTrial, objectives: Sequence[
     state = trial.state.name
     attrs = trial.user_attrs
     parts = [f"trial {trial.number:>3}", f"[{_STATE_STYLE.get(state, '')}]{state:<8}[/]"]
-    if trial.values:
+    if trial.values and trial.state.name == "COMPLETE":  # a pruned trial's value is Optuna's last report
         parts += [f"{name} {value:.4f}" for name, value in zip(objectives, trial.values)]
     if "epochs_trained" in attrs:
         parts.append(f"{attrs['epochs_trained']} epochs")
@@ -41,7 +41,7 @@ def print_trial_line(console: Console, trial: FrozenTrial, objectives: Sequence[
     console.print("  ".join(parts), soft_wrap=True)
 
 
-def print_run_summary(console: Console, study_file, summary) -> None:
+def print_run_summary(console: Console, study_file, summary, locating_flags: str = "") -> None:
     from ee_search.pareto import collect_points, front
     from ee_search.tracking import redact
 
@@ -65,7 +65,7 @@ def print_run_summary(console: Console, study_file, summary) -> None:
             table.add_row(str(p.trial_number), _fmt(p.accuracy), _fmt(p.avg_exit_depth), _fmt(p.relative_flops, 3),
                           ", ".join(f"{t:.3f}" for t in p.thresholds or []), (p.mlflow_run_id or "")[:8])
         console.print(table)
-    study_arg = study_file.path
+    study_arg = f"{study_file.path} {locating_flags}".strip()
     console.print(
         f"MLflow: experiment '{config.name}' in {redact(config.tracking.uri)}, parent run "
         f"{summary.parent_run_id[:8]}.\nNext:  ee-search ui {study_arg}    "
@@ -101,7 +101,9 @@ def print_status(console: Console, study: optuna.Study) -> None:
     for column in ("trial", "state", *names, "epochs", "stop / prune reason", "MLflow run id"):
         table.add_column(column, overflow="fold")
     for t in study.get_trials(deepcopy=False):
-        values = [_fmt(v) for v in t.values] if t.values else ["-"] * len(names)
+        # Optuna stores a pruned single-objective trial's last intermediate value as its value: not an
+        # objective, so it is not shown as one.
+        values = [_fmt(v) for v in t.values] if t.values and t.state.name == "COMPLETE" else ["-"] * len(names)
         style = _STATE_STYLE.get(t.state.name, "")
         table.add_row(str(t.number), f"[{style}]{t.state.name}[/]", *values,
                       str(t.user_attrs.get("epochs_trained", "-")), _reason(t), t.user_attrs.get("mlflow_run_id", "-"))

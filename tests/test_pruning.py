@@ -58,6 +58,7 @@ def test_best_so_far_carries_a_finished_trial_forward():
 
 class FakeTrainer:
     should_stop = False
+    max_epochs = 100
 
 
 def _complete(study, history, values=(0.5, 0.5)):
@@ -111,6 +112,7 @@ def test_stopping_anyway_wins_over_pruning():
 
     class Stopping:
         should_stop = False
+        max_epochs = 100
 
         def request_stop(self, reason):
             self.should_stop = True
@@ -120,6 +122,44 @@ def test_stopping_anyway_wins_over_pruning():
         stopper.on_validation_end(t, epoch, {"val_loss": loss})
         cb.on_validation_end(t, epoch, {"val_loss": loss})  # no TrialPruned: patience ended it first
     assert t.should_stop
+
+
+@pytest.mark.parametrize("own_pruner", [True, False])
+def test_the_last_epoch_is_never_pruned(own_pruner):
+    """Pruning at max_epochs saves nothing and would throw away a finished trial's result."""
+    study = optuna.create_study(
+        directions=["maximize", "minimize"] if own_pruner else ["maximize"],
+        pruner=optuna.pruners.NopPruner() if own_pruner else optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+    )
+    for _ in range(2):
+        trial = study.ask()
+        cb = PruningCallback(trial, EarlyStopping("val_loss", patience=10, tol=0.0), None)
+        for epoch, loss in enumerate([1.0, 0.5], start=1):
+            cb.on_validation_end(FakeTrainer, epoch, {"val_loss": loss})
+        study.tell(trial, [0.5, 0.5] if own_pruner else 0.5)
+
+    def run(max_epochs: int) -> int | None:
+        trainer = type("Trainer", (), {"should_stop": False, "max_epochs": max_epochs})
+        trial = study.ask()
+        stopper = EarlyStopping("val_loss", patience=10, tol=0.0)
+        cb = PruningCallback(trial, stopper, EarlyStoppingPruner(n_startup_trials=1, n_warmup_epochs=0) if own_pruner else None)
+        for epoch in range(1, max_epochs + 1):
+            stopper.on_validation_end(trainer, epoch, {"val_loss": 5.0})
+            try:
+                cb.on_validation_end(trainer, epoch, {"val_loss": 5.0})
+            except optuna.TrialPruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return epoch
+        study.tell(trial, [0.5, 0.5] if own_pruner else 0.5)
+        return None
+
+    # A hopeless trial is pruned while epochs remain: at epoch 2 by ours (stale from then on), at
+    # epoch 1 by the median pruner...
+    prune_epoch = 2 if own_pruner else 1
+    assert run(max_epochs=10) == prune_epoch
+    # ...but not when that epoch is its last.
+    assert run(max_epochs=prune_epoch) is None
+    assert study.trials[-1].state.name == "COMPLETE"
 
 
 def test_single_objective_feeds_optuna_pruners_with_aligned_values():
