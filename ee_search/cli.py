@@ -68,6 +68,22 @@ def _fail(error: UserInputError) -> None:
     raise typer.Exit(code=error.exit_code)
 
 
+def _locating_flags(set_: list[str] | None, storage: str | None, tracking_uri: str | None) -> str:
+    """The flags of this command that decide where the study lives (its name, storage, tracking store),
+    so the follow-up commands printed at the end find the same study. Passwords stay redacted."""
+    import shlex
+
+    from ee_search.tracking import redact
+
+    flags = [f"--set {shlex.quote(item)}" for item in set_ or []
+             if item.split("=", 1)[0].strip() in ("name", "search.storage", "tracking.uri")]
+    if storage:
+        flags.append(f"--storage {shlex.quote(storage)}")
+    if tracking_uri:
+        flags.append(f"--tracking-uri {shlex.quote(tracking_uri)}")
+    return redact(" ".join(flags))
+
+
 # ------------------------------------------------------------------------------------------- run
 @app.command()
 def run(
@@ -116,7 +132,7 @@ def run(
     except KeyboardInterrupt:
         err_console.print("interrupted: finished trials are kept; run the same command to resume")
         raise typer.Exit(code=130) from None
-    print_run_summary(console, loaded, summary)
+    print_run_summary(console, loaded, summary, _locating_flags(set_, storage, tracking_uri))
     states = [t.state.name for t in summary.trials()]
     if states and all(s == "FAIL" for s in states):
         err_console.print("[bold red]every trial of this run failed[/]: see the errors above")

@@ -172,3 +172,14 @@ def test_ui_serves_the_study_through_a_real_mlflow_server(ran, workdir, serve):
         assert served[str(t.number)] == t.user_attrs["mlflow_run_id"]
     exits = {f.path for f in client.list_artifacts(served["0"], "exits")}
     assert exits == {"exits/tradeoff.csv", "exits/tradeoff.html"}
+
+
+def test_the_follow_up_commands_printed_find_the_same_study(tiny_study, workdir):
+    result = invoke("run", tiny_study, "--set", "name=renamed", "--set", "search.n_trials=1",
+                    "--storage", "sqlite:///elsewhere.db")
+    assert result.exit_code == 0, result.output
+    hint = result.output.split("Next:", 1)[1]
+    status_cmd = hint.split("ee-search status ", 1)[1].split()
+    assert status_cmd == [str(tiny_study), "--set", "name=renamed", "--storage", "sqlite:///elsewhere.db"]
+    status = invoke("status", *status_cmd)
+    assert status.exit_code == 0 and "COMPLETE" in status.output
