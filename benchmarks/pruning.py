@@ -30,7 +30,7 @@ from ee_search.config import load_study_file
 from ee_search.data import prepare_data
 from ee_search.experiment import resolve_device
 from ee_search.pareto import collect_points, hypervolume
-from ee_search.study import run_study
+from ee_search.search.study import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

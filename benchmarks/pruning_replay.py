@@ -33,10 +33,11 @@ from optuna.trial import TrialState
 
 from ee_search.config import load_study_file
 from ee_search.pareto import hypervolume
-from ee_search.pruning import HISTORY_ATTR, best_so_far, decide_prune
-from ee_search.study import load_existing
-from ee_search.tracking import redact
-from ee_search.train.early_stopping import StopState, decide, monitor_mode
+from ee_search.search.pruning import HISTORY_ATTR, best_so_far, decide_prune
+from ee_search.search.study import load_existing
+from ee_search.config import redact
+from ee_search.metrics import monitor_mode
+from ee_search.train.early_stopping import StopState, decide
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def trial_overhead(prepared, config: StudyConfig, device: torch.device, workdir:
     from mlflow import MlflowClient
 
     from ee_search.config import load_study_file
-    from ee_search.study import run_study
+    from ee_search.search.study import run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     bare_epochs, trial_epochs, outside, inside = [], [], [], []

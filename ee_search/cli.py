@@ -37,8 +37,8 @@ def _load(study: Path, sets: list[str] | None, storage: str | None = None, track
           device: str | None = None, n_trials: int | None = None):
     """Validate everything a command needs; nothing is created here."""
     from ee_search.config import load_study_file
-    from ee_search.study import check_search_components
-    from ee_search.urls import absolute_sqlite, check_storage_url, check_tracking_uri
+    from ee_search.search.study import check_search_components
+    from ee_search.config.urls import absolute_sqlite, check_storage_url, check_tracking_uri
 
     overrides = list(sets or [])
     for path, value in (("search.storage", storage), ("tracking.uri", tracking_uri), ("device", device),
@@ -73,7 +73,7 @@ def _locating_flags(set_: list[str] | None, storage: str | None, tracking_uri: s
     so the follow-up commands printed at the end find the same study. Passwords stay redacted."""
     import shlex
 
-    from ee_search.tracking import redact
+    from ee_search.config import redact
 
     flags = [f"--set {shlex.quote(item)}" for item in set_ or []
              if item.split("=", 1)[0].strip() in ("name", "search.storage", "tracking.uri")]
@@ -113,9 +113,9 @@ def run(
             raise UserInputError(str(study), exc.field, exc.message) from None
     except UserInputError as error:
         _fail(error)
-    from ee_search.report import print_run_summary, print_trial_line
-    from ee_search.study import run_study
-    from ee_search.tracking import redact
+    from ee_search.console import print_run_summary, print_trial_line
+    from ee_search.search.study import run_study
+    from ee_search.config import redact
 
     console.print(
         f"[bold]{config.name}[/]: {config.model.name} on {config.data.dataset} "
@@ -147,7 +147,7 @@ def validate(study: StudyArg, set_: SetOpt = None, storage: StorageOpt = None, t
         loaded = _load(study, set_, storage, tracking_uri)
     except UserInputError as error:
         _fail(error)
-    from ee_search.report import print_space
+    from ee_search.console import print_space
 
     print_space(console, loaded)
 
@@ -182,8 +182,8 @@ def pareto(
 @app.command()
 def status(study: StudyArg, set_: SetOpt = None, storage: StorageOpt = None, tracking_uri: TrackingOpt = None) -> None:
     """Table of trials: number, state, values, stop/prune reason, MLflow run id."""
-    from ee_search.report import print_status
-    from ee_search.study import load_existing
+    from ee_search.console import print_status
+    from ee_search.search.study import load_existing
 
     try:
         loaded = _load(study, set_, storage, tracking_uri)
@@ -203,7 +203,7 @@ def ui(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
 ) -> None:
     """Open the MLflow UI over the study's tracking store (bound to 127.0.0.1)."""
-    from ee_search.tracking import redact
+    from ee_search.config import redact
 
     try:
         if study is not None:
@@ -220,10 +220,19 @@ def ui(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """The console entry point: process-wide settings belong to the program, not to the library, so
+    they are made here and nowhere else (importing ee_search changes no logger and no filter)."""
+    import warnings
+
     import optuna
 
+    from ee_search.tracking import quiet_mlflow_logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeats, metric names and some samplers are "experimental" in Optuna; users cannot act on it.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    quiet_mlflow_logging()
     app()
 
 

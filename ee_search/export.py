@@ -14,7 +14,7 @@ from ee_search.pareto import collect_points, front, write_front
 
 
 def export_front(study_file: LoadedStudy, out_dir: Path, split: str = "val") -> tuple[dict[str, Path], int, int]:
-    from ee_search.study import load_existing
+    from ee_search.search.study import load_existing
 
     config = study_file.config
     study = load_existing(config, study_file.path, config.search.storage)
@@ -32,7 +32,7 @@ def _add_test_metrics(study_file: LoadedStudy, study, best) -> None:
     from mlflow import MlflowClient
 
     from ee_search.experiment import evaluate_checkpoint, resolve_device
-    from ee_search.space import values_from_params
+    from ee_search.search.space import values_from_params
     from ee_search.train.checkpoint import load_checkpoint
 
     config = study_file.config

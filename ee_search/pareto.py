@@ -8,7 +8,6 @@ As in Optuna, equal points do not dominate each other, so duplicates on the fron
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,8 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
+
+from ee_search.exits.report import write_csv, write_html
 
 AXES = (("accuracy", "maximize"), ("avg_exit_depth", "minimize"))
 
@@ -100,10 +101,7 @@ def write_front(points: Sequence[FrontPoint], out_dir: Path, study_name: str) ->
     paths = {name: out_dir / f"pareto.{name}" for name in ("csv", "json", "html")}
     rows = [p.row() for p in best]
     columns = list(rows[0]) if rows else list(FrontPoint(0, 0, 0, None, None, {}, None).row())
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, paths["csv"], columns)
     document = {
         "study": study_name,
         "axes": {name: direction for name, direction in AXES},
@@ -114,8 +112,6 @@ def write_front(points: Sequence[FrontPoint], out_dir: Path, study_name: str) ->
         ],
     }
     paths["json"].write_text(json.dumps(document, indent=2) + "\n")
-    from ee_search.exits.report import write_html
-
     write_html(front_figure(points, study_name), paths["html"])
     return paths
 
@@ -165,15 +161,16 @@ def front_figure(points: Sequence[FrontPoint], study_name: str):
 
 
 def hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, float] = (0.0, 1.0)) -> float:
-    """Area dominated by (accuracy, avg_exit_depth) points up to the reference (accuracy 0, depth 1),
-    via Optuna's own WFG implementation on the minimisation form (-accuracy, depth)."""
-    from optuna._hypervolume import compute_hypervolume
+    """Area dominated by (accuracy, avg_exit_depth) points up to the reference (accuracy 0, depth 1).
 
-    if not points:
-        return 0.0
-    loss = np.array([[-a, d] for a, d in points], dtype=np.float64)
-    ref = np.array([-reference[0], reference[1]], dtype=np.float64)
-    inside = (loss < ref).all(axis=1)
-    if not inside.any():
-        return 0.0
-    return float(compute_hypervolume(loss[inside], ref))
+    In two dimensions this is a sort and a sum: walk the points from shallowest to deepest, and each
+    one that is more accurate than all before it adds the rectangle between its depth, the reference
+    depth, its accuracy and the best accuracy so far. Dominated points add nothing."""
+    ref_acc, ref_depth = reference
+    inside = sorted((d, a) for a, d in points if a > ref_acc and d < ref_depth)
+    area, best = 0.0, ref_acc
+    for depth, accuracy in inside:
+        if accuracy > best:
+            area += (ref_depth - depth) * (accuracy - best)
+            best = accuracy
+    return area

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ee_search.train.callbacks import Callback
+from ee_search.config import StudyConfig, redact
+from ee_search.train import Callback
 
 ROLE_TAG = "ee_search.role"
 STUDY_TAG = "ee_search.study_name"
@@ -26,24 +26,26 @@ STOP_TAG = "ee_search.stop_reason"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
-# MLflow caps what one request may carry; chunk to stay under the limits of every store.
-_MAX_PARAMS, _MAX_METRICS = 100, 1000
-_PARAM_VALUE_LIMIT = 6000
-
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)(?P<pw>[^@\s/]+)(?P<tail>@)")
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s]+)", re.IGNORECASE)  # libpq style
-
-
-def redact(text: str) -> str:
-    """Replace the password of every `scheme://user:password@host` (or `?password=`) in `text` with ***."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", text)
-    return _QUERY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
-
+_PARAM_VALUE_LIMIT = 6000  # MLflow's cap on one param value
 
 def quiet_mlflow_logging() -> None:
-    # The store announces its alembic migrations at INFO on first use; keep the CLI's output ours.
+    """The store announces its alembic migrations at INFO on first use; keep the CLI's output ours.
+    Called by the CLI at start-up: a library never changes its users' logger levels on import."""
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration", "mlflow.tracking.fluent"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def config_params(config: StudyConfig, **extra: Any) -> dict[str, Any]:
+    """Every resolved config value by dotted name (the parent run's and each trial's params).
+
+    The search space is not a value: its dimensions' paths are listed, and the space itself is in
+    `config/study.yaml`. Loss weights are logged resolved, also when left to the default."""
+    dumped = config.model_dump(mode="json")
+    space = dumped["search"].pop("space")
+    params = flatten(dumped)
+    params["search.space.dimensions"] = sorted(space)
+    params["model.exit_loss_weights"] = config.loss_weights
+    return params | extra
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -67,7 +69,6 @@ class StudyTracker:
     def __init__(self, uri: str, experiment_name: str, artifact_location: str | None = None) -> None:
         from mlflow import MlflowClient
 
-        quiet_mlflow_logging()
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self._experiment(experiment_name, artifact_location)
@@ -141,12 +142,8 @@ class StudyTracker:
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, param_value(v)) for k, v in params.items()]
-        for i in range(0, len(items), _MAX_PARAMS):
-            self.client.log_batch(run_id, params=items[i : i + _MAX_PARAMS])
-
-    def run_url(self, run_id: str) -> str:
-        return f"#/experiments/{self.experiment_id}/runs/{run_id}"
+        # log_batch splits the request into chunks under the store's limits by itself.
+        self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
 
 
 class TrialRun:
@@ -161,9 +158,7 @@ class TrialRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        for i in range(0, len(items), _MAX_METRICS):
-            self.client.log_batch(self.run_id, metrics=items[i : i + _MAX_METRICS])
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -175,6 +170,17 @@ class TrialRun:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dataset(self, name: str, digest: str, source: str, profile: Mapping[str, Any]) -> None:
+        """The data the trial trained on, as an MLflow dataset input (the run page's "Datasets used"):
+        `digest` is the data fingerprint (a hash of the train and validation images and labels), so
+        two runs on the same data show the same digest, and a changed split a different one."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": source}),
+                          profile=json.dumps(dict(profile)))
+        context = InputTag(key="mlflow.data.context", value="training")
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
 
     def finish(self, optuna_state: str, stop_reason: str | None = None) -> None:
         tags = {STATE_TAG: optuna_state}

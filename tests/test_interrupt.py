@@ -13,6 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -74,6 +75,7 @@ def _running_trial_with_an_epoch(db: Path) -> int | None:
     return None
 
 
+@pytest.mark.slow  # a worker process, killed
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_keeps_everything_logged(tiny_study, workdir):
     overrides = ["--set", "search.heartbeat={interval_s: 1, grace_period_s: 2}", "--set", "train.max_epochs=8",
                  "--set", "train.early_stopping.patience=50", "--n-trials", "3"]

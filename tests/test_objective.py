@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ee_search.cli import app
-from ee_search.objective import Objective
+from ee_search.search.objective import Objective
 from ee_search.train.trainer import Trainer
 
 runner = CliRunner()

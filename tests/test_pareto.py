@@ -61,6 +61,24 @@ def test_hypervolume_hand_computed():
     assert hypervolume([]) == 0.0
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_hypervolume_equals_optunas_public_hypervolume_history(seed):
+    """Oracle: the last point of Optuna's own hypervolume-history plot (its public API) for the same
+    points, directions (maximize accuracy, minimize depth) and reference point."""
+    import warnings
+
+    rng = np.random.default_rng(seed)
+    points = [(float(a), float(d)) for a, d in zip(rng.random(30), rng.random(30))]
+    points += [points[0], (0.0, 0.5), (0.5, 1.0)]  # a duplicate, and two points on the reference's edges
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for acc, depth in points:
+        study.add_trial(optuna.trial.create_trial(values=[acc, depth]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # plot_hypervolume_history is marked experimental
+        figure = optuna.visualization.plot_hypervolume_history(study, reference_point=[0.0, 1.0])
+    assert hypervolume(points) == pytest.approx(figure.data[0].y[-1], rel=1e-12)
+
+
 def test_files_hold_exactly_the_front(tmp_path):
     study = _study_with_points([(0.9, 0.5), (0.8, 0.3), (0.7, 0.4), (0.95, 0.9)])
     points = collect_points(study)

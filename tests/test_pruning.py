@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from ee_search.config import PrunerConfig
-from ee_search.pruning import (
+from ee_search.search.pruning import (
     HISTORY_ATTR,
     EarlyStoppingPruner,
     PruningCallback,

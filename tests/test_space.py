@@ -10,7 +10,7 @@ import pytest
 
 from ee_search.config import load_study_file
 from ee_search.errors import UserInputError
-from ee_search.space import dimensions, sample, values_from_params
+from ee_search.search.space import dimensions, sample, values_from_params
 
 SVHN_STUDY = Path(__file__).resolve().parents[1] / "studies" / "svhn_resnet.yaml"
 

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ee_search.cli import app
-from ee_search.tracking import redact
+from ee_search.config import redact
 
 PASSWORD = "s3cret-Pw_42"
 
@@ -33,6 +33,7 @@ def test_redact_hides_every_password_and_nothing_else(text, expected):
     assert redact(text) == expected
 
 
+@pytest.mark.slow  # a PostgreSQL server
 def test_a_password_in_the_storage_url_is_never_written_anywhere(tiny_study, workdir, postgres, caplog):
     postgres.psql(f"CREATE ROLE worker LOGIN PASSWORD '{PASSWORD}';")
     postgres.create_database("secured", owner="worker")

@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 from ee_search.cli import app
 
+pytestmark = pytest.mark.slow  # worker processes, a PostgreSQL server and an mlflow server
+
 
 def _worker(study, storage, tracking, n_trials, cwd):
     cmd = [sys.executable, "-m", "ee_search.cli", "run", str(study), "--n-trials", str(n_trials),

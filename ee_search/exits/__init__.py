@@ -11,11 +11,15 @@ from ee_search.exits.logits import ExitLogits, collect_exit_logits
 from ee_search.exits.policy import (
     CRITERIA,
     ExitOutcome,
+    Outcomes,
     confidence,
+    decide,
     evaluate,
     exit_index,
+    outcomes,
     passes,
     per_exit_accuracy,
+    scores_and_correct,
 )
 from ee_search.exits.sweep import threshold_grid, tradeoff_curve
 
@@ -25,13 +29,17 @@ __all__ = [
     "ExitCosts",
     "ExitLogits",
     "ExitOutcome",
+    "Outcomes",
     "collect_exit_logits",
     "confidence",
+    "decide",
     "evaluate",
     "exit_costs",
     "exit_index",
+    "outcomes",
     "passes",
     "per_exit_accuracy",
+    "scores_and_correct",
     "predict_dense",
     "predict_early_exit",
     "threshold_grid",

@@ -3,7 +3,7 @@ dropped from the batch, and later stages run only on the survivors.
 
 Predictions and exit indices are scattered back into batch order. In eval mode every layer treats
 samples independently (BatchNorm uses its running statistics), so this path must agree with the dense
-all-exits path (`policy.exit_index` over `model(x)`). The tests and the benchmark check that it does.
+all-exits path (`policy.decide` over `model(x)`). The tests and the benchmark check that it does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ee_search.exits.policy import confidence, passes
+from ee_search.exits.policy import confidence, decide, passes
 from ee_search.models.base import EarlyExitNetwork
 
 
@@ -65,11 +65,5 @@ def predict_early_exit(
 def predict_dense(
     model: EarlyExitNetwork, x: torch.Tensor, thresholds: Sequence[float], criterion: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference: run every exit on every sample, then decide (what the sweep does)."""
-    from ee_search.exits.policy import exit_index
-
-    logits = torch.stack([z.float() for z in model(x)])  # [K, B, C]
-    t = torch.tensor(list(thresholds), dtype=torch.float32, device=x.device)
-    taken = exit_index(confidence(logits, criterion), t, criterion)
-    prediction = logits.argmax(dim=-1).gather(0, taken.unsqueeze(0)).squeeze(0)
-    return prediction, taken
+    """The reference: run every exit on every sample, then decide as the evaluation does."""
+    return decide(torch.stack([z.float() for z in model(x)]), thresholds, criterion)

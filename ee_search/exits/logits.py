@@ -4,7 +4,6 @@ validation loss and the whole threshold sweep are computed from the cache instea
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +28,6 @@ class ExitLogits:
                 total += w * torch.nn.functional.cross_entropy(out, self.labels).double()
         return float(total)
 
-    def cpu(self) -> ExitLogits:
-        return ExitLogits(self.logits.cpu(), self.labels.cpu())
-
 
 @torch.no_grad()
 def collect_exit_logits(
@@ -46,12 +42,7 @@ def collect_exit_logits(
     labels: list[torch.Tensor] = []
     try:
         for x, y in batches:
-            ctx = (
-                torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
-                if autocast_dtype is not None
-                else nullcontext()
-            )
-            with ctx:
+            with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(x)
             outs.append(torch.stack([z.float() for z in logits]))
             labels.append(y)

@@ -47,7 +47,6 @@ class ExitOutcome:
     avg_exit_depth: float  # mean of k / K, in (0, 1]
     relative_flops: float | None  # mean cost of the exit taken / cost of backbone + final head
     exit_fractions: list[float]  # share of samples leaving at each exit
-    exit_accuracies: list[float | None]  # accuracy among the samples that leave at each exit
 
     def metrics(self) -> dict[str, float]:
         out = {"accuracy": self.accuracy, "avg_exit_depth": self.avg_exit_depth}
@@ -56,6 +55,65 @@ class ExitOutcome:
         for k, share in enumerate(self.exit_fractions, start=1):
             out[f"exit_{k}_fraction"] = share
         return out
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """What T threshold settings earn and cost on one set of cached logits, one entry per setting."""
+
+    accuracy: torch.Tensor  # float64 [T]
+    avg_exit_depth: torch.Tensor  # float64 [T]
+    relative_flops: torch.Tensor | None  # float64 [T]
+    exit_fractions: torch.Tensor  # float64 [T, K]
+
+    def outcome(self, i: int) -> ExitOutcome:
+        flops = self.relative_flops
+        return ExitOutcome(
+            accuracy=float(self.accuracy[i]),
+            avg_exit_depth=float(self.avg_exit_depth[i]),
+            relative_flops=float(flops[i]) if flops is not None else None,
+            exit_fractions=self.exit_fractions[i].tolist(),
+        )
+
+
+def outcomes(
+    scores: torch.Tensor,
+    correct: torch.Tensor,
+    thresholds: torch.Tensor,
+    criterion: str,
+    relative_costs: Sequence[float] | None = None,
+) -> Outcomes:
+    """The one place exit decisions become metrics: accuracy, depth, FLOPs and exit shares for each
+    row of `thresholds` [T, K-1], from per-exit `scores` [K, N] and `correct` [K, N] (whether exit k
+    classifies sample n right). The single evaluation, the sweep and the dense front all call it."""
+    k_exits = scores.shape[0]
+    taken = exit_index(scores.unsqueeze(0), thresholds.to(scores), criterion)  # [T, N]
+    right = correct.gather(0, taken)  # correct[taken[t, n], n]
+    cost = None
+    if relative_costs is not None:
+        cost_t = torch.as_tensor(list(relative_costs), dtype=torch.float64, device=taken.device)
+        cost = cost_t[taken].mean(dim=1)
+    return Outcomes(
+        accuracy=right.double().mean(dim=1),
+        avg_exit_depth=(taken.double() + 1).mean(dim=1) / k_exits,
+        relative_flops=cost,
+        exit_fractions=torch.nn.functional.one_hot(taken.long(), k_exits).double().mean(dim=1),
+    )
+
+
+def scores_and_correct(logits: torch.Tensor, labels: torch.Tensor, criterion: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-exit confidence [K, N] and correctness [K, N] of cached logits [K, N, C].
+
+    Scores stay float32, and thresholds are compared in float32 too, as compacted inference and the
+    exported model compare them: a sample on a threshold's edge exits at the same place everywhere."""
+    return confidence(logits, criterion), logits.argmax(dim=-1).eq(labels.unsqueeze(0))
+
+
+def decide(logits: torch.Tensor, thresholds: Sequence[float], criterion: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prediction [N] and 0-based exit taken [N] of every sample, from all exits' logits [K, N, C]."""
+    t = torch.tensor(list(thresholds), dtype=torch.float32, device=logits.device)
+    taken = exit_index(confidence(logits, criterion), t, criterion)
+    return logits.argmax(dim=-1).gather(0, taken.unsqueeze(0)).squeeze(0), taken
 
 
 def evaluate(
@@ -71,25 +129,9 @@ def evaluate(
         raise ValueError(f"{k_exits} exits need {k_exits - 1} thresholds but got {len(thresholds)}")
     if n == 0:
         raise ValueError("no samples to evaluate")
-    scores = confidence(logits, criterion)
-    t = torch.tensor(list(thresholds), dtype=scores.dtype, device=scores.device)
-    taken = exit_index(scores, t, criterion)
-    correct = logits.argmax(dim=-1).eq(labels.unsqueeze(0))  # [K, N]
-    right = correct.gather(0, taken.unsqueeze(0)).squeeze(0)
-    counts = torch.bincount(taken, minlength=k_exits)
-    right_per_exit = torch.bincount(taken, weights=right.float(), minlength=k_exits)
-    cost = None
-    if relative_costs is not None:
-        cost_t = torch.tensor(list(relative_costs), dtype=torch.float64, device=taken.device)
-        cost = float(cost_t[taken].mean())
-    counts_l = counts.tolist()
-    return ExitOutcome(
-        accuracy=float(right.float().mean()),
-        avg_exit_depth=float((taken.double() + 1).mean() / k_exits),
-        relative_flops=cost,
-        exit_fractions=[c / n for c in counts_l],
-        exit_accuracies=[(float(r) / c if c else None) for r, c in zip(right_per_exit.tolist(), counts_l)],
-    )
+    scores, correct = scores_and_correct(logits, labels, criterion)
+    t = torch.tensor([list(thresholds)], dtype=torch.float32)
+    return outcomes(scores, correct, t, criterion, relative_costs).outcome(0)
 
 
 def per_exit_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> list[float]:

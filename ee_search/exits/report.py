@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import plotly.graph_objects as go
 
 
-def write_csv(rows: Sequence[dict[str, float]], path: Path) -> None:
+def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """Rows as CSV text (header from `columns`, or from the first row's keys)."""
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(columns if columns is not None else rows[0]), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_csv(rows: Sequence[dict], path: Path, columns: Sequence[str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    path.write_text(csv_text(rows, columns), newline="")
 
 
 def tradeoff_figure(
@@ -69,7 +76,11 @@ def tradeoff_figure(
     return fig
 
 
-def write_html(fig: go.Figure, path: Path) -> None:
+def html_text(fig: go.Figure) -> str:
     """Self-contained HTML (plotly.js inlined): opens offline and inside the MLflow artifact viewer."""
+    return fig.to_html(include_plotlyjs=True, full_html=True)
+
+
+def write_html(fig: go.Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+    path.write_text(html_text(fig), encoding="utf-8")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ee_search.exits.policy import confidence, exit_index
+from ee_search.exits.policy import outcomes, scores_and_correct
 
 # Bound on the [T, K, N] boolean block per chunk: a full SVHN val split with 101 thresholds and
 # 4 exits is ~3e6 elements; the chunking only matters for big test splits and fine sweeps.
@@ -33,27 +33,14 @@ def tradeoff_curve(
     """Rows of (threshold, accuracy, avg_exit_depth, relative_flops, exit_k_fraction...), one per
     threshold, the same threshold at every side exit."""
     k_exits, n = logits.shape[0], logits.shape[1]
-    scores = confidence(logits, criterion).double()  # [K, N]
-    correct = logits.argmax(dim=-1).eq(labels.unsqueeze(0))  # [K, N]
-    costs = torch.tensor(list(relative_costs), dtype=torch.float64, device=scores.device)
-    t_all = thresholds.to(device=scores.device, dtype=torch.float64)
+    scores, correct = scores_and_correct(logits, labels, criterion)
+    t_all = thresholds.to(device=scores.device)
     chunk = max(1, _MAX_BLOCK // max(1, k_exits * n))
     rows: list[dict[str, float]] = []
     for start in range(0, len(t_all), chunk):
         t = t_all[start : start + chunk]
-        # [T, K-1] thresholds (shared), scores broadcast to [T, K, N] -> exits taken [T, N]
-        taken = exit_index(scores.unsqueeze(0), t.unsqueeze(1).expand(-1, k_exits - 1), criterion)
-        right = correct.gather(0, taken).float().mean(dim=1)  # correct[taken[t, i], i]
-        depth = (taken.double() + 1).mean(dim=1) / k_exits
-        flops = costs[taken].mean(dim=1)
-        shares = torch.nn.functional.one_hot(taken, k_exits).double().mean(dim=1)  # [T, K]
+        table = outcomes(scores, correct, t.unsqueeze(1).expand(-1, k_exits - 1), criterion, relative_costs)
         for i in range(len(t)):
-            row = {
-                "threshold": float(t[i]),
-                "accuracy": float(right[i]),
-                "avg_exit_depth": float(depth[i]),
-                "relative_flops": float(flops[i]),
-            }
-            row.update({f"exit_{k + 1}_fraction": float(shares[i, k]) for k in range(k_exits)})
+            row = {"threshold": float(t[i])} | table.outcome(i).metrics()
             rows.append(row)
     return rows

@@ -90,8 +90,3 @@ def exit_heads(channels: list[int], num_classes: int, side_head_kind: str) -> li
     """A side head after every stage but the last, and the pooled linear classifier after the last."""
     heads = [side_head(side_head_kind, c, num_classes) for c in channels[:-1]]
     return heads + [PooledLinearHead(channels[-1], num_classes)]
-
-
-def default_loss_weights(num_exits: int) -> list[float]:
-    """The seed's weighting: 0.3 for each side exit, 1.0 for the final classifier."""
-    return [0.3] * (num_exits - 1) + [1.0]

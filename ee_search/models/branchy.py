@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ee_search.models.base import EarlyExitNetwork, default_loss_weights
+from ee_search.models.base import EarlyExitNetwork
 
 
 def _c(channels: int, width: int) -> int:
@@ -23,13 +23,13 @@ def _c(channels: int, width: int) -> int:
 def build_branchy_lenet(
     in_channels: int,
     num_classes: int,
-    width: int = 64,
-    depth: int | None = None,
-    exit_loss_weights: Sequence[float] | None = None,
-    side_head_kind: str = "conv",  # BranchyNet defines its own heads; kept for a uniform signature
+    *,
+    width: int,
+    depth: int,
+    exit_loss_weights: Sequence[float],
 ) -> EarlyExitNetwork:
-    if depth not in (None, 2):
-        raise ValueError(f"branchy_lenet has 2 exits, so depth must be 2 but got {depth}")
+    """BranchyNet's own side heads; no `side_head_kind` (the registry marks the family so, and the
+    schema rejects `model.side_head` for it). `depth` is always 2 (checked by the registry)."""
     c1, c2, c3 = _c(5, width), _c(10, width), _c(20, width)
     stages = [
         nn.Sequential(nn.Conv2d(in_channels, c1, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(inplace=True)),
@@ -47,19 +47,18 @@ def build_branchy_lenet(
         ),
         nn.Linear(_c(84, width), num_classes),
     ]
-    return EarlyExitNetwork(stages, heads, exit_loss_weights or default_loss_weights(2))
+    return EarlyExitNetwork(stages, heads, exit_loss_weights)
 
 
 def build_branchy_alexnet(
     in_channels: int,
     num_classes: int,
-    width: int = 64,
-    depth: int | None = None,
-    exit_loss_weights: Sequence[float] | None = None,
-    side_head_kind: str = "conv",
+    *,
+    width: int,
+    depth: int,
+    exit_loss_weights: Sequence[float],
 ) -> EarlyExitNetwork:
-    if depth not in (None, 3):
-        raise ValueError(f"branchy_alexnet has 3 exits, so depth must be 3 but got {depth}")
+    """See `build_branchy_lenet`; `depth` is always 3."""
     c32, c64, c96 = _c(32, width), _c(64, width), _c(96, width)
     fc1, fc2 = _c(256, width), _c(128, width)
 
@@ -95,4 +94,4 @@ def build_branchy_alexnet(
         ),
         nn.Linear(fc2, num_classes, bias=False),
     ]
-    return EarlyExitNetwork(stages, heads, exit_loss_weights or default_loss_weights(3))
+    return EarlyExitNetwork(stages, heads, exit_loss_weights)

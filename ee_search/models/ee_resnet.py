@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from ee_search.models.base import EarlyExitNetwork, default_loss_weights, exit_heads
+from ee_search.models.base import EarlyExitNetwork, exit_heads
 
 
 def _resnet_layer(inplanes: int, planes: int, blocks: int = 2, stride: int = 2) -> nn.Sequential:
@@ -30,14 +30,13 @@ def _resnet_layer(inplanes: int, planes: int, blocks: int = 2, stride: int = 2) 
 def build_ee_resnet(
     in_channels: int,
     num_classes: int,
-    width: int = 64,
-    depth: int | None = None,
-    exit_loss_weights: Sequence[float] | None = None,
-    side_head_kind: str = "conv",
+    *,
+    width: int,
+    depth: int,
+    exit_loss_weights: Sequence[float],
+    side_head_kind: str,
 ) -> EarlyExitNetwork:
-    depth = depth or 3
-    if depth not in (3, 4):
-        raise ValueError(f"ee_resnet depth must be 3 (MyResNet) or 4 (MyResNet2) but got {depth}")
+    """`depth` 3 is MyResNet, 4 MyResNet2; the registry checks it (see `models.build_model`)."""
     stem = nn.Sequential(
         nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
         nn.BatchNorm2d(width),
@@ -48,8 +47,7 @@ def build_ee_resnet(
     for i in range(1, depth):
         stages.append(_resnet_layer(channels[-1], width * 2**i))
         channels.append(width * 2**i)
-    weights = exit_loss_weights or default_loss_weights(depth)
-    model = EarlyExitNetwork(stages, exit_heads(channels, num_classes, side_head_kind), weights)
+    model = EarlyExitNetwork(stages, exit_heads(channels, num_classes, side_head_kind), exit_loss_weights)
     _init_like_torchvision(model)
     return model
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ee_search.models.base import EarlyExitNetwork, default_loss_weights, exit_heads
+from ee_search.models.base import EarlyExitNetwork, exit_heads
 
 _BLOCKS = ((1, 2), (2, 2), (4, 3), (8, 3))  # (channel multiplier, convs per block)
 
@@ -30,14 +30,13 @@ def _vgg_block(inplanes: int, planes: int, convs: int) -> nn.Sequential:
 def build_ee_vgg(
     in_channels: int,
     num_classes: int,
-    width: int = 64,
-    depth: int | None = None,
-    exit_loss_weights: Sequence[float] | None = None,
-    side_head_kind: str = "conv",
+    *,
+    width: int,
+    depth: int,
+    exit_loss_weights: Sequence[float],
+    side_head_kind: str,
 ) -> EarlyExitNetwork:
-    depth = depth or 3
-    if depth not in (3, 4):
-        raise ValueError(f"ee_vgg depth must be 3 or 4 but got {depth}")
+    """`depth` blocks of `_BLOCKS` (3 or 4; the registry checks it, see `models.build_model`)."""
     stages, channels = [], []
     inplanes = in_channels
     for mult, convs in _BLOCKS[:depth]:
@@ -45,4 +44,4 @@ def build_ee_vgg(
         inplanes = width * mult
         channels.append(inplanes)
     heads = exit_heads(channels, num_classes, side_head_kind)
-    return EarlyExitNetwork(stages, heads, exit_loss_weights or default_loss_weights(depth))
+    return EarlyExitNetwork(stages, heads, exit_loss_weights)

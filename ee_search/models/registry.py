@@ -1,8 +1,10 @@
-"""What the config layer needs to know about each model before torch is imported.
+"""What the rest of the package needs to know about each model before torch is imported.
 
 `ee-search validate` must check list lengths (one loss weight per exit, one threshold per side exit)
-without building a network, so each model declares its exit count here; the builders live in their
-own modules and are imported only when a trial builds a model.
+and options without building a network, so each model declares here, once, its exit counts, its
+default depth and whether it takes `model.side_head`; the builders live in their own modules and are
+imported only when a trial builds a model. The default loss weights are declared here too, so the
+schema (no torch) and the network (torch) read the same rule.
 """
 
 from __future__ import annotations
@@ -16,20 +18,33 @@ class ModelSpec:
     builder: str  # "module:function", imported lazily
     depths: tuple[int, ...]  # allowed values of model.depth = number of stages = number of exits
     default_depth: int
+    side_heads: bool = True  # False: the family defines its own side heads (BranchyNet's)
 
 
 MODELS: dict[str, ModelSpec] = {
     # MyResNet: stem + layer2 + layer3 (3 exits); depth 4 is MyResNet2 (adds layer4).
     "ee_resnet": ModelSpec("ee_search.models.ee_resnet:build_ee_resnet", (3, 4), 3),
     "ee_vgg": ModelSpec("ee_search.models.ee_vgg:build_ee_vgg", (3, 4), 3),
-    "branchy_alexnet": ModelSpec("ee_search.models.branchy:build_branchy_alexnet", (3,), 3),
-    "branchy_lenet": ModelSpec("ee_search.models.branchy:build_branchy_lenet", (2,), 2),
+    "branchy_alexnet": ModelSpec("ee_search.models.branchy:build_branchy_alexnet", (3,), 3, side_heads=False),
+    "branchy_lenet": ModelSpec("ee_search.models.branchy:build_branchy_lenet", (2,), 2, side_heads=False),
 }
 
 
 def num_exits(name: str, depth: int | None) -> int:
+    """The number of exits of model `name` at `depth` (None = the family's default); ValueError names
+    the allowed depths when `depth` is not one of them."""
     spec = MODELS[name]
-    return spec.default_depth if depth is None else depth
+    if depth is None:
+        return spec.default_depth
+    if depth not in spec.depths:
+        allowed = ", ".join(map(str, spec.depths))
+        raise ValueError(f"{name} supports depth {allowed}, got {depth}")
+    return depth
+
+
+def default_loss_weights(num_exits: int) -> list[float]:
+    """The seed's weighting: 0.3 for each side exit, 1.0 for the final classifier."""
+    return [0.3] * (num_exits - 1) + [1.0]
 
 
 def builder(name: str):

@@ -19,9 +19,13 @@ from ee_search.train.callbacks import Callback, CallbackList
 from ee_search.train.checkpoint import BestCheckpoint, load_checkpoint
 from ee_search.train.early_stopping import EarlyStopping, decide
 from ee_search.train.optim import build_optimizer
-from ee_search.train.trainer import ExitPolicy, FitResult, Trainer
+from ee_search.train.outcome import MAX_EPOCHS, NON_FINITE_LOSS, PATIENCE_EXHAUSTED, FitResult
+from ee_search.train.trainer import ExitPolicy, Trainer
 
 __all__ = [
+    "MAX_EPOCHS",
+    "NON_FINITE_LOSS",
+    "PATIENCE_EXHAUSTED",
     "BestCheckpoint",
     "Callback",
     "CallbackList",

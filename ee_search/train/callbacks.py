@@ -13,10 +13,33 @@ hook, callbacks run in list order; `standard_order` in this package writes that 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+from ee_search.train.outcome import FitResult
 
 if TYPE_CHECKING:
-    from ee_search.train.trainer import FitResult, Trainer
+    import torch
+
+    from ee_search.exits.logits import ExitLogits
+
+
+class Trainer(Protocol):
+    """What a callback may read and change on the trainer (`trainer.Trainer` is the one implementation).
+
+    A protocol rather than an import of the trainer, so this module and the trainer's do not import
+    each other."""
+
+    model: torch.nn.Module
+    eval_model: torch.nn.Module  # weight averaging swaps in its averaged copy
+    optimizer: torch.optim.Optimizer
+    train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    max_epochs: int
+    epoch: int
+    global_step: int
+    should_stop: bool
+    val_logits: ExitLogits | None
+
+    def request_stop(self, reason: str | None) -> None: ...
 
 
 class Callback:
@@ -46,36 +69,13 @@ class Callback:
 
 
 class CallbackList(Callback):
+    """Calls each hook on every callback, in list order (Lightning's `_call_callback_hooks`).
+
+    The fan-out methods are generated from `Callback`'s own hooks below, so a new hook needs no new
+    loop here; `on_exception` is written out because it must reach every callback even if one fails."""
+
     def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
         self.callbacks = list(callbacks)
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        for cb in self.callbacks:
-            cb.on_fit_start(trainer)
-
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_start(trainer, epoch)
-
-    def on_train_batch_end(self, trainer: Trainer, step: int) -> None:
-        for cb in self.callbacks:
-            cb.on_train_batch_end(trainer, step)
-
-    def on_validation_start(self, trainer: Trainer, epoch: int) -> None:
-        for cb in self.callbacks:
-            cb.on_validation_start(trainer, epoch)
-
-    def on_validation_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        for cb in self.callbacks:
-            cb.on_validation_end(trainer, epoch, metrics)
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_end(trainer, epoch, metrics)
-
-    def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
-        for cb in self.callbacks:
-            cb.on_fit_end(trainer, result)
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         # Every callback gets to clean up even if an earlier one fails while doing so.
@@ -87,3 +87,19 @@ class CallbackList(Callback):
                 failures.append(exc)
         if failures:
             error.add_note(f"{len(failures)} callback(s) failed in on_exception: {failures!r}")
+
+
+def _fan_out(hook: str):
+    def call_all(self: CallbackList, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(*args)
+
+    call_all.__name__ = call_all.__qualname__ = hook
+    call_all.__doc__ = getattr(Callback, hook).__doc__
+    return call_all
+
+
+HOOKS = tuple(name for name in vars(Callback) if name.startswith("on_"))
+for _hook in HOOKS:
+    if _hook != "on_exception":
+        setattr(CallbackList, _hook, _fan_out(_hook))

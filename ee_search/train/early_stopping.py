@@ -11,27 +11,11 @@ never stopped at all.)
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+from ee_search.metrics import monitor_mode
 from ee_search.train.callbacks import Callback
-
-_EXIT_ACCURACY = re.compile(r"^val_accuracy_exit_[1-9][0-9]*$")
-
-
-def monitor_mode(monitor: str) -> str:
-    """'min' for val_loss; 'max' for val_accuracy and any single exit's val_accuracy_exit_k.
-
-    val_accuracy is measured at the trial's own exit thresholds, so it is not comparable between
-    trials that chose different thresholds; val_loss and val_accuracy_exit_k do not depend on them."""
-    if monitor == "val_loss":
-        return "min"
-    if monitor == "val_accuracy" or _EXIT_ACCURACY.match(monitor):
-        return "max"
-    raise ValueError(f"monitor must be val_loss, val_accuracy or val_accuracy_exit_<k> but got {monitor!r}")
-PATIENCE_EXHAUSTED = "patience_exhausted"
-NON_FINITE_LOSS = "non_finite_loss"
-MAX_EPOCHS = "max_epochs"
+from ee_search.train.outcome import NON_FINITE_LOSS, PATIENCE_EXHAUSTED
 
 
 @dataclass(frozen=True)

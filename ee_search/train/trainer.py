@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -19,20 +18,13 @@ from ee_search.exits.logits import ExitLogits, collect_exit_logits
 from ee_search.exits.policy import evaluate, per_exit_accuracy
 from ee_search.models.base import EarlyExitNetwork
 from ee_search.train.callbacks import Callback, CallbackList
-from ee_search.train.early_stopping import MAX_EPOCHS
+from ee_search.train.outcome import MAX_EPOCHS, FitResult
 
 
 @dataclass(frozen=True)
 class ExitPolicy:
     thresholds: tuple[float, ...]
     criterion: str
-
-
-@dataclass
-class FitResult:
-    epochs_trained: int
-    stop_reason: str
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 class Trainer:
@@ -100,18 +92,13 @@ class Trainer:
             cbs.on_exception(self, error)
             raise
 
-    def _autocast(self, device: torch.device):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
-
     def train_epoch(self) -> dict[str, float]:
         model, opt = self.model, self.optimizer
         model.train()
         loss_sum = correct = None
         seen = 0
         for x, y in self.train_batches:
-            with self._autocast(x.device):
+            with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
                 logits = self._forward(x)
                 loss = model.exit_loss(logits, y)
             opt.zero_grad(set_to_none=True)

@@ -46,7 +46,6 @@ def test_hand_computed_decisions_and_metrics():
     assert out.avg_exit_depth == pytest.approx((1 + 2 + 3 + 3) / (4 * 3))
     assert out.relative_flops == pytest.approx((0.2 + 0.6 + 1.1 + 1.1) / 4)
     assert out.exit_fractions == [0.25, 0.25, 0.5]
-    assert out.exit_accuracies == [1.0, 1.0, 0.5]
 
 
 def test_threshold_equal_to_score_passes_and_entropy_compares_downwards():

@@ -29,8 +29,8 @@ import optuna
 from optuna.trial import TrialState
 
 from ee_search.config import PrunerConfig
-from ee_search.train.callbacks import Callback
-from ee_search.train.early_stopping import EarlyStopping, monitor_mode
+from ee_search.metrics import monitor_mode
+from ee_search.train import Callback, EarlyStopping
 
 HISTORY_ATTR = "monitor_history"  # list, index = epoch - 1; None where the value was not finite
 MONITOR_ATTR = "monitor"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from ee_search.config.dotted import walk_schema
 from ee_search.errors import UserInputError
 
 _DIMENSION_TAGS = {"float", "int", "categorical"}
@@ -60,37 +61,8 @@ def to_user_error(exc: ValidationError, source: str) -> UserInputError:
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     """The field names of the schema node at `loc`, for 'unknown key' messages."""
-    from ee_search.config import (
-        CategoricalDimension,
-        FloatDimension,
-        IntDimension,
-        SearchConfig,
-        StudyConfig,
-    )
-
-    model: Any = StudyConfig
-    i = 0
-    while i < len(loc):
-        part = loc[i]
-        if model is SearchConfig and part == "space":
-            i += 2  # the dimension's key, then pydantic's tag picks the class
-            if i < len(loc):
-                model = {"float": FloatDimension, "int": IntDimension}.get(loc[i], CategoricalDimension)
-            i += 1
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = model_of(field.annotation)
-        i += 1
-    return sorted(getattr(model, "model_fields", {}))
-
-
-def model_of(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = model_of(arg)
-        if found is not None:
-            return found
-    return None
+    try:
+        model, _ = walk_schema(loc)
+    except ValueError:
+        return []
+    return sorted(model.model_fields) if model is not None else []

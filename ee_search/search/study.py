@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +21,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ee_search.config import HeartbeatConfig, LoadedStudy, SamplerConfig, StudyConfig
 from ee_search.errors import UserInputError
-from ee_search.pruning import build_optuna_pruner
-from ee_search.tracking import STATE_TAG, StudyTracker, redact
+from ee_search.search.pruning import build_optuna_pruner
+from ee_search.config import redact
+from ee_search.tracking import STATE_TAG, StudyTracker, config_params
 
 logger = logging.getLogger(__name__)
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def build_sampler(cfg: SamplerConfig) -> optuna.samplers.BaseSampler:
@@ -144,7 +142,7 @@ class RunSummary:
 def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: float | None,
               on_trial_end: Callable[[FrozenTrial], None] | None = None) -> RunSummary:
     """Create or resume the study and run trials until the study has `n_trials` (or time is up)."""
-    from ee_search.objective import Objective
+    from ee_search.search.objective import Objective
 
     config = study_file.config
     tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location)
@@ -157,7 +155,7 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
 
     storage = open_storage(config.search.storage, on_stale_trial=close_stale_run, heartbeat=config.search.heartbeat)
     study = load_or_create(config, study_file.path, storage)
-    parent = tracker.parent_run(config.name, _study_params(config), study_file.raw_text)
+    parent = tracker.parent_run(config.name, config_params(config), study_file.raw_text)
     study.set_user_attr("mlflow_parent_run_id", parent)
     study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)
     summary = RunSummary(study, parent, tracker.experiment_id)
@@ -194,13 +192,3 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
         summary.seconds = time.perf_counter() - started
         tracker.finish_parent(parent, status)
     return summary
-
-
-def _study_params(config: StudyConfig) -> dict:
-    from ee_search.tracking import flatten
-
-    dumped = config.model_dump(mode="json")
-    space = dumped["search"].pop("space")
-    params = flatten(dumped)
-    params["search.space.dimensions"] = sorted(space)
-    return params

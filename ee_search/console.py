@@ -43,7 +43,7 @@ def print_trial_line(console: Console, trial: FrozenTrial, objectives: Sequence[
 
 def print_run_summary(console: Console, study_file, summary, locating_flags: str = "") -> None:
     from ee_search.pareto import collect_points, front
-    from ee_search.tracking import redact
+    from ee_search.config import redact
 
     config = study_file.config
     mine = summary.trials()
@@ -74,7 +74,7 @@ def print_run_summary(console: Console, study_file, summary, locating_flags: str
 
 
 def print_space(console: Console, study_file) -> None:
-    from ee_search.space import dimensions
+    from ee_search.search.space import dimensions
 
     config = study_file.config
     dims = dimensions(config)

@@ -1,17 +1,15 @@
-"""The study file: pydantic schema (DESIGN.md §2), loading, and dotted-path overrides.
+"""The study file's schema (DESIGN.md §2): pydantic models only, no I/O.
 
-The file is validated at the edge and the raw text is kept for provenance (it goes to MLflow as the
-study's `config/study.yaml`). A trial's configuration is the base file with the sampled values written
-in at their dotted paths, validated again by the same schema, so every field can be searched.
+Loading, `--set` overrides and the search-space checks live in `load.py`; turning a validation error
+into one line for the user lives in `messages.py`. Facts owned elsewhere are read, never restated:
+model depths, side heads and default loss weights from `models.registry`, monitor names from
+`ee_search.metrics`.
 """
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -19,14 +17,12 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
     model_validator,
 )
 
-from ee_search.config_errors import to_user_error
-from ee_search.dotted import get_path, parse_override, set_path, split_path  # noqa: F401 (re-exported)
-from ee_search.errors import FieldError, UserInputError
-from ee_search.models.registry import MODELS, num_exits
+from ee_search.errors import FieldError
+from ee_search.metrics import MONITOR_PATTERN, monitored_exit
+from ee_search.models.registry import MODELS, default_loss_weights, num_exits
 
 
 class Strict(BaseModel):
@@ -59,7 +55,7 @@ class ModelConfig(Strict):
     name: Literal["ee_resnet", "ee_vgg", "branchy_alexnet", "branchy_lenet"] = "ee_resnet"
     width: PositiveInt = 64
     depth: PositiveInt | None = None  # number of stages (= exits); ee_resnet 4 is MyResNet2
-    side_head: Literal["conv", "linear"] = "conv"
+    side_head: Literal["conv", "linear"] | None = None  # families with their own heads: leave unset; else conv
     exit_loss_weights: list[NonNegativeFloat] | None = None  # one per exit; default 0.3.., 1.0
 
 
@@ -68,7 +64,7 @@ class EarlyStoppingConfig(Strict):
     # val_loss | val_accuracy | val_accuracy_exit_<k>. In multi-objective studies prefer val_loss or an
     # exit's accuracy: val_accuracy depends on each trial's thresholds, so the pruner would compare
     # trade-off points rather than training progress.
-    monitor: str = Field("val_loss", pattern=r"^(val_loss|val_accuracy|val_accuracy_exit_[1-9][0-9]*)$")
+    monitor: str = Field("val_loss", pattern=MONITOR_PATTERN)
     patience: PositiveInt = 5
     tol: NonNegativeFloat = 1.0e-4
 
@@ -253,15 +249,19 @@ class StudyConfig(Strict):
     def loss_weights(self) -> list[float]:
         if self.model.exit_loss_weights is not None:
             return list(self.model.exit_loss_weights)
-        return [0.3] * (self.num_exits - 1) + [1.0]  # models.base.default_loss_weights, without torch
+        return default_loss_weights(self.num_exits)
 
     @model_validator(mode="after")
     def _cross_field(self) -> StudyConfig:
-        spec = MODELS[self.model.name]
-        if self.model.depth is not None and self.model.depth not in spec.depths:
-            allowed = ", ".join(map(str, spec.depths))
-            raise FieldError("model.depth", f"{self.model.name} supports depth {allowed}, got {self.model.depth}")
-        k = self.num_exits
+        try:
+            k = self.num_exits
+        except ValueError as exc:
+            raise FieldError("model.depth", str(exc)) from None
+        if self.model.side_head is not None and not MODELS[self.model.name].side_heads:
+            raise FieldError(
+                "model.side_head",
+                f"{self.model.name} has BranchyNet's own side heads, so side_head does not apply: remove it",
+            )
         weights = self.model.exit_loss_weights
         if weights is not None and len(weights) != k:
             raise FieldError(
@@ -272,7 +272,7 @@ class StudyConfig(Strict):
         if weights is not None and sum(weights) <= 0:
             raise FieldError("model.exit_loss_weights", "at least one weight must be positive")
         monitor = self.train.early_stopping.monitor
-        if monitor.startswith("val_accuracy_exit_") and int(monitor.rsplit("_", 1)[1]) > k:
+        if (monitored_exit(monitor) or 0) > k:
             raise FieldError(
                 "train.early_stopping.monitor",
                 f"{self.model.name} has exits 1..{k}, so {monitor} names nothing: use val_accuracy_exit_{k} "
@@ -299,79 +299,3 @@ class StudyConfig(Strict):
                 f"(got {len(objectives)}): use early_stopping, which works with several",
             )
         return self
-
-
-# ---------------------------------------------------------------------------------------- loading
-class LoadedStudy(BaseModel):
-    """A validated study file plus what produced it: the path, the raw text and the raw mapping after
-    overrides (the base every trial writes its sampled values into)."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-    path: str
-    raw_text: str
-    raw: dict
-    config: StudyConfig
-
-    def with_values(self, values: dict[str, Any]) -> StudyConfig:
-        return validate_raw(self.raw_with(values), self.path)
-
-    def raw_with(self, values: dict[str, Any]) -> dict:
-        raw = copy.deepcopy(self.raw)
-        for path, value in values.items():
-            try:
-                set_path(raw, path, value)
-            except FieldError as exc:
-                raise UserInputError(self.path, exc.field, exc.message) from None
-        return raw
-
-
-def validate_raw(raw: Any, source: str) -> StudyConfig:
-    if not isinstance(raw, dict):
-        raise UserInputError(source, None, "the study file must be a YAML mapping of fields")
-    try:
-        return StudyConfig.model_validate(raw)
-    except FieldError as exc:
-        raise UserInputError(source, exc.field, exc.message) from None
-    except ValidationError as exc:
-        raise to_user_error(exc, source) from None
-
-
-def load_config(
-    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
-) -> tuple[StudyConfig, str]:
-    """DESIGN.md's entry point: the validated config and the file's raw text."""
-    loaded = load_study_file(path, overrides)
-    return loaded.config, loaded.raw_text
-
-
-def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedStudy:
-    source = str(path)
-    try:
-        raw_text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserInputError(source, None, "no such file: check the path") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise UserInputError(source, None, f"cannot read the file ({type(exc).__name__})") from None
-    try:
-        raw = yaml.safe_load(raw_text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}" if mark is not None else "YAML"
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UserInputError(source, line, f"{problem}: fix the YAML syntax") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserInputError(source, None, "the study file must be a YAML mapping of fields")
-    for text in overrides:
-        key, value = parse_override(text)
-        try:
-            set_path(raw, key, value)
-        except FieldError as exc:
-            raise UserInputError("--set", exc.field, exc.message) from None
-    config = validate_raw(raw, source)
-    # Imported here: space.py builds on this module's schema.
-    from ee_search.space import check_space
-
-    check_space(config, raw, source)
-    return LoadedStudy(path=source, raw_text=raw_text, raw=raw, config=config)

@@ -1,13 +1,24 @@
-"""Checks of storage and tracking URLs at load time, so a typo fails at once with one clear line
-instead of after the first trial (and before anything is created)."""
+"""Storage and tracking URLs: checked at load time, so a typo fails at once with one clear line
+instead of after the first trial (and before anything is created); and redacted wherever they are
+shown, so a password in one never reaches a console line, a log record or a logged param."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ee_search.errors import UserInputError
-from ee_search.tracking import redact
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)(?P<pw>[^@\s/]+)(?P<tail>@)")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s]+)", re.IGNORECASE)  # libpq style
+
+
+def redact(text: str) -> str:
+    """Replace the password of every `scheme://user:password@host` (or `?password=`) in `text` with ***."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
+
 
 _TRACKING_SCHEMES = {"sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks"}
 

@@ -1,0 +1,46 @@
+"""Everything that knows Optuna: the search space (space.py), the study and its run loop (study.py),
+one trial (objective.py) and the early-stopping pruner (pruning.py)."""
+
+from ee_search.search.objective import FINAL_METRICS, Objective
+from ee_search.search.pruning import (
+    EarlyStoppingPruner,
+    PruneDecision,
+    PruningCallback,
+    best_so_far,
+    build_optuna_pruner,
+    decide_prune,
+)
+from ee_search.search.space import SearchDimension, dimensions, sample, values_from_params
+from ee_search.search.study import (
+    FINISHED_STATES,
+    RunSummary,
+    build_sampler,
+    check_search_components,
+    load_existing,
+    load_or_create,
+    open_storage,
+    run_study,
+)
+
+__all__ = [
+    "FINAL_METRICS",
+    "FINISHED_STATES",
+    "EarlyStoppingPruner",
+    "Objective",
+    "PruneDecision",
+    "PruningCallback",
+    "RunSummary",
+    "SearchDimension",
+    "best_so_far",
+    "build_optuna_pruner",
+    "build_sampler",
+    "check_search_components",
+    "decide_prune",
+    "dimensions",
+    "load_existing",
+    "load_or_create",
+    "open_storage",
+    "run_study",
+    "sample",
+    "values_from_params",
+]

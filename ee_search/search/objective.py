@@ -1,0 +1,141 @@
+"""One Optuna trial: sample -> config -> tracked run -> experiment -> exits -> values.
+
+Cross-links both ways: the MLflow run id is a user attribute of the trial, and the trial number a tag
+of the run. However the trial ends, its ending is decided once (an `Ending`: COMPLETE with values,
+PRUNED with a reason, or FAIL with the error) and the run is closed from it in one place, `_close`,
+so the run's status always matches the state Optuna records (FINISHED, KILLED for pruned, FAILED),
+and what was logged before the end stays: per-epoch metrics, and the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+import yaml
+
+from ee_search.config import LoadedStudy, StudyConfig, redact
+from ee_search.data import prepare_data
+from ee_search.exits.report import csv_text, html_text, tradeoff_figure
+from ee_search.experiment import ExperimentResult, run_experiment
+from ee_search.search import space
+from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
+from ee_search.tracking import EpochLogger, StudyTracker, TrialRun, config_params
+from ee_search.train import NON_FINITE_LOSS, EarlyStopping
+
+logger = logging.getLogger(__name__)
+
+PRUNED = "pruned"
+FINAL_METRICS = ("accuracy", "avg_exit_depth", "relative_flops")
+_TEXT_LIMIT = 500  # user attributes and tags hold a message, not a traceback
+
+
+@dataclass
+class Ending:
+    """How a trial ended, decided once; `_close` turns it into trial attributes and the run's status."""
+
+    state: str  # COMPLETE | PRUNED | FAIL (Optuna's names; tracking.RUN_STATUS maps them to MLflow's)
+    epochs: int
+    stop_reason: str | None = None
+    values: list[float] | None = None  # COMPLETE only
+    detail: str | None = None  # why it was pruned, or the error
+    error: BaseException | None = None  # FAIL: re-raised after the run is closed
+
+
+class Objective:
+    def __init__(
+        self,
+        study_file: LoadedStudy,
+        tracker: StudyTracker,
+        parent_run_id: str,
+        device: torch.device,
+    ) -> None:
+        self.study_file = study_file
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+        self.device = device
+        pruner_cfg = study_file.config.search.pruner
+        self.es_pruner = EarlyStoppingPruner.from_config(pruner_cfg) if pruner_cfg.type == "early_stopping" else None
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        values = space.sample(trial, self.study_file.config)
+        config = self.study_file.with_values(values)
+        seed = config.seed + trial.number
+        es = config.train.early_stopping
+        stopper = EarlyStopping(es.monitor, es.patience, es.tol)
+        pruning = PruningCallback(trial, stopper, self.es_pruner)
+        run = self.tracker.start_trial(self.parent_run_id, trial.number, config_params(config, **{"trial.seed": seed}))
+        with tempfile.TemporaryDirectory(prefix=f"ee-search-trial-{trial.number}-") as tmp:
+            checkpoint = Path(tmp) / "best.pt"
+            try:
+                ending = self._train(trial, run, config, seed, stopper, pruning, checkpoint)
+            except optuna.TrialPruned as pruned:
+                ending = Ending("PRUNED", len(pruning.history), PRUNED, detail=str(pruned))
+            except BaseException as error:  # Ctrl-C too: the run must not stay RUNNING
+                ending = Ending("FAIL", len(pruning.history), detail=f"{type(error).__name__}: {error}", error=error)
+            self._close(trial, run, ending, checkpoint)
+        if ending.state == "COMPLETE":
+            return ending.values
+        if ending.state == "PRUNED":
+            raise optuna.TrialPruned(ending.detail)
+        raise ending.error
+
+    def _train(self, trial: optuna.Trial, run: TrialRun, config: StudyConfig, seed: int, stopper: EarlyStopping,
+               pruning: PruningCallback, checkpoint: Path) -> Ending:
+        """Train, then decide how the trial ended; exceptions (pruning, errors) are the caller's."""
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+        run.log_text(redact(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)), "config/trial.yaml")
+        prepared = prepare_data(config.data, config.seed)  # cached: run_experiment reuses it
+        run.log_dataset(config.data.dataset, prepared.fingerprint, config.data.root, prepared.split_sizes)
+        result = run_experiment(config, device=self.device, seed=seed, stopper=stopper,
+                                recorders=[EpochLogger(run)], pruning=pruning, checkpoint_path=checkpoint)
+        fit = result.fit
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        if fit.stop_reason == NON_FINITE_LOSS or result.outcome is None:
+            # Divergence is a property of the sampled configuration, not a bug: prune, don't fail.
+            return Ending("PRUNED", fit.epochs_trained, NON_FINITE_LOSS,
+                          detail=f"training diverged (non-finite loss) at epoch {fit.epochs_trained}")
+        metrics = result.metrics | {"best_epoch": float(result.best_epoch or 0),
+                                    "epochs_trained": float(fit.epochs_trained)}
+        out = [metrics[name] for name in config.search.objectives]
+        if not all(math.isfinite(v) for v in out):
+            error = RuntimeError(f"objective values are not finite: {out}")
+            return Ending("FAIL", fit.epochs_trained, fit.stop_reason, detail=str(error), error=error)
+        run.log_metrics(metrics)
+        for name in FINAL_METRICS:
+            trial.set_user_attr(name, metrics[name])
+        trial.set_user_attr("thresholds", list(config.exits.thresholds))
+        self._log_curve(trial.number, run, config, result)
+        return Ending("COMPLETE", fit.epochs_trained, fit.stop_reason, values=out)
+
+    def _close(self, trial: optuna.Trial, run: TrialRun, ending: Ending, checkpoint: Path) -> None:
+        """The one way out: trial attributes, the best checkpoint, and the run's final status."""
+        trial.set_user_attr("epochs_trained", ending.epochs)
+        if ending.stop_reason is not None:
+            trial.set_user_attr("stop_reason", ending.stop_reason)
+        if ending.state == "PRUNED":
+            trial.set_user_attr("prune_detail", (ending.detail or "")[:_TEXT_LIMIT])
+        try:
+            if ending.state == "FAIL":
+                trial.set_user_attr("error", (ending.detail or "")[:_TEXT_LIMIT])
+                run.set_tags({"ee_search.error": (ending.detail or "")[:_TEXT_LIMIT]})
+            if checkpoint.is_file():
+                run.log_artifact(checkpoint, "checkpoints")
+        finally:
+            run.finish(ending.state, ending.stop_reason)
+
+    def _log_curve(self, number: int, run: TrialRun, config: StudyConfig, result: ExperimentResult) -> None:
+        run.log_text(csv_text(result.curve), "exits/tradeoff.csv")
+        fig = tradeoff_figure(
+            result.curve,
+            chosen=result.metrics,
+            title=f"{config.name} trial {number}: accuracy vs compute "
+            f"({config.model.name}, thresholds {[round(t, 4) for t in config.exits.thresholds]})",
+            criterion=config.exits.criterion,
+        )
+        run.log_text(html_text(fig), "exits/tradeoff.html")
