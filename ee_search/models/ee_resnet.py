@@ -8,12 +8,11 @@ Exits follow the stem and each layer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from ee_search.models.base import EarlyExitNetwork, exit_heads
+from ee_search.models.registry import BuildArgs
 
 
 def _resnet_layer(inplanes: int, planes: int, blocks: int = 2, stride: int = 2) -> nn.Sequential:
@@ -27,27 +26,19 @@ def _resnet_layer(inplanes: int, planes: int, blocks: int = 2, stride: int = 2) 
     return nn.Sequential(*layers)
 
 
-def build_ee_resnet(
-    in_channels: int,
-    num_classes: int,
-    *,
-    width: int,
-    depth: int,
-    exit_loss_weights: Sequence[float],
-    side_head_kind: str,
-) -> EarlyExitNetwork:
+def build_ee_resnet(args: BuildArgs) -> EarlyExitNetwork:
     """`depth` 3 is MyResNet, 4 MyResNet2; the registry checks it (see `models.build_model`)."""
     stem = nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
-        nn.BatchNorm2d(width),
+        nn.Conv2d(args.in_channels, args.width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(args.width),
         nn.ReLU(inplace=True),
     )
     stages: list[nn.Module] = [stem]
-    channels = [width]
-    for i in range(1, depth):
-        stages.append(_resnet_layer(channels[-1], width * 2**i))
-        channels.append(width * 2**i)
-    model = EarlyExitNetwork(stages, exit_heads(channels, num_classes, side_head_kind), exit_loss_weights)
+    channels = [args.width]
+    for i in range(1, args.depth):
+        stages.append(_resnet_layer(channels[-1], args.width * 2**i))
+        channels.append(args.width * 2**i)
+    model = EarlyExitNetwork(stages, exit_heads(channels, args.num_classes, args.side_head), args.exit_loss_weights)
     _init_like_torchvision(model)
     return model
 

@@ -6,11 +6,10 @@ and, at depth 4, (8w, 8w, 8w). BN is there because the seed trained with large l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import nn
 
 from ee_search.models.base import EarlyExitNetwork, exit_heads
+from ee_search.models.registry import BuildArgs
 
 _BLOCKS = ((1, 2), (2, 2), (4, 3), (8, 3))  # (channel multiplier, convs per block)
 
@@ -27,21 +26,13 @@ def _vgg_block(inplanes: int, planes: int, convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def build_ee_vgg(
-    in_channels: int,
-    num_classes: int,
-    *,
-    width: int,
-    depth: int,
-    exit_loss_weights: Sequence[float],
-    side_head_kind: str,
-) -> EarlyExitNetwork:
+def build_ee_vgg(args: BuildArgs) -> EarlyExitNetwork:
     """`depth` blocks of `_BLOCKS` (3 or 4; the registry checks it, see `models.build_model`)."""
     stages, channels = [], []
-    inplanes = in_channels
-    for mult, convs in _BLOCKS[:depth]:
-        stages.append(_vgg_block(inplanes, width * mult, convs))
-        inplanes = width * mult
+    inplanes = args.in_channels
+    for mult, convs in _BLOCKS[: args.depth]:
+        stages.append(_vgg_block(inplanes, args.width * mult, convs))
+        inplanes = args.width * mult
         channels.append(inplanes)
-    heads = exit_heads(channels, num_classes, side_head_kind)
-    return EarlyExitNetwork(stages, heads, exit_loss_weights)
+    heads = exit_heads(channels, args.num_classes, args.side_head)
+    return EarlyExitNetwork(stages, heads, args.exit_loss_weights)

@@ -14,6 +14,18 @@ from importlib import import_module
 
 
 @dataclass(frozen=True)
+class BuildArgs:
+    """Everything a builder gets, resolved by `models.build_model` (the one builder interface)."""
+
+    in_channels: int
+    num_classes: int
+    width: int
+    depth: int  # = number of exits, already checked against the family's `depths`
+    exit_loss_weights: tuple[float, ...]
+    side_head: str  # "conv" | "linear"; ignored by families that define their own side heads
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     builder: str  # "module:function", imported lazily
     depths: tuple[int, ...]  # allowed values of model.depth = number of stages = number of exits
