@@ -158,6 +158,7 @@ def pareto(
     study: StudyArg,
     out: Annotated[Path, typer.Option("--out", help="Directory for pareto.csv, pareto.json, pareto.html.")],
     split: Annotated[str, typer.Option("--split", help="val, or test to add held-out test metrics of the front.")] = "val",
+    front: Annotated[str, typer.Option("--front", help="dense: every trial's operating points; sampled: the trials at their own thresholds.")] = "dense",
     set_: SetOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
@@ -169,11 +170,14 @@ def pareto(
     try:
         if split not in ("val", "test"):
             raise UserInputError("--split", None, f"must be 'val' or 'test', got {split!r}")
+        if front not in ("dense", "sampled"):
+            raise UserInputError("--front", None, f"must be 'dense' or 'sampled', got {front!r}")
         loaded = _load(study, set_, storage, tracking_uri, device)
-        paths, n_front, n_points = export_front(loaded, out, split)
+        paths, n_front, n_trials = export_front(loaded, out, split, front)
     except UserInputError as error:
         _fail(error)
-    console.print(f"{n_front} trial(s) on the front of {n_points} completed; wrote:")
+    what = "operating point(s) on the dense front" if front == "dense" else "trial(s) on the sampled front"
+    console.print(f"{n_front} {what} of {n_trials} completed trial(s); wrote:")
     for path in paths.values():
         console.print(f"  {path}")
 
@@ -191,6 +195,51 @@ def status(study: StudyArg, set_: SetOpt = None, storage: StorageOpt = None, tra
     except UserInputError as error:
         _fail(error)
     print_status(console, optuna_study)
+
+
+# ---------------------------------------------------------------------------------- export-model
+@app.command("export-model")
+def export_model(
+    study: StudyArg,
+    trial: Annotated[int, typer.Option("--trial", min=0, help="The trial whose network to export (a row of pareto.csv).")],
+    out: Annotated[Path, typer.Option("--out", help="New directory for the MLflow model, model.ts and card.json.")],
+    thresholds: Annotated[str | None, typer.Option("--thresholds", help="JSON list, one per side exit (default: the trial's own).")] = None,
+    register: Annotated[str | None, typer.Option("--register", help="Also register it under this name in the model registry.")] = None,
+    set_: SetOpt = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Export one operating point (trial + thresholds) as a deployable early-exit model."""
+    import json
+
+    from ee_search.deploy import export_model as export
+
+    try:
+        chosen = None
+        if thresholds is not None:
+            try:
+                chosen = json.loads(thresholds)
+            except json.JSONDecodeError:
+                raise UserInputError("--thresholds", None, "must be a JSON list such as '[0.9, 0.8]'") from None
+            if not isinstance(chosen, list):
+                raise UserInputError("--thresholds", None, "must be a JSON list such as '[0.9, 0.8]'")
+        loaded = _load(study, set_, storage, tracking_uri)
+        card = export(loaded, trial, out, chosen, register)
+    except UserInputError as error:
+        _fail(error)
+    val, latency = card["validation"], card["latency_ms_cpu"]
+    console.print(
+        f"Exported trial {card['trial_number']} at thresholds {card['thresholds']} to {out}: validation accuracy "
+        f"{val['accuracy']:.4f}, avg exit depth {val['avg_exit_depth']:.4f}, relative FLOPs {val['relative_flops']:.3f} "
+        f"(reproduced by the program on {card['validation_measured_by_program']['samples']} validation images)."
+    )
+    for batch in ("batch_1", "batch_256"):
+        b = latency[batch]
+        console.print(f"  CPU latency {batch.replace('_', ' ')}: {b['early_exit_ms']:.2f} ms early-exit vs "
+                      f"{b['full_depth_ms']:.2f} ms full depth ({b['speedup']:.2f}x)")
+    if "registered" in card:
+        console.print(f"  registered as {card['registered']['name']} version {card['registered']['version']}")
+    console.print(f"Load it with mlflow.pyfunc.load_model('{out}'), or torch.jit.load('{out / 'model.ts'}') with only torch.")
 
 
 # -------------------------------------------------------------------------------------------- ui
@@ -229,6 +278,8 @@ def main() -> None:
     from ee_search.tracking import quiet_mlflow_logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # MLflow's "Downloading artifacts" bars would interleave with our own output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats, metric names and some samplers are "experimental" in Optuna; users cannot act on it.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

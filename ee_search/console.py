@@ -41,9 +41,19 @@ def print_trial_line(console: Console, trial: FrozenTrial, objectives: Sequence[
     console.print("  ".join(parts), soft_wrap=True)
 
 
+_MAX_ROWS = 12
+
+
+def _spread(items: Sequence, count: int) -> list:
+    """At most `count` items, evenly spread from first to last (a long front stays readable)."""
+    if len(items) <= count:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
+
+
 def print_run_summary(console: Console, study_file, summary, locating_flags: str = "") -> None:
-    from ee_search.pareto import collect_points, front
     from ee_search.config import redact
+    from ee_search.pareto import collect_operating_points, collect_points, front, front_hypervolume
 
     config = study_file.config
     mine = summary.trials()
@@ -55,13 +65,23 @@ def print_run_summary(console: Console, study_file, summary, locating_flags: str
         f"{counts['PRUNED']} pruned, {counts['FAIL']} failed) in {minutes}m{seconds:02d}s; "
         f"{total} in the study."
     )
-    points = collect_points(summary.study)
+    sampled = collect_points(summary.study)
+    points = collect_operating_points(summary.study)
     best = front(points)
     if best:
-        table = Table(title=f"Pareto front: accuracy vs avg exit depth ({len(best)} of {len(points)} completed)")
+        console.print(
+            f"Dense front: {len(best)} operating points from {len({p.trial_number for p in best})} of "
+            f"{len(sampled)} completed trials, hypervolume {front_hypervolume(points):.4f} "
+            f"(at their sampled thresholds: {len(front(sampled))} trials on the front, hypervolume "
+            f"{front_hypervolume(sampled):.4f}; reference accuracy 0, depth 1)."
+        )
+        shown = _spread(best, _MAX_ROWS)
+        title = "Pareto front (dense): accuracy vs avg exit depth" + (
+            f", {len(shown)} of {len(best)} points evenly spread" if len(shown) < len(best) else "")
+        table = Table(title=title)
         for column in ("trial", "accuracy", "avg_exit_depth", "relative_flops", "thresholds", "MLflow run"):
             table.add_column(column, justify="right" if column != "thresholds" else "left")
-        for p in best:
+        for p in shown:
             table.add_row(str(p.trial_number), _fmt(p.accuracy), _fmt(p.avg_exit_depth), _fmt(p.relative_flops, 3),
                           ", ".join(f"{t:.3f}" for t in p.thresholds or []), (p.mlflow_run_id or "")[:8])
         console.print(table)

@@ -20,9 +20,12 @@ from ee_search.exits import (
     ExitCosts,
     ExitLogits,
     ExitOutcome,
+    OperatingPoint,
     collect_exit_logits,
+    curve_hypervolume,
     evaluate,
     exit_costs,
+    operating_points,
     threshold_grid,
     tradeoff_curve,
 )
@@ -66,12 +69,15 @@ class ExperimentResult:
     best_epoch: int | None
     val_logits: ExitLogits | None  # of the best epoch: what the kept model produces on val
     outcome: ExitOutcome | None  # at the trial's thresholds; None if no epoch ever counted
-    curve: list[dict[str, float]]
+    curve: list[dict[str, float]]  # one threshold shared by every side exit, swept over its range
+    points: list[OperatingPoint]  # the network's own front over per-exit thresholds (DESIGN.md §4)
     checkpoint: Path | None
 
     @property
     def metrics(self) -> dict[str, float]:
-        return self.outcome.metrics() if self.outcome is not None else {}
+        if self.outcome is None:
+            return {}
+        return self.outcome.metrics() | {"curve_hypervolume": curve_hypervolume(self.points)}
 
 
 def run_experiment(
@@ -131,11 +137,13 @@ def _run(config, device, seed, stopper, recorders, pruning, checkpoint_path) -> 
     kept.eval()
     costs = exit_costs(kept, (data.channels, data.input_size, data.input_size))
     logits = checkpoint.best_val_logits
-    outcome, curve = None, []
+    outcome, curve, points = None, [], []
     if logits is not None:
         outcome = evaluate(logits.logits, logits.labels, policy.thresholds, policy.criterion, costs.relative)
         grid = threshold_grid(policy.criterion, data.num_classes, config.exits.sweep_points)
         curve = tradeoff_curve(logits.logits, logits.labels, policy.criterion, grid, costs.relative)
+        points = operating_points(logits.logits, logits.labels, policy.criterion, costs.relative,
+                                  include=policy.thresholds)
     return ExperimentResult(
         fit=fit,
         model=kept,
@@ -145,6 +153,7 @@ def _run(config, device, seed, stopper, recorders, pruning, checkpoint_path) -> 
         val_logits=logits,
         outcome=outcome,
         curve=curve,
+        points=points,
         checkpoint=checkpoint.path if checkpoint.written else None,
     )
 
@@ -163,12 +172,13 @@ def checkpoint_metadata(config: StudyConfig, data: DataBundle) -> dict:
     }
 
 
-def evaluate_checkpoint(payload: dict, config: StudyConfig, split: str, device: torch.device) -> dict[str, float]:
-    """Exit metrics of a saved model on a split ('val' or 'test'), at the thresholds it was trained
-    for. The test split is used for reporting only: nothing is chosen from these numbers."""
+def checkpoint_logits(payload: dict, config: StudyConfig, split: str,
+                      device: torch.device) -> tuple[ExitLogits, ExitCosts]:
+    """Every exit's logits of a saved model on a split ('val' or 'test'), computed once, and the
+    exits' costs: any number of threshold settings are then evaluated from them for free. The test
+    split is used for reporting only: nothing is chosen from these numbers."""
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test' but got {split!r}")
-    meta = payload["metadata"]
     model = model_from_checkpoint(payload).to(device=device, memory_format=torch.channels_last)
     prepared = prepare_data(config.data, config.seed)
     tc = config.train
@@ -176,9 +186,16 @@ def evaluate_checkpoint(payload: dict, config: StudyConfig, split: str, device: 
                          channels_last=True)
     logits = collect_exit_logits(model, data.test if split == "test" else data.val,
                                  autocast_dtype(tc.precision, device))
-    costs = exit_costs(model, (data.channels, data.input_size, data.input_size))
-    outcome = evaluate(logits.logits, logits.labels, meta["thresholds"], meta["criterion"], costs.relative)
-    return outcome.metrics()
+    return logits, exit_costs(model, (data.channels, data.input_size, data.input_size))
+
+
+def evaluate_checkpoint(payload: dict, config: StudyConfig, split: str, device: torch.device,
+                        thresholds: Sequence[float] | None = None) -> dict[str, float]:
+    """Exit metrics of a saved model on a split at `thresholds` (default: those it was trained for)."""
+    meta = payload["metadata"]
+    logits, costs = checkpoint_logits(payload, config, split, device)
+    chosen = meta["thresholds"] if thresholds is None else thresholds
+    return evaluate(logits.logits, logits.labels, chosen, meta["criterion"], costs.relative).metrics()
 
 
 def model_from_checkpoint(payload: dict) -> EarlyExitNetwork:

@@ -1,49 +1,69 @@
-"""`ee-search pareto`: read the study, build the front, optionally report it on the test split, write
-the three files. With `--split test`, each front trial's best checkpoint is fetched from MLflow and
-evaluated on the held-out test split at that trial's thresholds; those numbers are reported next to
-the validation ones and never used to choose anything."""
+"""`ee-search pareto`: read the study, build the front (dense by default, or the sampled one),
+optionally report it on the test split, write the three files.
+
+With `--split test`, each trial on the front has its best checkpoint fetched from MLflow and run over
+the held-out test split once; every one of its front points is then evaluated on those logits at
+exactly its thresholds. Those numbers are reported next to the validation ones and never used to
+choose anything."""
 
 from __future__ import annotations
 
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 from ee_search.config import LoadedStudy
 from ee_search.errors import UserInputError
-from ee_search.pareto import collect_points, front, write_front
+from ee_search.pareto import FRONTS, collect_operating_points, collect_points, front, write_front
 
 
-def export_front(study_file: LoadedStudy, out_dir: Path, split: str = "val") -> tuple[dict[str, Path], int, int]:
-    from ee_search.search.study import load_existing
+def export_front(study_file: LoadedStudy, out_dir: Path, split: str = "val",
+                 kind: str = "dense") -> tuple[dict[str, Path], int, int]:
+    """Returns the files written, the number of points on the front and of completed trials."""
+    from ee_search.search import load_existing
 
+    if kind not in FRONTS:
+        raise UserInputError("--front", None, f"must be one of {', '.join(FRONTS)}, got {kind!r}")
     config = study_file.config
     study = load_existing(config, study_file.path, config.search.storage)
-    points = collect_points(study)
-    if not points:
+    sampled = collect_points(study)
+    if not sampled:
         raise UserInputError(study_file.path, "name", f"study '{config.name}' has no completed trial yet: "
                              "nothing to export (see ee-search status)")
+    points = sampled if kind == "sampled" else collect_operating_points(study)
+    if not points:
+        raise UserInputError(study_file.path, "name", f"the completed trials of '{config.name}' carry no "
+                             "operating points (made by an older ee-search): use --front sampled")
     best = front(points)
     if split == "test":
         _add_test_metrics(study_file, study, best)
-    return write_front(points, out_dir, config.name), len(best), len(points)
+    return write_front(points, out_dir, config.name, kind, sampled), len(best), len(sampled)
 
 
 def _add_test_metrics(study_file: LoadedStudy, study, best) -> None:
     from mlflow import MlflowClient
 
-    from ee_search.experiment import evaluate_checkpoint, resolve_device
-    from ee_search.search.space import values_from_params
-    from ee_search.train.checkpoint import load_checkpoint
+    from ee_search.exits import evaluate
+    from ee_search.experiment import checkpoint_logits, resolve_device
+    from ee_search.search import values_from_params
+    from ee_search.train import load_checkpoint
 
     config = study_file.config
     client = MlflowClient(tracking_uri=config.tracking.uri)
     device = resolve_device(config.device)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    by_trial = defaultdict(list)
     for point in best:
-        if not point.mlflow_run_id:
-            continue
-        trial_config = study_file.with_values(values_from_params(config, trials[point.trial_number].params))
+        if point.mlflow_run_id:
+            by_trial[point.trial_number].append(point)
+    for number, points in by_trial.items():
+        trial_config = study_file.with_values(values_from_params(config, trials[number].params))
         with tempfile.TemporaryDirectory(prefix="ee-search-front-") as tmp:
-            local = client.download_artifacts(point.mlflow_run_id, "checkpoints/best.pt", tmp)
+            local = client.download_artifacts(points[0].mlflow_run_id, "checkpoints/best.pt", tmp)
             payload = load_checkpoint(local)
-        point.test = evaluate_checkpoint(payload, trial_config, "test", device)
+        logits, costs = checkpoint_logits(payload, trial_config, "test", device)  # once per trial
+        criterion = payload["metadata"]["criterion"]
+        for point in points:
+            outcome = evaluate(logits.logits, logits.labels, point.thresholds, criterion, costs.relative)
+            point.test = {"accuracy": outcome.accuracy, "avg_exit_depth": outcome.avg_exit_depth,
+                          "relative_flops": outcome.relative_flops}

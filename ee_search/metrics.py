@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import re
 
-# val_loss | val_accuracy | val_accuracy_exit_<k> (k = 1..K, one exit's accuracy on its own).
-MONITOR_PATTERN = r"^(val_loss|val_accuracy|val_accuracy_exit_[1-9][0-9]*)$"
+# val_loss | val_accuracy | val_curve_hypervolume | val_accuracy_exit_<k> (k = 1..K, one exit alone).
+MONITOR_PATTERN = r"^(val_loss|val_accuracy|val_curve_hypervolume|val_accuracy_exit_[1-9][0-9]*)$"
+MONITOR_HINT = "use val_loss, val_accuracy, val_curve_hypervolume, or val_accuracy_exit_<k> for one exit's accuracy"
 _MONITOR = re.compile(MONITOR_PATTERN)
 
 
 def monitor_mode(monitor: str) -> str:
-    """'min' for val_loss; 'max' for val_accuracy and any single exit's val_accuracy_exit_k.
+    """'min' for val_loss; 'max' for the accuracies and val_curve_hypervolume.
 
     val_accuracy is measured at the trial's own exit thresholds, so it is not comparable between
-    trials that chose different thresholds; val_loss and val_accuracy_exit_k do not depend on them."""
+    trials that chose different thresholds; val_loss, val_accuracy_exit_k and val_curve_hypervolume
+    (the area under the network's whole trade-off curve) do not depend on them."""
     if not _MONITOR.match(monitor):
-        raise ValueError(f"monitor must be val_loss, val_accuracy or val_accuracy_exit_<k> but got {monitor!r}")
+        raise ValueError(f"monitor must be val_loss, val_accuracy, val_curve_hypervolume or "
+                         f"val_accuracy_exit_<k> but got {monitor!r}")
     return "min" if monitor == "val_loss" else "max"
 
 

@@ -1,9 +1,13 @@
-"""The Pareto front of accuracy (maximise) vs average exit depth (minimise): data first, files second.
+"""Fronts of accuracy (maximise) vs average exit depth (minimise): data first, files second.
 
-The front is computed here rather than taken from `study.best_trials` because the export always uses
-these two axes, whatever objectives the study searched (a study may optimise accuracy alone, or add
-relative FLOPs); the test suite checks this code against `study.best_trials` where the two coincide.
-As in Optuna, equal points do not dominate each other, so duplicates on the front are all kept.
+Two fronts (DESIGN.md §4):
+- the **dense front**: the non-dominated operating points (trial, per-exit thresholds) over every
+  completed trial's own curve (user attr `operating_points`, recomputable from `exits/val_logits.pt`);
+  one row per distinct (accuracy, depth), the cheapest in FLOPs among equals;
+- the **sampled front**: the completed trials at the thresholds they sampled. It is computed here
+  rather than taken from `study.best_trials` because the export always uses these two axes, whatever
+  objectives the study searched; the tests check it against `study.best_trials` where they coincide.
+  As in Optuna, equal points do not dominate each other, so duplicates on it are all kept.
 """
 
 from __future__ import annotations
@@ -18,9 +22,15 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from ee_search.exits.report import write_csv, write_html
+from ee_search.exits import front_indices, hypervolume
+from ee_search.exits.report import csv_text, html_text
 
 AXES = (("accuracy", "maximize"), ("avg_exit_depth", "minimize"))
+POINTS_ATTR = "operating_points"  # per trial: [[thresholds...], accuracy, avg_exit_depth, relative_flops]
+FRONTS = ("dense", "sampled")
+
+__all__ = ["AXES", "FRONTS", "POINTS_ATTR", "FrontPoint", "collect_operating_points", "collect_points",
+           "front", "front_files", "front_hypervolume", "hypervolume", "nondominated", "write_front"]
 
 
 def nondominated(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
@@ -39,6 +49,8 @@ def nondominated(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
 
 @dataclass
 class FrontPoint:
+    """An operating point: a trial at one setting of its thresholds (sampled, or from its curve)."""
+
     trial_number: int
     accuracy: float
     avg_exit_depth: float
@@ -52,40 +64,52 @@ class FrontPoint:
     def row(self) -> dict[str, Any]:
         out = {
             "trial_number": self.trial_number,
+            "thresholds": json.dumps(self.thresholds),
             "accuracy": self.accuracy,
             "avg_exit_depth": self.avg_exit_depth,
             "relative_flops": self.relative_flops,
-            "thresholds": json.dumps(self.thresholds),
-            "params": json.dumps(self.params, sort_keys=True),
             "mlflow_run_id": self.mlflow_run_id,
+            "params": json.dumps(self.params, sort_keys=True),
         }
         out.update({f"test_{k}": v for k, v in self.test.items()})
         return out
 
 
+def _completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    # A completed trial from outside ee-search has no accuracy: nothing to place.
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "accuracy" in t.user_attrs and "avg_exit_depth" in t.user_attrs]
+
+
 def collect_points(study: optuna.Study) -> list[FrontPoint]:
-    """Every completed trial as a point, flagged on/off the front."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    points = []
-    for t in trials:
-        attrs = t.user_attrs
-        if "accuracy" not in attrs or "avg_exit_depth" not in attrs:
-            continue  # a completed trial from outside ee-search: nothing to place
-        points.append(
-            FrontPoint(
-                trial_number=t.number,
-                accuracy=float(attrs["accuracy"]),
-                avg_exit_depth=float(attrs["avg_exit_depth"]),
-                relative_flops=attrs.get("relative_flops"),
-                thresholds=attrs.get("thresholds"),
-                params=dict(t.params),
-                mlflow_run_id=attrs.get("mlflow_run_id"),
-            )
-        )
+    """Every completed trial at its sampled thresholds, flagged on/off the sampled front."""
+    points = [
+        FrontPoint(t.number, float(t.user_attrs["accuracy"]), float(t.user_attrs["avg_exit_depth"]),
+                   t.user_attrs.get("relative_flops"), t.user_attrs.get("thresholds"), dict(t.params),
+                   t.user_attrs.get("mlflow_run_id"))
+        for t in _completed(study)
+    ]
     if points:
         values = np.array([[p.accuracy, p.avg_exit_depth] for p in points])
         for p, keep in zip(points, nondominated(values, [True, False])):
             p.on_front = bool(keep)
+    return points
+
+
+def collect_operating_points(study: optuna.Study) -> list[FrontPoint]:
+    """Every operating point of every completed trial's own curve, flagged on/off the dense front."""
+    points = [
+        FrontPoint(t.number, float(acc), float(depth), flops, list(thresholds), dict(t.params),
+                   t.user_attrs.get("mlflow_run_id"))
+        for t in _completed(study)
+        for thresholds, acc, depth, flops in t.user_attrs.get(POINTS_ATTR, [])
+    ]
+    if points:
+        flops = np.array([p.relative_flops if p.relative_flops is not None else np.inf for p in points])
+        keep = front_indices(np.array([p.accuracy for p in points]), np.array([p.avg_exit_depth for p in points]),
+                             flops)
+        for i in keep:
+            points[i].on_front = True
     return points
 
 
@@ -94,83 +118,113 @@ def front(points: Sequence[FrontPoint]) -> list[FrontPoint]:
     return sorted((p for p in points if p.on_front), key=lambda p: (p.avg_exit_depth, -p.accuracy))
 
 
+def front_hypervolume(points: Sequence[FrontPoint]) -> float:
+    return hypervolume([(p.accuracy, p.avg_exit_depth) for p in points if p.on_front])
+
+
 # ---------------------------------------------------------------------------------------- files
-def write_front(points: Sequence[FrontPoint], out_dir: Path, study_name: str) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def front_files(points: Sequence[FrontPoint], study_name: str, kind: str = "dense",
+                sampled: Sequence[FrontPoint] = ()) -> dict[str, str]:
+    """The texts of `pareto.csv`, `pareto.json` and `pareto.html` for the `kind` front of `points`.
+    For the dense front, `sampled` (the trials at their own thresholds) is drawn in the figure too."""
     best = front(points)
-    paths = {name: out_dir / f"pareto.{name}" for name in ("csv", "json", "html")}
     rows = [p.row() for p in best]
     columns = list(rows[0]) if rows else list(FrontPoint(0, 0, 0, None, None, {}, None).row())
-    write_csv(rows, paths["csv"], columns)
     document = {
         "study": study_name,
+        "front_kind": kind,
         "axes": {name: direction for name, direction in AXES},
-        "n_completed_trials": len(points),
+        "n_completed_trials": len({p.trial_number for p in points}),
+        "n_operating_points": len(points),
+        "hypervolume": front_hypervolume(points),
+        "reference_point": {"accuracy": 0.0, "avg_exit_depth": 1.0},
         "front": [
             {k: v for k, v in asdict(p).items() if k not in ("on_front", "test")} | ({"test": p.test} if p.test else {})
             for p in best
         ],
     }
-    paths["json"].write_text(json.dumps(document, indent=2) + "\n")
-    write_html(front_figure(points, study_name), paths["html"])
+    figure = dense_front_figure(points, sampled, study_name) if kind == "dense" else front_figure(points, study_name)
+    return {"csv": csv_text(rows, columns), "json": json.dumps(document, indent=2) + "\n", "html": html_text(figure)}
+
+
+def write_front(points: Sequence[FrontPoint], out_dir: Path, study_name: str, kind: str = "dense",
+                sampled: Sequence[FrontPoint] = ()) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, text in front_files(points, study_name, kind, sampled).items():
+        paths[name] = out_dir / f"pareto.{name}"
+        paths[name].write_text(text, encoding="utf-8", newline="")
     return paths
 
 
-def front_figure(points: Sequence[FrontPoint], study_name: str):
+def _hover(p: FrontPoint, label: str) -> str:
+    lines = [f"<b>trial {p.trial_number}</b> {label}", f"accuracy {p.accuracy:.4f}", f"avg exit depth {p.avg_exit_depth:.4f}"]
+    if p.relative_flops is not None:
+        lines.append(f"relative FLOPs {p.relative_flops:.4f}")
+    if p.thresholds is not None:
+        lines.append("thresholds " + ", ".join(f"{t:.4g}" for t in p.thresholds))
+    lines += [f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in sorted(p.params.items())]
+    lines += [f"test {k} {v:.4f}" for k, v in p.test.items()]
+    if p.mlflow_run_id:
+        lines.append(f"MLflow run {p.mlflow_run_id}")
+    return "<br>".join(lines)
+
+
+def _layout(fig, title: str) -> None:
+    fig.update_layout(title=title, xaxis_title="average exit depth (k / K, lower = earlier exits)",
+                      yaxis_title="accuracy", template="plotly_white", hoverlabel={"align": "left"})
+
+
+def _trace(points: Sequence[FrontPoint], name: str, label: str, **style):
+    """One scatter trace of validation points, with the full hover text of each."""
     import plotly.graph_objects as go
 
-    def hover(p: FrontPoint) -> str:
-        lines = [
-            f"<b>trial {p.trial_number}</b>{' (Pareto front)' if p.on_front else ''}",
-            f"accuracy {p.accuracy:.4f}",
-            f"avg exit depth {p.avg_exit_depth:.4f}",
-        ]
-        if p.relative_flops is not None:
-            lines.append(f"relative FLOPs {p.relative_flops:.4f}")
-        if p.thresholds is not None:
-            lines.append("thresholds " + ", ".join(f"{t:.4g}" for t in p.thresholds))
-        lines += [f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in sorted(p.params.items())]
-        lines += [f"test {k} {v:.4f}" for k, v in p.test.items()]
-        if p.mlflow_run_id:
-            lines.append(f"MLflow run {p.mlflow_run_id}")
-        return "<br>".join(lines)
+    return go.Scatter(x=[p.avg_exit_depth for p in points], y=[p.accuracy for p in points], name=name,
+                      hovertext=[_hover(p, label) for p in points], hoverinfo="text", **style)
 
-    others = [p for p in points if not p.on_front]
+
+def front_figure(points: Sequence[FrontPoint], study_name: str):
+    """The sampled front: every completed trial at its own thresholds, the front highlighted."""
+    import plotly.graph_objects as go
+
     best = front(points)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(
-        x=[p.avg_exit_depth for p in others], y=[p.accuracy for p in others], mode="markers",
-        name="completed trials", marker={"size": 8, "color": "lightslategray", "opacity": 0.7},
-        hovertext=[hover(p) for p in others], hoverinfo="text",
-    ))
-    fig.add_trace(go.Scatter(
-        x=[p.avg_exit_depth for p in best], y=[p.accuracy for p in best], mode="lines+markers",
-        line={"shape": "hv", "color": "crimson"}, name="Pareto front",
-        marker={"size": 11, "color": "crimson", "symbol": "diamond"},
-        hovertext=[hover(p) for p in best], hoverinfo="text",
-    ))
-    fig.update_layout(
-        title=f"{study_name}: validation accuracy vs average exit depth "
-        f"({len(best)} on the front of {len(points)} completed trials)",
-        xaxis_title="average exit depth (k / K, lower = earlier exits)",
-        yaxis_title="validation accuracy",
-        template="plotly_white",
-        hoverlabel={"align": "left"},
-    )
+    fig.add_trace(_trace([p for p in points if not p.on_front], "completed trials", "", mode="markers",
+                         marker={"size": 8, "color": "lightslategray", "opacity": 0.7}))
+    fig.add_trace(_trace(best, "Pareto front", "(Pareto front)", mode="lines+markers",
+                         line={"shape": "hv", "color": "crimson"},
+                         marker={"size": 11, "color": "crimson", "symbol": "diamond"}))
+    _layout(fig, f"{study_name}: validation accuracy vs average exit depth "
+                 f"({len(best)} on the front of {len(points)} completed trials)")
     return fig
 
 
-def hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, float] = (0.0, 1.0)) -> float:
-    """Area dominated by (accuracy, avg_exit_depth) points up to the reference (accuracy 0, depth 1).
+def dense_front_figure(points: Sequence[FrontPoint], sampled: Sequence[FrontPoint], study_name: str):
+    """The dense front (validation, and test where measured), each trial's own curve (hidden until
+    clicked in the legend) and the trials at their sampled thresholds."""
+    import plotly.graph_objects as go
 
-    In two dimensions this is a sort and a sum: walk the points from shallowest to deepest, and each
-    one that is more accurate than all before it adds the rectangle between its depth, the reference
-    depth, its accuracy and the best accuracy so far. Dominated points add nothing."""
-    ref_acc, ref_depth = reference
-    inside = sorted((d, a) for a, d in points if a > ref_acc and d < ref_depth)
-    area, best = 0.0, ref_acc
-    for depth, accuracy in inside:
-        if accuracy > best:
-            area += (ref_depth - depth) * (accuracy - best)
-            best = accuracy
-    return area
+    best = front(points)
+    fig = go.Figure()
+    for number in sorted({p.trial_number for p in points}):
+        curve = sorted((p for p in points if p.trial_number == number), key=lambda p: p.avg_exit_depth)
+        fig.add_trace(_trace(curve, f"trial {number} curve", "(own curve)", mode="lines", opacity=0.6,
+                             line={"shape": "hv", "width": 1}, visible="legendonly", legendgroup="curves"))
+    if sampled:
+        fig.add_trace(_trace(sampled, "trials at their sampled thresholds", "(sampled thresholds)", mode="markers",
+                             marker={"size": 8, "color": "lightslategray", "opacity": 0.8}))
+    fig.add_trace(_trace(best, f"dense front, validation ({len(best)} points)", "(dense front)",
+                         mode="lines+markers", line={"shape": "hv", "color": "crimson"},
+                         marker={"size": 6, "color": "crimson"}))
+    tested = [p for p in best if "accuracy" in p.test]
+    if tested:
+        fig.add_trace(go.Scatter(
+            x=[p.test["avg_exit_depth"] for p in tested], y=[p.test["accuracy"] for p in tested],
+            mode="lines+markers", line={"shape": "hv", "color": "royalblue", "dash": "dot"},
+            marker={"size": 6, "color": "royalblue", "symbol": "x"},
+            name="same operating points on the test split (reported, never chosen from)",
+            hovertext=[_hover(p, "(test split)") for p in tested], hoverinfo="text",
+        ))
+    _layout(fig, f"{study_name}: accuracy vs average exit depth, dense front of "
+                 f"{len({p.trial_number for p in points})} completed trials (hypervolume {front_hypervolume(points):.4f})")
+    return fig

@@ -31,7 +31,8 @@ _PARAM_VALUE_LIMIT = 6000  # MLflow's cap on one param value
 def quiet_mlflow_logging() -> None:
     """The store announces its alembic migrations at INFO on first use; keep the CLI's output ours.
     Called by the CLI at start-up: a library never changes its users' logger levels on import."""
-    for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration", "mlflow.tracking.fluent"):
+    for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration", "mlflow.tracking.fluent",
+                 "mlflow.pyfunc", "mlflow.models"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -176,11 +177,21 @@ class TrialRun:
         `digest` is the data fingerprint (a hash of the train and validation images and labels), so
         two runs on the same data show the same digest, and a changed split a different one."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": source}),
                           profile=json.dumps(dict(profile)))
         context = InputTag(key="mlflow.data.context", value="training")
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+        for attempt in range(2):
+            try:
+                self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+                return
+            except MlflowException:
+                # MLflow's SQL store checks whether the dataset exists, then inserts it: two trials
+                # starting together (threads, or workers) can both insert, and one hits the UNIQUE
+                # constraint. The second attempt finds the row the other one wrote.
+                if attempt == 1:
+                    raise
 
     def finish(self, optuna_state: str, stop_reason: str | None = None) -> None:
         tags = {STATE_TAG: optuna_state}

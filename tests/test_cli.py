@@ -9,16 +9,23 @@ import csv
 import json
 import sys
 import urllib.request
+from pathlib import Path
+from typing import NamedTuple
 
 import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from ee_search.cli import app
+from ee_search.config import load_study_file
+from ee_search.data import build_batches, prepare_data
+from ee_search.exits import exit_costs
 from ee_search.experiment import model_from_checkpoint
+from ee_search.search.space import values_from_params
 from ee_search.train.checkpoint import load_checkpoint
+from tests.conftest import TINY_STUDY
 
 runner = CliRunner()
 
@@ -28,20 +35,43 @@ def invoke(*args):
     return result
 
 
-@pytest.fixture
-def ran(tiny_study, workdir):
-    result = invoke("run", tiny_study, "--set", "search.n_trials=3")
-    assert result.exit_code == 0, result.output
-    return tiny_study, result
+class Ran(NamedTuple):
+    dir: Path  # holds optuna.db, mlflow.db and the artifacts; the working directory while it lives
+    study: Path
+    result: Result
+
+    def optuna_study(self) -> optuna.Study:
+        return optuna.load_study(study_name="tiny", storage=f"sqlite:///{self.dir}/optuna.db")
+
+    def mlflow(self) -> MlflowClient:
+        return MlflowClient(f"sqlite:///{self.dir}/mlflow.db")
 
 
-def test_run_leaves_the_contract_in_optuna_and_mlflow(ran, workdir, tmp_path):
-    _, result = ran
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """The tiny study run once (3 trials) for the whole module, in a directory of its own that stays the
+    working directory (where the default stores resolve) until the module's last test. Only the resume
+    test, last in the file, adds trials to it."""
+    directory = tmp_path_factory.mktemp("ran")
+    study = directory / "tiny.yaml"
+    study.write_text(TINY_STUDY)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        # After its 2 epochs the network's exit-1 entropies sit between 2.2 and 2.3 nats (ln 10 = 2.30):
+        # thresholds drawn there send part of the samples out early, so exit decisions matter.
+        result = invoke("run", study, "--set", "search.n_trials=3",
+                        "--set", "search.space.exits.thresholds={type: float, low: 2.2, high: 2.31, per_item: true}")
+        assert result.exit_code == 0, result.output
+        yield Ran(directory, study, result)
+
+
+def test_run_leaves_the_contract_in_optuna_and_mlflow(ran, tmp_path):
+    result = ran.result
     assert "Pareto front" in result.output and "trial   2" in result.output
-    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+    study = ran.optuna_study()
     trials = study.get_trials()
     assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    client = ran.mlflow()
     experiment = client.get_experiment_by_name("tiny")
     parents = client.search_runs([experiment.experiment_id], "tags.`ee_search.role` = 'study'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -67,7 +97,8 @@ def test_run_leaves_the_contract_in_optuna_and_mlflow(ran, workdir, tmp_path):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
             assert steps == list(range(1, attrs["epochs_trained"] + 1)), name
         files = {f.path for d in ("checkpoints", "exits", "config") for f in client.list_artifacts(run.info.run_id, d)}
-        assert files == {"checkpoints/best.pt", "exits/tradeoff.csv", "exits/tradeoff.html", "config/trial.yaml"}
+        assert files == {"checkpoints/best.pt", "exits/tradeoff.csv", "exits/tradeoff.html", "exits/val_logits.pt",
+                         "config/trial.yaml"}
     # The checkpoint rebuilds the model without unpickling code.
     local = client.download_artifacts(trials[0].user_attrs["mlflow_run_id"], "checkpoints/best.pt", str(tmp_path))
     model = model_from_checkpoint(load_checkpoint(local))
@@ -75,48 +106,84 @@ def test_run_leaves_the_contract_in_optuna_and_mlflow(ran, workdir, tmp_path):
     curve = client.download_artifacts(trials[0].user_attrs["mlflow_run_id"], "exits/tradeoff.csv", str(tmp_path))
     with open(curve) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 101 and set(rows[0]) >= {"threshold", "accuracy", "avg_exit_depth", "relative_flops"}
+    assert set(rows[0]) >= {"kind", "thresholds", "accuracy", "avg_exit_depth", "relative_flops"}
+    assert sum(r["kind"] == "shared" for r in rows) == 101 and any(r["kind"] == "per_exit" for r in rows)
 
 
-def test_pareto_exports_exactly_the_nondominated_trials(ran, workdir):
-    study_path, _ = ran
-    result = invoke("pareto", study_path, "--out", workdir / "front", "--split", "test")
+def _test_split_by_hand(ran: Ran, trial: optuna.trial.FrozenTrial, tmp_path: Path) -> dict[str, float]:
+    """The trial's best checkpoint, fetched from its MLflow run and run over the held-out test split here;
+    accuracy at the exit taken, avg exit depth and relative FLOPs at the trial's thresholds, by hand."""
+    local = ran.mlflow().download_artifacts(trial.user_attrs["mlflow_run_id"], "checkpoints/best.pt", str(tmp_path))
+    payload = load_checkpoint(local)
+    model = model_from_checkpoint(payload).to(memory_format=torch.channels_last)
+    loaded = load_study_file(ran.study)
+    config = loaded.with_values(values_from_params(loaded.config, trial.params))
+    data = build_batches(prepare_data(config.data, config.seed), config.data.augment, torch.device("cpu"),
+                         config.train.batch_size, config.train.eval_batch_size, seed=0, channels_last=True)
+    with torch.no_grad():
+        batches = [(model(x), y) for x, y in data.test]
+    exits = len(batches[0][0])
+    logits = [torch.cat([out[k] for out, _ in batches]).float() for k in range(exits)]
+    labels = torch.cat([y for _, y in batches]).tolist()
+    criterion = payload["metadata"]["criterion"]
+    # Exit decisions compare float32 scores with float32 thresholds.
+    thresholds = [float(torch.tensor(t, dtype=torch.float32)) for t in trial.user_attrs["thresholds"]]
+    assert len(thresholds) == exits - 1
+    if criterion == "max_softmax":
+        scores = [torch.softmax(z, dim=-1).amax(dim=-1).tolist() for z in logits[:-1]]
+    else:
+        log_p = [torch.log_softmax(z, dim=-1) for z in logits[:-1]]
+        scores = [(-(lp.exp() * lp).sum(dim=-1)).tolist() for lp in log_p]  # entropy in nats
+    predictions = [z.argmax(dim=-1).tolist() for z in logits]
+    costs = exit_costs(model, (data.channels, data.input_size, data.input_size)).relative
+    right = depth = flops = 0.0
+    for i, label in enumerate(labels):
+        k = exits
+        for j, t in enumerate(thresholds):
+            if (scores[j][i] >= t) if criterion == "max_softmax" else (scores[j][i] <= t):
+                k = j + 1
+                break
+        right += predictions[k - 1][i] == label
+        depth += k / exits
+        flops += costs[k - 1]
+    n = len(labels)
+    assert n == len(data.test.labels) and n != len(data.val.labels)  # the splits cannot be mistaken
+    return {"accuracy": right / n, "avg_exit_depth": depth / n, "relative_flops": flops / n}
+
+
+def test_pareto_exports_exactly_the_nondominated_trials(ran, tmp_path):
+    """Oracle: Optuna's best_trials for the front, and for `--split test` each front trial's checkpoint
+    evaluated on the test split by hand in this test."""
+    out = tmp_path / "front"
+    result = invoke("pareto", ran.study, "--out", out, "--front", "sampled", "--split", "test")
     assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+    study = ran.optuna_study()
     expected = {t.number for t in study.best_trials}
-    rows = list(csv.DictReader((workdir / "front" / "pareto.csv").open()))
+    rows = list(csv.DictReader((out / "pareto.csv").open()))
     assert {int(r["trial_number"]) for r in rows} == expected
+    early = False
     for row in rows:
         trial = study.trials[int(row["trial_number"])]
         assert float(row["accuracy"]) == pytest.approx(trial.values[0])
         assert row["mlflow_run_id"] == trial.user_attrs["mlflow_run_id"]
         assert json.loads(row["params"]) == pytest.approx(trial.params)
-        assert 0.0 <= float(row["test_accuracy"]) <= 1.0  # --split test adds held-out metrics
-    doc = json.loads((workdir / "front" / "pareto.json").read_text())
+        assert json.loads(row["thresholds"]) == pytest.approx(trial.user_attrs["thresholds"])
+        by_hand = _test_split_by_hand(ran, trial, tmp_path / str(trial.number))
+        assert float(row["test_accuracy"]) == pytest.approx(by_hand["accuracy"], abs=1e-12)
+        assert float(row["test_avg_exit_depth"]) == pytest.approx(by_hand["avg_exit_depth"], abs=1e-12)
+        if row.get("test_relative_flops"):
+            assert float(row["test_relative_flops"]) == pytest.approx(by_hand["relative_flops"], rel=1e-9)
+        early |= by_hand["avg_exit_depth"] < 1.0
+    assert early, "some test sample must leave early, or the thresholds would not matter"
+    doc = json.loads((out / "pareto.json").read_text())
     assert {p["trial_number"] for p in doc["front"]} == expected
-    assert "plotly" in (workdir / "front" / "pareto.html").read_text()
+    assert "plotly" in (out / "pareto.html").read_text()
 
 
-def test_resume_runs_only_the_missing_trials_and_reuses_the_parent_run(ran, workdir):
-    study_path, _ = ran
-    result = invoke("run", study_path, "--n-trials", "4")
-    assert result.exit_code == 0, result.output
-    assert "1 trial(s) this run" in result.output
-    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
-    assert len(study.trials) == 4
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    experiment = client.get_experiment_by_name("tiny")
-    assert len(client.search_runs([experiment.experiment_id], "tags.`ee_search.role` = 'study'")) == 1
-    assert len(client.search_runs([experiment.experiment_id], "tags.`ee_search.role` = 'trial'")) == 4
-    again = invoke("run", study_path, "--n-trials", "4")
-    assert again.exit_code == 0 and "0 trial(s) this run" in again.output
-
-
-def test_status_lists_every_trial(ran, workdir):
-    study_path, _ = ran
-    result = invoke("status", study_path)
+def test_status_lists_every_trial(ran):
+    result = invoke("status", ran.study)
     assert result.exit_code == 0
-    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+    study = ran.optuna_study()
     for t in study.trials:
         assert t.user_attrs["mlflow_run_id"] in result.output
 
@@ -154,11 +221,12 @@ def test_mistakes_exit_2_with_one_line_and_create_nothing(tiny_study, workdir, a
     assert sorted(p.name for p in workdir.iterdir()) == before  # no database, run or file
 
 
-def test_ui_serves_the_study_through_a_real_mlflow_server(ran, workdir, serve):
+@pytest.mark.slow
+def test_ui_serves_the_study_through_a_real_mlflow_server(ran, serve):
     """`ee-search ui` execs a real MLflow server over the study's store, bound to loopback; an HTTP
     client sees the experiment, the parent and trial runs and their artifacts."""
-    study_path, _ = ran
-    base = serve(lambda port: [sys.executable, "-m", "ee_search.cli", "ui", str(study_path), "--port", str(port)])
+    # The server resolves the study's default sqlite:///mlflow.db in its working directory: ran.dir.
+    base = serve(lambda port: [sys.executable, "-m", "ee_search.cli", "ui", str(ran.study), "--port", str(port)])
     with urllib.request.urlopen(f"{base}/", timeout=10) as response:
         assert response.status == 200 and "<html" in response.read().decode().lower()
     client = MlflowClient(base)
@@ -166,12 +234,12 @@ def test_ui_serves_the_study_through_a_real_mlflow_server(ran, workdir, serve):
     runs = client.search_runs([experiment.experiment_id])
     roles = sorted(r.data.tags["ee_search.role"] for r in runs)
     assert roles == ["study", "trial", "trial", "trial"]
-    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+    study = ran.optuna_study()
     served = {r.data.tags.get("ee_search.trial_number"): r.info.run_id for r in runs}
     for t in study.trials:
         assert served[str(t.number)] == t.user_attrs["mlflow_run_id"]
     exits = {f.path for f in client.list_artifacts(served["0"], "exits")}
-    assert exits == {"exits/tradeoff.csv", "exits/tradeoff.html"}
+    assert exits == {"exits/tradeoff.csv", "exits/tradeoff.html", "exits/val_logits.pt"}
 
 
 def test_the_follow_up_commands_printed_find_the_same_study(tiny_study, workdir):
@@ -183,3 +251,18 @@ def test_the_follow_up_commands_printed_find_the_same_study(tiny_study, workdir)
     assert status_cmd == [str(tiny_study), "--set", "name=renamed", "--storage", "sqlite:///elsewhere.db"]
     status = invoke("status", *status_cmd)
     assert status.exit_code == 0 and "COMPLETE" in status.output
+
+
+# Last in the file on purpose: it adds a trial to the module's study, which the tests above count.
+def test_resume_runs_only_the_missing_trials_and_reuses_the_parent_run(ran):
+    result = invoke("run", ran.study, "--n-trials", "4")
+    assert result.exit_code == 0, result.output
+    assert "1 trial(s) this run" in result.output
+    study = ran.optuna_study()
+    assert len(study.trials) == 4
+    client = ran.mlflow()
+    experiment = client.get_experiment_by_name("tiny")
+    assert len(client.search_runs([experiment.experiment_id], "tags.`ee_search.role` = 'study'")) == 1
+    assert len(client.search_runs([experiment.experiment_id], "tags.`ee_search.role` = 'trial'")) == 4
+    again = invoke("run", ran.study, "--n-trials", "4")
+    assert again.exit_code == 0 and "0 trial(s) this run" in again.output

@@ -49,3 +49,40 @@ def test_one_failing_trial_does_not_stop_the_study(tiny_study, workdir, monkeypa
     run = client.get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["optuna.trial_state"] == "FAIL"
     assert "simulated" in run.data.tags["ee_search.error"]
+
+
+def test_curve_hypervolume_as_the_single_objective_with_optunas_pruner(tiny_study, workdir):
+    """Oracle: each trial's value is the hypervolume of the operating points it stored, those points
+    are recomputed bit for bit from its logged `exits/val_logits.pt`, and Optuna's pruner received
+    the per-epoch `val_curve_hypervolume` that MLflow holds."""
+    import torch
+
+    from ee_search.exits import evaluate, hypervolume
+
+    result = runner.invoke(app, [
+        "run", str(tiny_study), "--n-trials", "3", "--set", "search.objectives=[curve_hypervolume]",
+        "--set", "train.early_stopping.monitor=val_curve_hypervolume", "--set", "train.max_epochs=3",
+        "--set", "search.pruner={type: median, n_startup_trials: 1, n_warmup_epochs: 0}",
+        "--set", "search.space={train.lr: {type: float, low: 0.01, high: 0.1, log: true}}",
+    ])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE and study.metric_names == ["curve_hypervolume"]
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    completed = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert completed
+    for t in study.trials:
+        run_id = t.user_attrs["mlflow_run_id"]
+        history = [m.value for m in client.get_metric_history(run_id, "val_curve_hypervolume")]
+        assert history and [t.intermediate_values[s] for s in sorted(t.intermediate_values)] == pytest.approx(history)
+    for t in completed:
+        points = t.user_attrs["operating_points"]
+        assert t.values[0] == pytest.approx(hypervolume([(a, d) for _, a, d, _ in points]))
+        assert client.get_run(t.user_attrs["mlflow_run_id"]).data.metrics["curve_hypervolume"] == pytest.approx(t.values[0])
+        cached = torch.load(client.download_artifacts(t.user_attrs["mlflow_run_id"], "exits/val_logits.pt",
+                                                      str(workdir)), weights_only=True)
+        assert set(cached) == {"logits", "labels", "relative_flops", "criterion"}
+        for thresholds, accuracy, depth, flops in points:
+            ref = evaluate(cached["logits"], cached["labels"], thresholds, cached["criterion"], cached["relative_flops"])
+            assert (ref.accuracy, ref.avg_exit_depth) == (accuracy, depth)
+            assert ref.relative_flops == pytest.approx(flops)

@@ -11,6 +11,8 @@ import optuna
 import pytest
 
 from ee_search.pareto import (
+    POINTS_ATTR,
+    collect_operating_points,
     collect_points,
     front,
     hypervolume,
@@ -82,7 +84,7 @@ def test_hypervolume_equals_optunas_public_hypervolume_history(seed):
 def test_files_hold_exactly_the_front(tmp_path):
     study = _study_with_points([(0.9, 0.5), (0.8, 0.3), (0.7, 0.4), (0.95, 0.9)])
     points = collect_points(study)
-    paths = write_front(points, tmp_path / "out", "demo")
+    paths = write_front(points, tmp_path / "out", "demo", kind="sampled")
     rows = list(csv.DictReader(paths["csv"].open()))
     assert [int(r["trial_number"]) for r in rows] == [1, 0, 3]  # shallowest first
     assert rows[0]["mlflow_run_id"] == "run1" and json.loads(rows[0]["params"]) == {"x": 1.0}
@@ -92,3 +94,50 @@ def test_files_hold_exactly_the_front(tmp_path):
     html = paths["html"].read_text()
     assert "plotly" in html and "Pareto front" in html and "trial 2" in html  # all trials, front highlighted
     assert [p.trial_number for p in front(points)] == [1, 0, 3]
+
+
+def _study_with_curves(curves):
+    """Trials whose own operating points are given: {trial: [(thresholds, accuracy, depth, flops)]}."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for i, curve in enumerate(curves):
+        sampled = curve[len(curve) // 2]
+        study.add_trial(optuna.trial.create_trial(
+            values=[sampled[1], sampled[2]], params={"x": float(i)},
+            distributions={"x": optuna.distributions.FloatDistribution(0, 1000)},
+            user_attrs={"accuracy": sampled[1], "avg_exit_depth": sampled[2], "relative_flops": sampled[3],
+                        "thresholds": sampled[0], "mlflow_run_id": f"run{i}",
+                        POINTS_ATTR: [[list(t), a, d, f] for t, a, d, f in curve]},
+        ))
+    return study
+
+
+def test_dense_front_is_the_nondominated_union_of_the_trials_curves(tmp_path):
+    """Oracle: the brute-force dominance check over every operating point of every trial."""
+    rng = np.random.default_rng(0)
+    curves = []
+    for _ in range(6):
+        depth = np.sort(rng.integers(1, 25, 15) / 24)
+        acc = np.round(np.maximum.accumulate(rng.uniform(0.3, 0.95, 15)) * 20) / 20  # ties across trials
+        curves.append([([float(t)], float(a), float(d), float(d) * 0.9) for t, a, d in zip(rng.random(15), acc, depth)])
+    study = _study_with_curves(curves)
+    points = collect_operating_points(study)
+    assert len(points) == 6 * 15
+    on = [p for p in points if p.on_front]
+    values = np.array([[p.accuracy, p.avg_exit_depth] for p in points])
+    mask = nondominated(values, [True, False])
+    # Every non-dominated (accuracy, depth) is on the front exactly once; nothing dominated is.
+    assert {(p.accuracy, p.avg_exit_depth) for p in on} == {tuple(v) for v in values[mask]}
+    assert len(on) == len({(p.accuracy, p.avg_exit_depth) for p in on})
+    # Every trial's sampled point is dominated by or equal to a front row.
+    for sampled in collect_points(study):
+        assert any(p.accuracy >= sampled.accuracy and p.avg_exit_depth <= sampled.avg_exit_depth for p in on)
+    paths = write_front(points, tmp_path, "demo", "dense", collect_points(study))
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert len(rows) == len(on)
+    assert [float(r["avg_exit_depth"]) for r in rows] == sorted(float(r["avg_exit_depth"]) for r in rows)
+    assert set(rows[0]) >= {"trial_number", "thresholds", "accuracy", "avg_exit_depth", "relative_flops", "mlflow_run_id"}
+    doc = json.loads(paths["json"].read_text())
+    assert doc["front_kind"] == "dense" and doc["hypervolume"] == pytest.approx(
+        hypervolume([(p.accuracy, p.avg_exit_depth) for p in points]))
+    html = paths["html"].read_text()
+    assert "dense front" in html and "trial 5 curve" in html and "sampled thresholds" in html

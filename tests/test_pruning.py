@@ -180,9 +180,77 @@ def test_single_objective_feeds_optuna_pruners_with_aligned_values():
         cb.on_validation_end(FakeTrainer, 2, {"val_loss": 5.0})
 
 
+# Scripted trials (minimised values at epochs 1..8) that tell pruner settings apart: a warm-up off by
+# one moves the step of a prune, a wrong startup count prunes the first new trial or spares the 5th,
+# a wrong percentile or patience moves the 2nd or 6th new trial's prune.
+SCRIPT_EPOCHS = 8
+SCRIPT_COMPLETED = [  # added through optuna.trial.create_trial
+    [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3],
+    [2.0, 1.8, 1.6, 1.4, 1.2, 1.0, 0.9, 0.8],
+]
+SCRIPT_NEW = [  # reported step by step, in this order; each completes unless pruned
+    [5.0] * 8,  # hopeless, but only 2 trials have completed (startup)
+    [1.5, 1.45, 1.4, 1.35, 1.3, 1.25, 1.2, 1.15],  # between the 25th percentile and the median
+    [4.0, 4.1, 4.2, 4.3, 4.4, 4.5, 4.6, 4.7],  # hopeless and getting worse
+    [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2],  # the best
+    [1.9, 1.7, 1.5, 1.3, 1.1, 0.9, 0.7, 0.5],
+    [3.0, 2.8, 2.6, 2.5, 2.7, 2.9, 3.0, 3.0],  # stale from epoch 5 on
+]
+SCRIPT_CONFIG = dict(n_startup_trials=3, n_warmup_epochs=3, min_stale_epochs=1, percentile=25.0)
+SCRIPT_OPTIONS = {"wilcoxon": {"p_threshold": 0.2}}  # options reach the pruner as given
+
+
+def _script(pruner: optuna.pruners.BasePruner) -> list[str]:
+    """Run the script in a fresh study holding `pruner`; per new trial, its should_prune() answers step
+    by step ('.' no, 'P' pruned: the trial stops there)."""
+    study = optuna.create_study(study_name="scripted", direction="minimize", pruner=pruner)
+    for values in SCRIPT_COMPLETED:
+        study.add_trial(optuna.trial.create_trial(value=values[-1], intermediate_values=dict(enumerate(values, 1))))
+    decisions = []
+    for values in SCRIPT_NEW:
+        trial, answers = study.ask(), ""
+        for step, value in enumerate(values, start=1):
+            trial.report(value, step)
+            answers += "P" if trial.should_prune() else "."
+            if answers[-1] == "P":
+                break
+        if answers[-1] == "P":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, values[-1])
+        decisions.append(answers)
+    return decisions
+
+
+def _by_hand(kind: str) -> optuna.pruners.BasePruner:
+    """The Optuna pruner SCRIPT_CONFIG should give: steps are 1-based epochs, so 3 warm-up epochs are
+    n_warmup_steps=4 (steps 1..3 are never pruned)."""
+    p = optuna.pruners
+    if kind == "median":
+        return p.MedianPruner(n_startup_trials=3, n_warmup_steps=4)
+    if kind == "percentile":
+        return p.PercentilePruner(25.0, n_startup_trials=3, n_warmup_steps=4)
+    if kind == "hyperband":
+        return p.HyperbandPruner(min_resource=1, max_resource=SCRIPT_EPOCHS)
+    if kind == "successive_halving":
+        return p.SuccessiveHalvingPruner()
+    if kind == "patient":
+        return p.PatientPruner(p.MedianPruner(n_startup_trials=3, n_warmup_steps=4), patience=1)
+    if kind == "wilcoxon":
+        return p.WilcoxonPruner(p_threshold=0.2)
+    raise AssertionError(kind)
+
+
 @pytest.mark.parametrize("kind", ["median", "percentile", "hyperband", "successive_halving", "patient", "wilcoxon"])
 def test_optuna_pruners_build_by_name(kind):
-    assert isinstance(build_optuna_pruner(PrunerConfig(type=kind), max_epochs=10), optuna.pruners.BasePruner)
+    """Oracle: Optuna's own pruner built by hand with the intended arguments, prune for prune on a script."""
+    cfg = PrunerConfig(type=kind, **SCRIPT_CONFIG, options=SCRIPT_OPTIONS.get(kind, {}))
+    ours = build_optuna_pruner(cfg, max_epochs=SCRIPT_EPOCHS)
+    assert type(ours) is type(_by_hand(kind))
+    expected = _script(_by_hand(kind))
+    assert _script(ours) == expected
+    # The script makes the decision matter: it prunes some trial at some step and not at others.
+    assert any("P" in answers for answers in expected) and any("." in answers for answers in expected)
 
 
 def test_threshold_pruner_needs_a_bound_and_options_need_a_pruner_that_takes_them():

@@ -1,26 +1,86 @@
 """The study's moving parts end to end, one short run each: every sampler, a single-objective study
 with one of Optuna's own pruners, trials run as threads (search.n_jobs), each optimizer, and bf16
-autocast (the CPU takes the same code path CUDA does)."""
+autocast (the CPU takes the same code path CUDA does).
+
+Where a test can, it checks the run against an oracle rather than "it completed": an independent
+Optuna pruner replaying the recorded values, a second sink written by the same trial, the bare
+`run_experiment` at the trial's seed (deterministic on CPU), or `torch.optim` itself."""
 
 from __future__ import annotations
 
+import copy
+import itertools
+import math
+from pathlib import Path
+
 import optuna
 import pytest
+import torch
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ee_search.cli import app
+from ee_search.config import load_study_file
+from ee_search.experiment import model_from_checkpoint, run_experiment
+from ee_search.models import build_model
+from ee_search.train import build_optimizer, load_checkpoint
 
 runner = CliRunner()
+CPU = torch.device("cpu")
+
+
+SMALL = ("data.train_subset=512", "train.batch_size=32")  # 16 steps an epoch: keeps the re-trainings cheap
+
+
+def overrides(*sets) -> list[str]:
+    return ["train.max_epochs=1", *sets]
 
 
 def run(study, *sets, n_trials=2):
-    args = ["run", str(study), "--n-trials", str(n_trials), "--set", "train.max_epochs=1"]
-    for s in sets:
+    args = ["run", str(study), "--n-trials", str(n_trials)]
+    for s in overrides(*sets):
         args += ["--set", s]
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+
+
+def config_of(study, *sets):
+    """The config `run(study, *sets)` trains with (before a trial's sampled values)."""
+    return load_study_file(study, overrides(*sets)).config
+
+
+def mlflow_client(workdir: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+
+
+def checkpoint_state(workdir: Path, trial) -> dict[str, torch.Tensor]:
+    """The weights in the trial's MLflow `checkpoints/best.pt`, rebuilt into a model."""
+    run_id = trial.user_attrs["mlflow_run_id"]
+    dst = workdir / "downloads" / run_id
+    dst.mkdir(parents=True)
+    local = mlflow_client(workdir).download_artifacts(run_id, "checkpoints/best.pt", str(dst))
+    return model_from_checkpoint(load_checkpoint(local)).state_dict()
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def l2_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return math.sqrt(sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in a))
+
+
+def assert_same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    assert got.keys() == want.keys()
+    for k in got:
+        assert torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-7), (k, (got[k] - want[k]).abs().max().item())
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp"])
@@ -32,33 +92,170 @@ def test_each_sampler_completes_trials(tiny_study, workdir, sampler):
     assert parent.data.params["search.sampler.type"] == sampler
 
 
+def median_pruner_replay(trials, *, n_startup_trials: int, n_warmup_epochs: int, max_epochs: int) -> list[int | None]:
+    """For each trial (in order), the first epoch < max_epochs at which an independent MedianPruner,
+    fed the trial's -val_loss per epoch in a study rebuilt from the trials before it, says prune."""
+    oracle = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_epochs + 1),
+    )
+    decisions = []
+    for t in trials:
+        replayed = oracle.ask()
+        prune_at = None
+        for epoch, val_loss in enumerate(t.user_attrs["monitor_history"], start=1):
+            replayed.report(-val_loss, epoch)  # lower val_loss is better; the study maximizes accuracy
+            if epoch < max_epochs and replayed.should_prune():
+                prune_at = epoch
+                break
+        decisions.append(prune_at)
+        if t.state == optuna.trial.TrialState.PRUNED:
+            oracle.tell(replayed, state=optuna.trial.TrialState.PRUNED)
+        else:
+            oracle.tell(replayed, t.values)
+    return decisions
+
+
 def test_single_objective_with_optuna_median_pruner(tiny_study):
+    """Oracle: an independent MedianPruner(n_startup_trials, n_warmup_steps=n_warmup_epochs+1) replaying -val_loss."""
+    max_epochs, n_startup, n_warmup = 3, 1, 1
     study = run(
         tiny_study,
         "search.objectives=[accuracy]",
-        "search.pruner={type: median, n_startup_trials: 1, n_warmup_epochs: 0}",
-        "train.max_epochs=2",
-        n_trials=3,
+        f"search.pruner={{type: median, n_startup_trials: {n_startup}, n_warmup_epochs: {n_warmup}}}",
+        f"train.max_epochs={max_epochs}",
+        "train.early_stopping.patience=10",  # only max_epochs or the pruner end a trial
+        "data.train_subset=512",
+        "search.space={train.lr: {type: float, low: 1.0e-4, high: 0.2, log: true}}",
+        n_trials=4,
     )
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert isinstance(study.pruner, optuna.pruners.MedianPruner)
-    # Every trial reported its monitored value per epoch for the pruner to read.
-    assert all(len(t.intermediate_values) >= 1 for t in study.trials)
-    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+    trials = sorted(study.trials, key=lambda t: t.number)
+    for t in trials:
+        history = t.user_attrs["monitor_history"]
+        assert len(history) == t.user_attrs["epochs_trained"] and all(math.isfinite(v) for v in history)
+        # val_loss (minimized) against a maximized objective: reported negated, one value per epoch.
+        assert t.intermediate_values == {e: pytest.approx(-v) for e, v in enumerate(history, start=1)}
+    expected = median_pruner_replay(trials, n_startup_trials=n_startup, n_warmup_epochs=n_warmup,
+                                    max_epochs=max_epochs)
+    actual = [t.user_attrs["epochs_trained"] if t.state.name == "PRUNED" else None for t in trials]
+    assert actual == expected, [(t.number, t.state.name, t.user_attrs["monitor_history"]) for t in trials]
+    for t, prune_at in zip(trials, expected):
+        if prune_at is None:
+            assert t.state.name == "COMPLETE" and t.user_attrs["epochs_trained"] == max_epochs
+        else:
+            assert t.state.name == "PRUNED" and t.user_attrs["stop_reason"] == "pruned"
+            assert n_warmup < prune_at < max_epochs
+    states = [t.state.name for t in trials]
+    assert "PRUNED" in states and "COMPLETE" in states
 
 
-def test_trials_as_threads(tiny_study):
-    study = run(tiny_study, "search.n_jobs=2", n_trials=4)
+def test_trials_as_threads(tiny_study, workdir):
+    """Oracle: each trial's two sinks agree (MLflow val_loss/lr/finals == its monitor_history/lr param/values)."""
+    epochs = 2
+    study = run(tiny_study, "search.n_jobs=2", f"train.max_epochs={epochs}", "train.early_stopping.patience=10",
+                "data.train_subset=512", n_trials=4)
     assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
     assert len({t.user_attrs["mlflow_run_id"] for t in study.trials}) == 4
+    client = mlflow_client(workdir)
+    val_loss_histories, per_epoch_names = [], []
+    for t in study.trials:
+        run_ = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run_.data.tags["ee_search.trial_number"] == str(t.number)
+        n = t.user_attrs["epochs_trained"]
+        assert n == epochs
+        histories = {name: client.get_metric_history(run_.info.run_id, name) for name in run_.data.metrics}
+        per_epoch = {name for name, h in histories.items() if any(m.step >= 1 for m in h)}
+        assert {"train_loss", "val_loss", "val_accuracy", "lr"} <= per_epoch
+        per_epoch_names.append(per_epoch)
+        for name in per_epoch:  # exactly one value for each epoch 1..n: no other thread's epochs in here
+            assert sorted(m.step for m in histories[name]) == list(range(1, n + 1)), (t.number, name)
+        for name in set(histories) - per_epoch:  # the final metrics: one value, at step 0
+            assert [m.step for m in histories[name]] == [0], (t.number, name)
+        val_loss = [m.value for m in sorted(histories["val_loss"], key=lambda m: m.step)]
+        assert val_loss == pytest.approx(t.user_attrs["monitor_history"], rel=1e-6)
+        assert [m.value for m in histories["lr"]] == pytest.approx([t.params["train.lr"]] * n, rel=1e-9)
+        assert float(run_.data.params["train.lr"]) == pytest.approx(t.params["train.lr"], rel=1e-9)
+        assert [histories["accuracy"][0].value, histories["avg_exit_depth"][0].value] == pytest.approx(t.values)
+        val_loss_histories.append(tuple(val_loss))
+    assert all(p == per_epoch_names[0] for p in per_epoch_names)
+    # Every trial trained something different: copying one run's history everywhere would show here.
+    assert len(set(val_loss_histories)) == len(val_loss_histories)
+    for a, b in itertools.combinations(val_loss_histories, 2):
+        assert a != pytest.approx(b, rel=1e-6)
+
+
+def reference_optimizer(params, name: str, tc) -> torch.optim.Optimizer:
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=tc.lr, alpha=tc.alpha, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    raise AssertionError(name)
+
+
+OPTIMIZER_SETS = ("train.lr=0.001", "train.momentum=0.5", "train.alpha=0.9", "train.weight_decay=0.01",
+                  "search.space={}", "device=cpu", *SMALL)
 
 
 @pytest.mark.parametrize("optimizer", ["rmsprop", "adamw"])
-def test_other_optimizers(tiny_study, optimizer):
-    study = run(tiny_study, f"train.optimizer={optimizer}", "train.lr=0.001", "search.space={}", n_trials=1)
-    assert study.trials[0].state.name == "COMPLETE"
+def test_other_optimizers(tiny_study, workdir, optimizer):
+    """Oracle: torch.optim.<optimizer> stepped by hand, and run_experiment at the trial's seed (vs sgd at that seed)."""
+    sets = (f"train.optimizer={optimizer}", *OPTIMIZER_SETS)
+    study = run(tiny_study, *sets, n_trials=1)
+    t = study.trials[0]
+    assert t.state.name == "COMPLETE"
+    config = config_of(tiny_study, *sets)
+    seed = config.seed + t.number
+    tc = config.train
+
+    # The CLI trial trained exactly what the bare experiment trains at its seed, and not what sgd does.
+    trained = checkpoint_state(workdir, t)
+    assert_same_weights(trained, cpu_state(run_experiment(config, device=CPU, seed=seed).model))
+    sgd = config_of(tiny_study, *sets, "train.optimizer=sgd")
+    assert max_abs_diff(trained, cpu_state(run_experiment(sgd, device=CPU, seed=seed).model)) > 1e-3
+
+    # build_optimizer steps exactly as torch's own optimizer with the configured hyper-parameters.
+    torch.manual_seed(0)
+    model = build_model(config.model, 1, 10, exit_loss_weights=config.loss_weights)
+    reference = copy.deepcopy(model)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    ours = build_optimizer(model.parameters(), tc.optimizer, tc.lr, tc.momentum, tc.weight_decay, tc.alpha)
+    theirs = reference_optimizer(reference.parameters(), optimizer, tc)
+    for net, opt in ((model, ours), (reference, theirs)):
+        for _ in range(3):
+            opt.zero_grad()
+            net.exit_loss(net(x), y).backward()
+            opt.step()
+    assert_same_weights(cpu_state(model), cpu_state(reference))
 
 
-def test_bf16_autocast_path(tiny_study):
-    study = run(tiny_study, "train.precision=bf16", "search.space={}", n_trials=1)
-    assert study.trials[0].state.name == "COMPLETE" and 0.0 <= study.trials[0].values[0] <= 1.0
+def test_bf16_autocast_path(tiny_study, workdir):
+    """Oracle: run_experiment in fp32 at the trial's seed: the bf16 trial must differ from it, yet stay close."""
+    sets = ("train.precision=bf16", "train.max_epochs=2", "train.early_stopping.patience=10", "search.space={}",
+            "device=cpu", *SMALL)
+    study = run(tiny_study, *sets, n_trials=1)
+    t = study.trials[0]
+    assert t.state.name == "COMPLETE" and 0.0 <= t.values[0] <= 1.0
+    seed = config_of(tiny_study, *sets).seed + t.number
+    # fp32 on CPU is reproduced bit for bit (test_other_optimizers holds the CLI to that), so any
+    # difference from it is autocast's.
+    fp32 = run_experiment(config_of(tiny_study, *sets, "train.precision=fp32"), device=CPU, seed=seed)
+    history = mlflow_client(workdir).get_metric_history(t.user_attrs["mlflow_run_id"], "val_loss")
+    logged = [m.value for m in sorted(history, key=lambda m: m.step)]
+    reference = [h["val_loss"] for h in fp32.fit.history]
+    assert len(logged) == len(reference) == 2
+    for got, ref in zip(logged, reference):
+        assert got != pytest.approx(ref, rel=1e-6, abs=0)
+        assert got == pytest.approx(ref, rel=0.05)
+    assert reference[-1] < 0.9 * reference[0]  # it trained: "close" compares two trained models
+    assert t.values[0] == pytest.approx(fp32.metrics["accuracy"], abs=0.1)
+    # The weights too: apart from fp32's, but by far less than training moved them.
+    trained, fp32_weights = checkpoint_state(workdir, t), cpu_state(fp32.model)
+    torch.manual_seed(seed)
+    config = config_of(tiny_study, *sets)
+    initial = cpu_state(build_model(config.model, fp32.data.channels, fp32.data.num_classes,
+                                    exit_loss_weights=config.loss_weights))
+    assert max_abs_diff(trained, fp32_weights) > 1e-3
+    assert l2_distance(trained, fp32_weights) < 0.25 * l2_distance(fp32_weights, initial)

@@ -3,6 +3,7 @@ Optuna storage, checked end to end against a real PostgreSQL that requires one."
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -66,3 +67,27 @@ def test_a_password_in_the_storage_url_is_never_written_anywhere(tiny_study, wor
     texts = [Path(s).read_text() if s.startswith(str(workdir / "dl")) else s for s in seen]
     assert any("search.storage" in t for t in texts)  # the storage was recorded...
     assert not [t for t in texts if PASSWORD in t]  # ...but never its password
+
+
+def test_log_dataset_survives_a_concurrent_insert_of_the_same_dataset(workdir, monkeypatch):
+    """Two trials starting together can both insert the dataset row (MLflow checks, then inserts); the
+    loser gets an MlflowException. Simulated once here; the real race is run by test_trials_as_threads."""
+    from mlflow.exceptions import MlflowException
+
+    from ee_search.tracking import StudyTracker
+
+    tracker = StudyTracker(f"sqlite:///{workdir}/mlflow.db", "race")
+    run = tracker.start_trial(tracker.parent_run("race", {}, "name: race\n"), 0, {})
+    real, calls = tracker.client.log_inputs, []
+
+    def first_call_loses_the_race(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.client, "log_inputs", first_call_loses_the_race)
+    run.log_dataset("digits", "abc123-def456", "data", {"train": 10, "val": 2, "test": 3})
+    inputs = tracker.client.get_run(run.run_id).inputs.dataset_inputs
+    assert len(calls) == 2 and [d.dataset.digest for d in inputs] == ["abc123-def456"]
+    assert json.loads(inputs[0].dataset.profile) == {"train": 10, "val": 2, "test": 3}

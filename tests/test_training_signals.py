@@ -3,15 +3,25 @@ trust, a pruner for multi-objective studies, weight averaging, divergence)."""
 
 from __future__ import annotations
 
+import copy
+import math
+from types import SimpleNamespace
+
 import optuna
 import pytest
+import torch
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ee_search.cli import app
+from ee_search.config import load_study_file
+from ee_search.experiment import model_from_checkpoint, run_experiment
+from ee_search.models import build_model
+from ee_search.train import Callback, WeightAveraging, load_checkpoint
 
 runner = CliRunner()
 NO_SPACE = "search.space={}"
+CPU = torch.device("cpu")
 
 
 def run(study, *sets, n_trials=3):
@@ -70,11 +80,101 @@ def test_multi_objective_pruner_prunes_some_trials_and_their_runs_are_killed(tin
     assert max(pruned_lr) < 1e-3
 
 
+class StepWeights(Callback):
+    """The raw (trained) model's weights after every optimizer step, in float64."""
+
+    def __init__(self) -> None:
+        self.after_step: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_train_batch_end(self, trainer, step: int) -> None:
+        self.after_step[step] = weights(trainer.model)
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().double().clone() for k, v in model.state_dict().items()}
+
+
+def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return math.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in a))
+
+
+def hand_average(after_step: dict[int, dict[str, torch.Tensor]], method: str, decay: float, update_every: int):
+    """The averaging rules written out over the weights after every `update_every`-th step: the first
+    update copies; then W <- d W + (1 - d) w with d = decay (ema), decay * tanh(n) (t_adema) or
+    n / (n + 1) (swa: the running mean), n = updates so far."""
+    average, n = None, 0
+    for step in sorted(after_step):
+        if step % update_every:
+            continue
+        w = after_step[step]
+        if n == 0:
+            average = dict(w)
+        else:
+            d = {"ema": decay, "t_adema": decay * math.tanh(n), "swa": n / (n + 1)}[method]
+            average = {k: d * average[k] + (1 - d) * w[k] for k in average}
+        n += 1
+    assert n >= 4, "too few averaging updates for the test to mean anything"
+    return average
+
+
+def replay_averaging(after_step, init_model: torch.nn.Module, method: str, decay: float, update_every: int):
+    """`WeightAveraging` itself, fed the recorded weights step by step; returns its averaged weights."""
+    trainer = SimpleNamespace(model=copy.deepcopy(init_model), eval_model=None)
+    averaging = WeightAveraging(method, decay, update_every)
+    averaging.on_fit_start(trainer)
+    averaging.on_epoch_start(trainer, 1)
+    for step in sorted(after_step):
+        trainer.model.load_state_dict(after_step[step])
+        averaging.on_train_batch_end(trainer, step)
+    return weights(trainer.eval_model)
+
+
+def averaging_set(method: str, decay: float, update_every: int) -> str:
+    return f"train.averaging={{method: {method}, decay: {decay}, update_every: {update_every}}}"
+
+
 @pytest.mark.parametrize("method", ["ema", "swa", "t_adema"])
-def test_each_averaging_method_completes_a_trial(tiny_study, method):
-    study = run(tiny_study, NO_SPACE, f"train.averaging={{method: {method}, decay: 0.9, update_every: 2}}", n_trials=1)
+def test_each_averaging_method_completes_a_trial(tiny_study, workdir, method):
+    """Oracle: the average computed by hand from an un-averaged run's per-step weights at the trial's seed."""
+    base = [NO_SPACE, "train.max_epochs=1", "device=cpu", "data.train_subset=512", "train.batch_size=32"]
+    decay, update_every = 0.9, 2
+    study = run(tiny_study, *base, averaging_set(method, decay, update_every), n_trials=1)
     t = study.trials[0]
-    assert t.state.name == "COMPLETE" and 0.0 <= t.values[0] <= 1.0
+    assert t.state.name == "COMPLETE" and 0.0 <= t.values[0] <= 1.0 and t.user_attrs["best_epoch"] == 1
+
+    plain_config = load_study_file(tiny_study, base).config  # method: none
+    seed = plain_config.seed + t.number
+    steps = StepWeights()
+    plain = run_experiment(plain_config, device=CPU, seed=seed, recorders=[steps])
+    last = weights(plain.model)
+    assert distance(last, steps.after_step[max(steps.after_step)]) == 0.0
+    torch.manual_seed(seed)
+    init_model = build_model(plain_config.model, plain.data.channels, plain.data.num_classes,
+                             exit_loss_weights=plain_config.loss_weights)
+    init = weights(init_model)
+    trained_distance = distance(last, init)
+    assert trained_distance > 0.1
+
+    local = client(workdir).download_artifacts(t.user_attrs["mlflow_run_id"], "checkpoints/best.pt", str(workdir))
+    averaged = weights(model_from_checkpoint(load_checkpoint(local)))
+    expected = hand_average(steps.after_step, method, decay, update_every)
+    for k in expected:
+        gap = (averaged[k] - expected[k]).abs().max().item()
+        assert torch.allclose(averaged[k], expected[k], rtol=1e-5, atol=1e-6), (k, gap)
+    # Not the last weights (what skipping the average would keep), nor the initial ones.
+    assert distance(averaged, last) > 0.2 * trained_distance
+    assert distance(averaged, init) > 0.2 * trained_distance
+
+    # The extremes, through the package's own callback fed the recorded steps (no re-training):
+    if method in ("ema", "t_adema"):
+        # a tiny decay (the schema wants decay > 0) follows the model: the last weights;
+        follows = replay_averaging(steps.after_step, init_model, method, 1e-6, 1)
+        assert distance(follows, last) < 1e-4 * trained_distance
+    if method == "ema":
+        # a decay near 1 barely leaves the first step's weights: far closer to the start than training went.
+        slow = replay_averaging(steps.after_step, init_model, method, 0.999, 1)
+        assert distance(slow, init) < 0.1 * trained_distance
 
 
 def test_divergence_ends_pruned_with_non_finite_loss_and_the_study_finishes(tiny_study, workdir):

@@ -8,12 +8,13 @@ from pydantic import ValidationError
 
 from ee_search.config.dotted import walk_schema
 from ee_search.errors import UserInputError
+from ee_search.metrics import MONITOR_HINT
 
 _DIMENSION_TAGS = {"float", "int", "categorical"}
 # Regex patterns mean nothing to a user; say what is allowed instead.
 _PATTERN_HINTS = {
     "name": "use letters, digits, '_', '-' and '.', starting with a letter or digit (no spaces)",
-    "monitor": "use val_loss, val_accuracy, or val_accuracy_exit_<k> for one exit's accuracy",
+    "monitor": MONITOR_HINT,
     "device": "use auto, cpu, cuda or cuda:<index>",
 }
 

@@ -200,11 +200,14 @@ class HeartbeatConfig(Strict):
         return self
 
 
-Objective = Literal["accuracy", "avg_exit_depth", "relative_flops"]
+# curve_hypervolume: the area under the trial's own operating points (DESIGN.md §4); it ranks
+# training recipes, whatever thresholds the trial sampled.
+Objective = Literal["accuracy", "avg_exit_depth", "relative_flops", "curve_hypervolume"]
 DIRECTIONS: dict[str, str] = {
     "accuracy": "maximize",
     "avg_exit_depth": "minimize",
     "relative_flops": "minimize",
+    "curve_hypervolume": "maximize",
 }
 
 

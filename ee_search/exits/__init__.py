@@ -3,11 +3,19 @@ inference that drops samples once they leave."""
 
 from ee_search.exits.flops import ExitCosts, exit_costs, training_flops_per_image
 from ee_search.exits.inference import (
+    CompactedEarlyExit,
     EarlyExitPrediction,
     predict_dense,
     predict_early_exit,
 )
 from ee_search.exits.logits import ExitLogits, collect_exit_logits
+from ee_search.exits.operating_points import (
+    OperatingPoint,
+    curve_hypervolume,
+    front_indices,
+    hypervolume,
+    operating_points,
+)
 from ee_search.exits.policy import (
     CRITERIA,
     ExitOutcome,
@@ -16,29 +24,39 @@ from ee_search.exits.policy import (
     decide,
     evaluate,
     exit_index,
+    leaves,
     outcomes,
     passes,
     per_exit_accuracy,
+    score_logits,
     scores_and_correct,
 )
 from ee_search.exits.sweep import threshold_grid, tradeoff_curve
 
 __all__ = [
     "CRITERIA",
+    "CompactedEarlyExit",
     "EarlyExitPrediction",
     "ExitCosts",
     "ExitLogits",
     "ExitOutcome",
+    "OperatingPoint",
     "Outcomes",
     "collect_exit_logits",
     "confidence",
+    "curve_hypervolume",
     "decide",
     "evaluate",
     "exit_costs",
     "exit_index",
+    "leaves",
+    "front_indices",
+    "hypervolume",
+    "operating_points",
     "outcomes",
     "passes",
     "per_exit_accuracy",
+    "score_logits",
     "scores_and_correct",
     "predict_dense",
     "predict_early_exit",

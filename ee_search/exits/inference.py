@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from ee_search.exits.policy import confidence, decide, passes
+from ee_search.exits.policy import CRITERIA, decide, leaves, score_logits
 from ee_search.models.base import EarlyExitNetwork
 
 
@@ -22,6 +23,50 @@ class EarlyExitPrediction:
     prediction: torch.Tensor  # int64 [B]
     exit_index: torch.Tensor  # int64 [B], 0-based
     survivors: list[int]  # samples entering each stage (how much work each stage did)
+
+
+class CompactedEarlyExit(nn.Module):
+    """A network's stages and heads run with one operating point's thresholds, dropping the samples
+    that leave after each side exit. Returns (prediction, exit 1..K, max softmax at the exit taken).
+
+    TorchScript-compatible (the exported program is this module, scripted): no `break` in the loop
+    over stages, so once everyone has left the remaining stages run on an empty batch, for free."""
+
+    def __init__(self, network: EarlyExitNetwork, thresholds: Sequence[float], criterion: str) -> None:
+        super().__init__()
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA} but got {criterion!r}")
+        if len(thresholds) != network.num_exits - 1:
+            raise ValueError(f"{network.num_exits} exits need {network.num_exits - 1} thresholds "
+                             f"but got {len(thresholds)}")
+        self.stages = network.stages
+        self.heads = network.heads
+        self.num_exits = network.num_exits
+        self.max_softmax = criterion == "max_softmax"
+        # The final exit takes everyone left: its "threshold" always passes.
+        always = -1.0 if self.max_softmax else float("inf")
+        self.register_buffer("thresholds", torch.tensor([*thresholds, always], dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = x.shape[0]
+        prediction = torch.zeros(batch, dtype=torch.long, device=x.device)
+        taken = torch.full((batch,), self.num_exits, dtype=torch.long, device=x.device)
+        top = torch.zeros(batch, dtype=torch.float32, device=x.device)
+        alive = torch.arange(batch, device=x.device)
+        k = 0
+        for stage, head in zip(self.stages, self.heads):
+            x = stage(x)
+            logits = head(x).float()
+            leave = leaves(score_logits(logits, self.max_softmax), self.thresholds[k], self.max_softmax)
+            gone = alive[leave]
+            prediction[gone] = logits[leave].argmax(dim=-1)
+            top[gone] = torch.softmax(logits[leave], dim=-1).amax(dim=-1)
+            taken[gone] = k + 1
+            stay = ~leave
+            alive = alive[stay]
+            x = x[stay]
+            k += 1
+        return prediction, taken, top
 
 
 @torch.no_grad()
@@ -33,32 +78,10 @@ def predict_early_exit(
 ) -> EarlyExitPrediction:
     if model.training:
         raise ValueError("early-exit inference needs eval mode (call model.eval() first)")
-    k_exits = model.num_exits
-    if len(thresholds) != k_exits - 1:
-        raise ValueError(f"{k_exits} exits need {k_exits - 1} thresholds but got {len(thresholds)}")
-    batch = x.shape[0]
-    prediction = torch.empty(batch, dtype=torch.long, device=x.device)
-    taken = torch.full((batch,), k_exits - 1, dtype=torch.long, device=x.device)
-    alive = torch.arange(batch, device=x.device)
-    survivors: list[int] = []
-    for k, (stage, head) in enumerate(zip(model.stages, model.heads)):
-        survivors.append(int(alive.numel()))
-        x = stage(x)
-        logits = head(x)
-        if k == k_exits - 1:
-            prediction[alive] = logits.argmax(dim=-1)
-            break
-        leave = passes(confidence(logits, criterion), thresholds[k], criterion)
-        gone = alive[leave]
-        prediction[gone] = logits[leave].argmax(dim=-1)
-        taken[gone] = k
-        stay = ~leave
-        alive = alive[stay]
-        if alive.numel() == 0:  # everyone has left: the remaining stages cost nothing
-            survivors += [0] * (k_exits - 1 - k)
-            break
-        x = x[stay]
-    return EarlyExitPrediction(prediction, taken, survivors)
+    prediction, taken, _ = CompactedEarlyExit(model, thresholds, criterion).to(x.device)(x)
+    # Stage k ran on the samples that had not left before it: those taking exit k or later.
+    survivors = [int((taken >= k).sum()) for k in range(1, model.num_exits + 1)]
+    return EarlyExitPrediction(prediction, taken - 1, survivors)
 
 
 @torch.no_grad()

@@ -16,20 +16,30 @@ import torch
 CRITERIA = ("max_softmax", "entropy")
 
 
-def confidence(logits: torch.Tensor, criterion: str) -> torch.Tensor:
-    """Per-sample score over the last (class) dimension: max softmax, or entropy in nats."""
+def score_logits(logits: torch.Tensor, max_softmax: bool) -> torch.Tensor:
+    """Per-sample score over the last (class) dimension: max softmax, or entropy in nats. The one
+    formula every path uses: evaluation, sweeps, operating points, compacted inference and the
+    exported TorchScript program (hence a bool, not the criterion's name: it must script)."""
     logits = logits.float()
-    if criterion == "max_softmax":
+    if max_softmax:
         return torch.softmax(logits, dim=-1).amax(dim=-1)
-    if criterion == "entropy":
-        log_p = torch.log_softmax(logits, dim=-1)
-        return -(log_p.exp() * log_p).sum(dim=-1)
-    raise ValueError(f"criterion must be one of {CRITERIA} but got {criterion!r}")
+    log_p = torch.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def leaves(score: torch.Tensor, threshold: torch.Tensor, max_softmax: bool) -> torch.Tensor:
+    """Whether a sample may leave: confident enough (max_softmax >= t) or certain enough (entropy <= t)."""
+    return score >= threshold if max_softmax else score <= threshold
+
+
+def confidence(logits: torch.Tensor, criterion: str) -> torch.Tensor:
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA} but got {criterion!r}")
+    return score_logits(logits, criterion == "max_softmax")
 
 
 def passes(score: torch.Tensor, threshold: torch.Tensor | float, criterion: str) -> torch.Tensor:
-    """Whether a sample may leave: confident enough (max_softmax >= t) or certain enough (entropy <= t)."""
-    return score >= threshold if criterion == "max_softmax" else score <= threshold
+    return leaves(score, threshold, criterion == "max_softmax")
 
 
 def exit_index(scores: torch.Tensor, thresholds: torch.Tensor, criterion: str) -> torch.Tensor:

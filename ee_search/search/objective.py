@@ -21,8 +21,9 @@ import yaml
 
 from ee_search.config import LoadedStudy, StudyConfig, redact
 from ee_search.data import prepare_data
-from ee_search.exits.report import csv_text, html_text, tradeoff_figure
+from ee_search.exits.report import csv_text, html_text, tradeoff_figure, tradeoff_rows
 from ee_search.experiment import ExperimentResult, run_experiment
+from ee_search.pareto import POINTS_ATTR
 from ee_search.search import space
 from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
 from ee_search.tracking import EpochLogger, StudyTracker, TrialRun, config_params
@@ -31,7 +32,7 @@ from ee_search.train import NON_FINITE_LOSS, EarlyStopping
 logger = logging.getLogger(__name__)
 
 PRUNED = "pruned"
-FINAL_METRICS = ("accuracy", "avg_exit_depth", "relative_flops")
+FINAL_METRICS = ("accuracy", "avg_exit_depth", "relative_flops", "curve_hypervolume")
 _TEXT_LIMIT = 500  # user attributes and tags hold a message, not a traceback
 
 
@@ -110,6 +111,10 @@ class Objective:
         for name in FINAL_METRICS:
             trial.set_user_attr(name, metrics[name])
         trial.set_user_attr("thresholds", list(config.exits.thresholds))
+        # The network's own front travels with the trial, so the dense front is read from the
+        # storage in milliseconds; val_logits.pt lets any later command recompute it.
+        trial.set_user_attr(POINTS_ATTR, [[list(p.thresholds), p.accuracy, p.avg_exit_depth, p.relative_flops]
+                                          for p in result.points])
         self._log_curve(trial.number, run, config, result)
         return Ending("COMPLETE", fit.epochs_trained, fit.stop_reason, values=out)
 
@@ -130,9 +135,16 @@ class Objective:
             run.finish(ending.state, ending.stop_reason)
 
     def _log_curve(self, number: int, run: TrialRun, config: StudyConfig, result: ExperimentResult) -> None:
-        run.log_text(csv_text(result.curve), "exits/tradeoff.csv")
+        cached = result.val_logits
+        with tempfile.TemporaryDirectory(prefix="ee-search-logits-") as tmp:
+            path = Path(tmp) / "val_logits.pt"
+            torch.save({"logits": cached.logits.detach().float().cpu(), "labels": cached.labels.cpu().long(),
+                        "relative_flops": list(result.costs.relative), "criterion": config.exits.criterion}, path)
+            run.log_artifact(path, "exits")
+        run.log_text(csv_text(tradeoff_rows(result.curve, result.points)), "exits/tradeoff.csv")
         fig = tradeoff_figure(
             result.curve,
+            result.points,
             chosen=result.metrics,
             title=f"{config.name} trial {number}: accuracy vs compute "
             f"({config.model.name}, thresholds {[round(t, 4) for t in config.exits.thresholds]})",

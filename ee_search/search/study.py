@@ -167,6 +167,8 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
 
     def record(study_: optuna.Study, trial: FrozenTrial) -> None:
         summary.trial_numbers.append(trial.number)
+        if trial.state == TrialState.COMPLETE:
+            _refresh_front(tracker, parent, study_, config.name)
         if on_trial_end is not None:
             on_trial_end(trial)
 
@@ -192,3 +194,16 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
         summary.seconds = time.perf_counter() - started
         tracker.finish_parent(parent, status)
     return summary
+
+
+def _refresh_front(tracker: StudyTracker, parent_run_id: str, study: optuna.Study, name: str) -> None:
+    """The study's parent run holds the dense front as it stands (`pareto/pareto.csv`, `.html`),
+    rewritten after every completed trial, so the MLflow UI shows it while the study runs."""
+    from ee_search.pareto import collect_operating_points, collect_points, front_files
+
+    points = collect_operating_points(study)
+    if not points:
+        return
+    files = front_files(points, name, "dense", collect_points(study))
+    for kind in ("csv", "html"):
+        tracker.client.log_text(parent_run_id, files[kind], f"pareto/pareto.{kind}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ee_search.exits.logits import ExitLogits, collect_exit_logits
+from ee_search.exits.operating_points import curve_hypervolume, operating_points
 from ee_search.exits.policy import evaluate, per_exit_accuracy
 from ee_search.models.base import EarlyExitNetwork
 from ee_search.train.callbacks import Callback, CallbackList
@@ -121,10 +122,14 @@ class Trainer:
         self.val_logits = collect_exit_logits(self.eval_model, self.val_batches, self.autocast_dtype)
         cached = self.val_logits
         outcome = evaluate(cached.logits, cached.labels, self.policy.thresholds, self.policy.criterion)
+        # The area under this network's whole trade-off curve: a signal for early stopping and
+        # pruning that does not depend on the trial's own thresholds.
+        points = operating_points(cached.logits, cached.labels, self.policy.criterion, None)
         metrics = {
             "val_loss": cached.loss(self.model.exit_loss_weights),
             "val_accuracy": outcome.accuracy,
             "val_avg_exit_depth": outcome.avg_exit_depth,
+            "val_curve_hypervolume": curve_hypervolume(points),
         }
         for k, acc in enumerate(per_exit_accuracy(cached.logits, cached.labels), start=1):
             metrics[f"val_accuracy_exit_{k}"] = acc

@@ -85,7 +85,7 @@ def test_monitor_names_give_their_direction():
     ("kwargs", "message"),
     [({"patience": 0}, "patience must be at least 1 but got 0"),
      ({"tol": -1.0}, "tol cannot be negative but got -1.0"),
-     ({"monitor": "val_f1"}, "monitor must be val_loss, val_accuracy or val_accuracy_exit_<k>"),
+     ({"monitor": "val_f1"}, "monitor must be val_loss, val_accuracy, val_curve_hypervolume or val_accuracy_exit_<k>"),
      ({"monitor": "val_accuracy_exit_0"}, "but got 'val_accuracy_exit_0'")],
 )
 def test_bad_arguments_name_the_value(kwargs, message):

@@ -28,12 +28,13 @@ def digits():
     return build_batches(prepare_data(cfg, seed=0), cfg.augment, torch.device("cpu"), 64, 256, seed=0)
 
 
-def _trainer(digits, callbacks, max_epochs=3, lr=0.05):
+def _trainer(digits, callbacks, max_epochs=3, lr=0.05, model=ModelConfig(name="branchy_lenet", width=64),
+             optimizer="sgd", policy=ExitPolicy((0.5,), "entropy"), exit_loss_weights=None):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="branchy_lenet", width=64), 1, 10)
-    opt = build_optimizer(model.parameters(), "sgd", lr, 0.9, 0.0)
-    return Trainer(model, opt, digits.train, digits.val, max_epochs=max_epochs,
-                   policy=ExitPolicy((0.5,), "entropy"), callbacks=callbacks)
+    network = build_model(model, 1, 10, exit_loss_weights=exit_loss_weights)
+    opt = build_optimizer(network.parameters(), optimizer, lr, 0.9, 0.0)
+    return Trainer(network, opt, digits.train, digits.val, max_epochs=max_epochs, policy=policy,
+                   callbacks=callbacks)
 
 
 class Recorder(Callback):
@@ -92,13 +93,95 @@ def test_best_weights_are_restored_and_checkpoint_reloads(digits, tmp_path):
     torch.testing.assert_close(collect_exit_logits(fresh, digits.val).logits, again.logits)
 
 
-def test_validation_metrics_match_a_recomputation(digits):
-    result = _trainer(digits, [], max_epochs=1).fit()
-    m = result.history[0]
-    assert set(m) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_accuracy_exit_1",
-                      "val_accuracy_exit_2", "val_avg_exit_depth", "lr", "epoch_seconds"}
-    assert m["lr"] == 0.05 and m["epoch_seconds"] > 0
-    assert 0.5 <= m["val_avg_exit_depth"] <= 1.0
+def _score(logits: torch.Tensor, criterion: str) -> torch.Tensor:
+    """Per-sample criterion of one exit's logits [N, C], in float32 as exit decisions compare it:
+    max softmax, or entropy in nats."""
+    logits = logits.float()
+    if criterion == "max_softmax":
+        return torch.softmax(logits, dim=-1).amax(dim=-1)
+    log_p = torch.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def _passes(score: float, threshold: float, criterion: str) -> bool:
+    return score >= threshold if criterion == "max_softmax" else score <= threshold
+
+
+class ThresholdsOnSamples(Callback):
+    """Just before validation, puts each side exit's threshold exactly on one validation sample's score
+    (the median score among the samples still in at that exit): samples then leave at every exit, and
+    some sit on a threshold, so `>=` vs `>` (or `<=` vs `<`) changes the metrics."""
+
+    def on_validation_start(self, trainer, epoch):
+        criterion = trainer.policy.criterion
+        model = trainer.eval_model
+        model.eval()
+        with torch.no_grad():
+            logits = [torch.cat(z) for z in zip(*(model(x) for x, _ in trainer.val_batches))]
+        model.train()
+        still_in = torch.ones(len(logits[0]), dtype=torch.bool)
+        thresholds = []
+        for z in logits[:-1]:
+            score = _score(z, criterion)
+            t = float(score[still_in].sort().values[int(still_in.sum()) // 2])  # a sample's own float32 score
+            thresholds.append(t)
+            still_in &= ~torch.tensor([_passes(float(s), t, criterion) for s in score])
+        trainer.policy = ExitPolicy(tuple(thresholds), criterion)
+
+
+@pytest.mark.parametrize("criterion", ["max_softmax", "entropy"])
+def test_validation_metrics_match_a_recomputation(digits, criterion):
+    """Oracle: every validation metric recomputed by hand (per-sample loops) from the kept model's own logits."""
+    weights = (0.5, 0.25, 1.0)  # not the default (0.3, 0.3, 1.0): each exit's weight is distinguishable
+    trainer = _trainer(digits, [ThresholdsOnSamples()], max_epochs=1, lr=0.003, optimizer="adamw",
+                       model=ModelConfig(name="branchy_alexnet", width=16), exit_loss_weights=weights,
+                       policy=ExitPolicy((0.0, 0.0), criterion))
+    m = trainer.fit().history[0]
+    assert m["lr"] == 0.003 and m["epoch_seconds"] > 0
+    assert trainer.model.exit_loss_weights == weights
+
+    # The model as validation saw it (nothing trains after the last validation), in eval mode.
+    model = trainer.eval_model
+    model.eval()
+    with torch.no_grad():
+        batches = [(model(x), y) for x, y in digits.val]
+    K = len(weights)
+    logits = [torch.cat([out[k] for out, _ in batches]) for k in range(K)]  # K x [N, C]
+    labels = torch.cat([y for _, y in batches]).tolist()
+    n = len(labels)
+    assert n == len(digits.val.labels)
+
+    # val_loss: sum over exits of w_k * mean over samples of -log softmax(z)[y], in float64.
+    expected_loss = 0.0
+    for w, z in zip(weights, logits):
+        z = z.double()
+        ce = sum(float(torch.logsumexp(z[i], dim=0) - z[i, labels[i]]) for i in range(n)) / n
+        expected_loss += w * ce
+    assert m["val_loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+    # val_accuracy_exit_k: each exit alone.
+    predictions = [z.argmax(dim=-1).tolist() for z in logits]
+    for k in range(K):
+        right = sum(predictions[k][i] == labels[i] for i in range(n))
+        assert m[f"val_accuracy_exit_{k + 1}"] == pytest.approx(right / n), k + 1
+
+    # val_accuracy / val_avg_exit_depth: the first side exit whose criterion passes, else exit K.
+    thresholds = trainer.policy.thresholds
+    scores = [_score(z, criterion).tolist() for z in logits[:-1]]
+    taken, right, on_threshold = [], 0, 0
+    for i in range(n):
+        k = K
+        for j, t in enumerate(thresholds):
+            on_threshold += scores[j][i] == t
+            if _passes(scores[j][i], t, criterion):
+                k = j + 1
+                break
+        taken.append(k)
+        right += predictions[k - 1][i] == labels[i]
+    assert set(taken) == set(range(1, K + 1)), "samples must leave at every exit"
+    assert on_threshold >= 1, "some sample must sit exactly on its threshold"
+    assert m["val_accuracy"] == pytest.approx(right / n)
+    assert m["val_avg_exit_depth"] == pytest.approx(sum(k / K for k in taken) / n)
 
 
 class Boom(Callback):

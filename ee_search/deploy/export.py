@@ -1,0 +1,222 @@
+"""`ee-search export-model`: one operating point (a trial, and thresholds) as a deployable model.
+
+DIR becomes an MLflow pyfunc model (signature, input example) whose `artifacts/model.ts` is the
+standalone TorchScript program; DIR/model.ts is the same file for users with only torch, and
+DIR/card.json says what the model is and how it performs:
+- the operating point's validation metrics, from the trial's cached `exits/val_logits.pt`;
+- the same metrics measured again by running the exported program over the validation split (they
+  must agree: a model that does not reproduce its point is not written);
+- batch-1 and batch-256 CPU latency of the program against full-depth inference of the network.
+
+Nothing half-written: DIR is built in a sibling temporary folder and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ee_search.config import LoadedStudy
+from ee_search.deploy.program import PROGRAM_FILE, DeployedEarlyExit, full_depth, load_program, save_program
+from ee_search.errors import UserInputError
+
+CARD_FILE = "card.json"
+_LATENCY_BATCHES = (1, 256)
+
+
+def export_model(study_file: LoadedStudy, trial_number: int, out_dir: Path, thresholds: list[float] | None = None,
+                 register: str | None = None) -> dict:
+    """Write DIR and return the card."""
+    from mlflow import MlflowClient
+
+    from ee_search.search import load_existing
+
+    config = study_file.config
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserInputError("--out", None, f"{out_dir} exists and is not empty: choose a new directory or remove it")
+    study = load_existing(config, study_file.path, config.search.storage)
+    trial = _completed_trial(study, trial_number, study_file.path)
+    client = MlflowClient(tracking_uri=config.tracking.uri)
+    run_id = trial.user_attrs["mlflow_run_id"]
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists() else None))
+    try:
+        card = _build(study_file, trial, client, run_id, thresholds, staging)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(out_dir))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if register:
+        card["registered"] = _register(client, run_id, out_dir, register, trial_number)
+        (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def _completed_trial(study, number: int, source: str):
+    from optuna.trial import TrialState
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise UserInputError(source, "--trial", f"study '{study.study_name}' has no trial {number} "
+                             f"(it has 0..{len(trials) - 1}; see ee-search status)")
+    trial = trials[number]
+    if trial.state != TrialState.COMPLETE or "mlflow_run_id" not in trial.user_attrs:
+        raise UserInputError(source, "--trial", f"trial {number} is {trial.state.name}, not a completed "
+                             "ee-search trial: export one from ee-search pareto or status")
+    return trial
+
+
+def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, staging: Path) -> dict:
+    from ee_search.exits import evaluate
+    from ee_search.experiment import model_from_checkpoint
+    from ee_search.train import load_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="ee-search-export-") as tmp:
+        payload = load_checkpoint(client.download_artifacts(run_id, "checkpoints/best.pt", tmp))
+        cached = torch.load(client.download_artifacts(run_id, "exits/val_logits.pt", tmp), map_location="cpu",
+                            weights_only=True)
+    meta = payload["metadata"]
+    network = model_from_checkpoint(payload).to(memory_format=torch.channels_last)
+    k_exits = network.num_exits
+    chosen = list(trial.user_attrs.get("thresholds", meta["thresholds"])) if thresholds is None else thresholds
+    _check_thresholds(chosen, k_exits, meta["criterion"], study_file.path)
+    point = evaluate(cached["logits"], cached["labels"], chosen, meta["criterion"], cached["relative_flops"])
+    program = DeployedEarlyExit(network, chosen, meta["criterion"], meta["mean"], meta["std"]).eval()
+    program_path = staging / PROGRAM_FILE
+    save_program(program, program_path)
+    scripted = load_program(program_path)
+
+    images, labels = _validation_inputs(study_file, trial, meta)
+    with torch.no_grad():
+        predicted, exits, _ = scripted(images)
+    measured = {"accuracy": float(predicted.eq(labels).double().mean()),
+                "avg_exit_depth": float(exits.double().mean() / k_exits)}
+    if abs(measured["accuracy"] - point.accuracy) > 1e-9 or abs(measured["avg_exit_depth"] - point.avg_exit_depth) > 1e-9:
+        raise RuntimeError(f"the exported program gives {measured} on the validation split, not the operating "
+                           f"point's accuracy {point.accuracy} and avg exit depth {point.avg_exit_depth}")
+    card = {
+        "trial_number": trial.number,
+        "mlflow_run_id": run_id,
+        "thresholds": chosen,
+        "criterion": meta["criterion"],
+        "num_exits": k_exits,
+        "in_channels": meta["in_channels"],
+        "input_size": meta["input_size"],
+        "num_classes": meta["num_classes"],
+        "mean": meta["mean"],
+        "std": meta["std"],
+        "input": "float32 [B, C, H, W] in [0, 1] (pixel / 255), not normalised; quantised to 8-bit levels",
+        "outputs": {"prediction": "int64 class", "exit": "int64 exit taken, 1..K",
+                    "confidence": "float32 max softmax at the exit taken"},
+        "validation": {"accuracy": point.accuracy, "avg_exit_depth": point.avg_exit_depth,
+                       "relative_flops": point.relative_flops, "exit_fractions": point.exit_fractions},
+        "validation_measured_by_program": measured | {"samples": int(len(labels))},
+        "latency_ms_cpu": _latency(scripted, full_depth(program), images),
+        "program": PROGRAM_FILE,
+    }
+    _save_pyfunc(scripted, program_path, images[:2].numpy(), staging)
+    (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def _save_pyfunc(program, program_path: Path, example: np.ndarray, staging: Path) -> None:
+    """The MLflow model (pyfunc from code, see pyfunc.py) with its signature and input example, its
+    files at DIR's top level beside model.ts."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from ee_search.deploy import pyfunc
+
+    with torch.no_grad():
+        prediction, exit_, top = program(torch.from_numpy(example))
+    output = pd.DataFrame({"prediction": prediction.numpy(), "exit": exit_.numpy(), "confidence": top.numpy()})
+    pyfunc_dir = staging / "pyfunc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # hints about integer columns and type hints
+        mlflow.pyfunc.save_model(
+            path=str(pyfunc_dir), python_model=pyfunc.__file__, artifacts={"program": str(program_path)},
+            signature=infer_signature(example, output), input_example=example,
+        )
+    for entry in pyfunc_dir.iterdir():
+        shutil.move(str(entry), str(staging / entry.name))
+    pyfunc_dir.rmdir()
+
+
+def _check_thresholds(thresholds: list[float], k_exits: int, criterion: str, source: str) -> None:
+    if len(thresholds) != k_exits - 1 or not all(isinstance(t, (int, float)) for t in thresholds):
+        raise UserInputError(source, "--thresholds", f"give a JSON list of {k_exits - 1} numbers, one per side exit")
+    if criterion == "max_softmax" and not all(0.0 <= t <= 1.0 for t in thresholds):
+        raise UserInputError(source, "--thresholds", "max_softmax thresholds lie in [0, 1]")
+    if criterion == "entropy" and not all(t >= 0.0 for t in thresholds):
+        raise UserInputError(source, "--thresholds", "entropy thresholds are >= 0")
+
+
+def _validation_inputs(study_file: LoadedStudy, trial, meta: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation split as the exported model's users feed it: centre-cropped to the input size,
+    pixel / 255, NCHW float32 (the same images, in the same order, as the trial's val logits)."""
+    from ee_search.data import prepare_data
+    from ee_search.data.augment import BatchTransform
+    from ee_search.search import values_from_params
+
+    config = study_file.with_values(values_from_params(study_file.config, trial.params))
+    prepared = prepare_data(config.data, config.seed)
+    channels = meta["in_channels"]
+    to_unit = BatchTransform((0.0,) * channels, (1.0,) * channels, prepared.source.image_size,
+                             config.data.augment.crop, 0.0, train=False)
+    images = torch.from_numpy(np.ascontiguousarray(prepared.val.images.transpose(0, 2, 3, 1)))
+    x = to_unit(images, torch.arange(len(images)), None)
+    return x.contiguous(), torch.from_numpy(prepared.val.labels)
+
+
+def _latency(program, baseline, images: torch.Tensor) -> dict:
+    """Median wall time per call, early-exit program vs full depth, on validation images."""
+    out = {}
+    for batch in _LATENCY_BATCHES:
+        x = images[:batch]
+        reps = 50 if batch == 1 else 10
+        early = _median_ms(lambda: program(x), reps)
+        full = _median_ms(lambda: baseline(x), reps)
+        out[f"batch_{batch}"] = {"early_exit_ms": early, "full_depth_ms": full, "speedup": full / early}
+    out["torch_threads"] = torch.get_num_threads()
+    return out
+
+
+def _median_ms(call, reps: int) -> float:
+    with torch.no_grad():
+        for _ in range(3):
+            call()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def _register(client, run_id: str, out_dir: Path, name: str, trial_number: int) -> dict:
+    """Register DIR in the tracking store's model registry, as a version linked to the trial's run
+    (its files are logged to the run first, so the version's source lives in the tracking store)."""
+    from mlflow.exceptions import MlflowException
+
+    artifact_path = f"exported_models/{out_dir.name}"
+    client.log_artifacts(run_id, str(out_dir), artifact_path)
+    try:
+        client.create_registered_model(name, description="Early-exit operating points exported by ee-search")
+    except MlflowException:
+        pass  # it exists already: add a version
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    version = client.create_model_version(name, source, run_id=run_id,
+                                          tags={"ee_search.trial_number": str(trial_number)})
+    return {"name": name, "version": version.version, "source": source}
+
