@@ -17,6 +17,7 @@ thresholds) for the same number of trials. Reported per seed, with median and mi
 
     python benchmarks/search_efficiency.py --json benchmarks/results/search-efficiency-cpu.json
     python benchmarks/search_efficiency.py --quick --json /tmp/se.json     # 1 seed, 4 trials, 3 epochs
+    ... --continue   # after an interruption: keep the runs already in --json, run the missing ones
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=None, help="cap train.max_epochs (default: the quickstart's 15)")
     parser.add_argument("--quick", action="store_true", help="1 seed, 4 trials, 3 epochs: checks the script")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="keep the runs already in --json (same trials and epochs) and run only the missing ones")
     args = parser.parse_args()
     seeds, trials, max_epochs = (args.seeds[:1], 4, 3) if args.quick else (args.seeds, args.trials, args.max_epochs)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -148,9 +151,18 @@ def main() -> None:
     data_root = Path(tempfile.mkdtemp(prefix="ee-search-bench-data-"))
     names = list(CONFIGS)
     runs = []
+    if args.resume and args.json and args.json.exists():
+        import json
+
+        before = json.loads(args.json.read_text())
+        if (before.get("trials"), before.get("max_epochs")) == (trials, max_epochs):
+            runs = [r for r in before["runs"] if r["seed"] in seeds]
+    done = {(r["config"], r["seed"]) for r in runs}
     for i, seed in enumerate(seeds):
         order = names[i % len(names):] + names[: i % len(names)]
         for name in order:
+            if (name, seed) in done:
+                continue
             with tempfile.TemporaryDirectory(prefix=f"ee-search-se-{name}-{seed}-") as workdir:
                 run = one_run(name, seed, Path(workdir), data_root, trials, max_epochs)
             runs.append(run)

@@ -60,6 +60,7 @@ def serve():
     import signal
     import socket
     import subprocess
+    import sys
     import time
     import urllib.request
 
@@ -69,8 +70,11 @@ def serve():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+        # Servers such as `mlflow models serve` start further programs (uvicorn) by name, so the
+        # interpreter's bin directory goes first on PATH: the suite must not depend on an activated venv.
+        env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
         proc = subprocess.Popen(command_for_port(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+                                text=True, start_new_session=True, env=env)
         started.append(proc)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout_s
@@ -87,6 +91,8 @@ def serve():
 
     yield start
     for proc in started:
+        if proc.poll() is not None:  # it already exited (the failure, if any, was reported above)
+            continue
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
