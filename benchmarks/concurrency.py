@@ -5,6 +5,11 @@ training on the shared device-resident dataset (the same code path as a study's 
 trains the same number of batches of 128; aggregate images/s = all images / wall time. Small models
 leave a big GPU idle between kernel launches; concurrent trials fill those gaps.
 
+The groups (1, 2, 4 trials) are built once, warmed up once (cudnn autotuning, allocator, compile),
+then timed in rotated order (1 2 4, 2 4 1, 4 1 2, ...) over --repeats repeats; images/s are
+median/min/max over repeats, and scaling_vs_one is the median of per-repeat ratios to the 1-trial
+group timed in the same repeat.
+
     python benchmarks/concurrency.py --json benchmarks/results/concurrency-h100.json
     python benchmarks/concurrency.py --device cpu --quick --json /tmp/conc.json   # smoke run only
 Goal (H100/H200): 4 trials >= 2x the aggregate images/s of 1.
@@ -13,18 +18,16 @@ Goal (H100/H200): 4 trials >= 2x the aggregate images/s of 1.
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import tempfile
 import threading
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import resolve, sync, write_json
+from _common import Take, alternate, paired_ratios, resolve, spread, write_json
 
 from ee_search.config import StudyConfig
 from ee_search.data import build_batches, prepare_data
@@ -45,18 +48,9 @@ def config(width: int, n_train: int, root: Path, compile_model: bool) -> StudyCo
     })
 
 
-class Take:
-    """The first n batches of each pass, produced lazily (augmentation stays inside the timing)."""
-
-    def __init__(self, batches, n: int) -> None:
-        self.batches, self.n = batches, n
-
-    def __iter__(self):
-        return itertools.islice(iter(self.batches), self.n)
-
-
-def run_trials(n: int, prepared, cfg: StudyConfig, device: torch.device, batches_per_trial: int) -> float:
-    """Start n trials at once; return aggregate images/s."""
+def trial_group(n: int, prepared, cfg: StudyConfig, device: torch.device, batches_per_trial: int):
+    """n trials as `search.n_jobs` runs them; one call trains all n at once for batches_per_trial batches
+    each (in threads, one CUDA stream per trial) and returns when the last is done."""
     trainers, streams = [], []
     for i in range(n):
         data = build_batches(prepared, cfg.data.augment, device, 128, 1024, seed=i, channels_last=True)
@@ -69,26 +63,18 @@ def run_trials(n: int, prepared, cfg: StudyConfig, device: torch.device, batches
 
     def work(i: int) -> None:
         with torch.cuda.stream(streams[i]) if streams[i] is not None else nullcontext():
-            trainers[i].train_epoch()  # warm-up pass (autotuning, allocator, compile)
-            barrier.wait()
             trainers[i].train_epoch()
             if streams[i] is not None:
                 streams[i].synchronize()
-        done.wait()
 
-    barrier = threading.Barrier(n + 1)
-    done = threading.Barrier(n + 1)
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    barrier.wait()  # everyone warmed up: start the clock
-    start = time.perf_counter()
-    done.wait()
-    sync(device)
-    seconds = time.perf_counter() - start
-    for t in threads:
-        t.join()
-    return n * batches_per_trial * 128 / seconds
+    def run() -> None:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    return run
 
 
 def main() -> None:
@@ -100,24 +86,33 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=None, help="batches each trial trains (default 200, quick 10)")
     parser.add_argument("--trials", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per group, after one warm-up")
     args = parser.parse_args()
     device = resolve(args.device)
     batches = args.batches or (10 if args.quick else 200)
     with tempfile.TemporaryDirectory(prefix="ee-search-bench-conc-") as tmp:
         cfg = config(args.width, batches * 128, Path(tmp), args.compile)
         prepared = prepare_data(cfg.data, cfg.seed)
-        rates = {n: run_trials(n, prepared, cfg, device, batches) for n in args.trials}
-    base = rates[args.trials[0]]
+        groups = {str(n): trial_group(n, prepared, cfg, device, batches) for n in args.trials}
+        timing = alternate(groups, device, repeats=args.repeats, warmup=1)
+    rates = {int(k): [int(k) * batches * 128 / s for s in v] for k, v in timing["seconds"].items()}
+    base = args.trials[0]
     result = {
         "model": f"ee_resnet width {args.width}",
         "batch_size": 128,
         "batches_per_trial": batches,
         "mechanism": "threads (search.n_jobs), one CUDA stream per trial, shared device-resident data",
-        "aggregate_images_per_second": {str(n): r for n, r in rates.items()},
-        "scaling_vs_one": {str(n): r / base for n, r in rates.items()},
+        "repeats": args.repeats,
+        "order": timing["order"],
+        "aggregate_images_per_second": {str(n): spread(r)["median"] for n, r in rates.items()},
+        "aggregate_images_per_second_spread": {str(n): spread(r) for n, r in rates.items()},
+        # per repeat, rate of n trials / rate of the first group in the same repeat
+        "scaling_vs_one": {str(n): paired_ratios(r, rates[base])["median"] for n, r in rates.items()},
+        "scaling_vs_one_spread": {str(n): paired_ratios(r, rates[base]) for n, r in rates.items()},
     }
     if device.type == "cuda" and 4 in rates and 1 in rates:
-        result["goal"] = {"four_over_one_at_least": 2.0, "met": rates[4] / rates[1] >= 2.0}
+        four = paired_ratios(rates[4], rates[1])["median"]
+        result["goal"] = {"four_over_one_at_least": 2.0, "met": four >= 2.0}
     elif device.type != "cuda":
         result["note"] = "CPU smoke run of the GPU benchmark's code path: the goal (4 trials >= 2x one) is about GPUs"
     write_json(args.json, "concurrency", device, args.quick, result)

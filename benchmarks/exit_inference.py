@@ -8,8 +8,11 @@ paths, timed side by side in one run:
 - dense all exits: every stage and every head on every sample, then decide (the sweep's path);
 - compacted: after each side exit the samples that leave are dropped (exits.predict_early_exit).
 
-flops_speedup = FLOPs(full depth) / mean FLOPs of the exits taken; measured_speedup = time(full
-depth) / time(compacted); outputs_match_dense: compacted predictions and exit indices == dense.
+The three paths are warmed up once, then timed in rotated order (A B C, B C A, C A B, ...) over
+--repeats repeats (default 10, quick 5); seconds are median/min/max over repeats.
+flops_speedup = FLOPs(full depth) / mean FLOPs of the exits taken; measured_speedup = the median over
+repeats of time(full depth) / time(compacted) within the same repeat (its min-max beside it);
+outputs_match_dense: compacted predictions and exit indices == dense.
 
     python benchmarks/exit_inference.py --json benchmarks/results/exit-inference-cpu.json
     python benchmarks/exit_inference.py --quick --json /tmp/exit.json
@@ -26,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, resolve, timed, write_json
+from _common import alternate, paired_ratios, resolve, spread, write_json
 
 from ee_search.config import ModelConfig
 from ee_search.data.augment import BatchTransform
@@ -65,7 +68,8 @@ def half_early_thresholds(model, x, criterion: str, early_share: float = 0.5) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--quick", action="store_true", help="fewer timing repeats")
+    parser.add_argument("--quick", action="store_true", help="5 timing repeats instead of 10")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per path (default 10, quick 5)")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--width", type=int, default=64)
@@ -73,7 +77,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
     device = resolve(args.device)
-    repeats = 3 if args.quick else 10
+    repeats = args.repeats or (5 if args.quick else 10)
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="ee_resnet", width=args.width), 3, 10)
@@ -94,15 +98,19 @@ def main() -> None:
         compact = predict_early_exit(model, x, thresholds, args.criterion)
         dense_pred, dense_taken = predict_dense(model, x, thresholds, args.criterion)
         costs = exit_costs(model, (3, 28, 28))
-        t_full = timed(lambda: full_depth(model, x), device, repeats)
-        t_dense = timed(lambda: model(x), device, repeats)
-        t_compact = timed(lambda: predict_early_exit(model, x, thresholds, args.criterion), device, repeats)
+        timing = alternate({
+            "full_depth": lambda: full_depth(model, x),
+            "dense_all_exits": lambda: model(x),
+            "compacted": lambda: predict_early_exit(model, x, thresholds, args.criterion),
+        }, device, repeats=repeats, warmup=1)
+    t = timing["seconds"]
 
     taken = compact.exit_index
     share = [float((taken == k).float().mean()) for k in range(model.num_exits)]
     mean_cost = sum(s * c for s, c in zip(share, costs.cumulative))
     flops_speedup = costs.full_network / mean_cost
-    measured = median(t_full) / median(t_compact)
+    measured = paired_ratios(t["full_depth"], t["compacted"])
+    vs_dense = paired_ratios(t["dense_all_exits"], t["compacted"])
     result = {
         "model": f"ee_resnet width {args.width}",
         "batch": args.batch,
@@ -113,18 +121,24 @@ def main() -> None:
         "early_share": 1 - share[-1],
         "survivors_per_stage": compact.survivors,
         "flops_per_image": {"full_depth": costs.full_network, "per_exit_cumulative": costs.cumulative},
-        "seconds": {"full_depth": median(t_full), "dense_all_exits": median(t_dense), "compacted": median(t_compact)},
+        "seconds": {k: spread(v)["median"] for k, v in t.items()},
+        "seconds_spread": {k: spread(v) for k, v in t.items()},
+        "order": timing["order"],
         "flops_speedup": flops_speedup,
-        "measured_speedup": measured,
-        "measured_over_flops": measured / flops_speedup,
-        "speedup_vs_dense_all_exits": median(t_dense) / median(t_compact),
+        "measured_speedup": measured["median"],
+        "measured_speedup_spread": measured,
+        "measured_over_flops": measured["median"] / flops_speedup,
+        "measured_over_flops_spread": {k: v / flops_speedup for k, v in measured.items() if k != "values"},
+        "speedup_vs_dense_all_exits": vs_dense["median"],
+        "speedup_vs_dense_all_exits_spread": vs_dense,
         "outputs_match_dense": bool(torch.equal(compact.prediction, dense_pred) and torch.equal(taken, dense_taken)),
         "repeats": repeats,
     }
     goal = 0.8 if device.type == "cuda" else 0.7
     result["goal"] = {"measured_over_flops_at_least": goal, "met": result["measured_over_flops"] >= goal}
     record = write_json(args.json, "exit_inference", device, args.quick, result)
-    for key in ("exit_fractions", "flops_speedup", "measured_speedup", "measured_over_flops", "outputs_match_dense", "seconds"):
+    for key in ("exit_fractions", "flops_speedup", "measured_speedup_spread", "measured_over_flops", "outputs_match_dense",
+                "seconds_spread"):
         print(f"{key}: {record[key]}")
 
 

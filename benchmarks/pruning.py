@@ -5,8 +5,16 @@ Runs a study (the quickstart by default) twice per sampler seed, with `pruner: n
 (over every trial, complete or pruned), wall time, trials pruned, and the hypervolume of the
 accuracy / avg_exit_depth front of completed trials (reference point: accuracy 0, depth 1).
 
-    python benchmarks/pruning.py --json benchmarks/results/pruning-cpu.json
-    python benchmarks/pruning.py --quick --json /tmp/pruning.json      # 1 seed, fewer trials
+The two runs of a seed alternate their order (`none` first on the 1st, 3rd, ... seed, `early_stopping`
+first on the others), so neither always runs on a cold or a warm process. Wall time depends on the
+order; epochs and hypervolume only through nondeterminism in training. Per seed: epoch reduction, hypervolume ratio and wall-time
+ratio of the pair; then their median, min and max over seeds, next to the pooled figures
+(epoch_reduction = 1 - sum of pruned epochs / sum of unpruned ones).
+
+    python benchmarks/pruning.py --json benchmarks/results/pruning-cpu.json    # sampler seeds 7-11
+    python benchmarks/pruning.py --seeds 7 8 9 --json ...   # the first results file's three seeds
+    python benchmarks/pruning.py --quick --json /tmp/pruning.json      # 1 seed, 6 trials
+    python benchmarks/pruning.py --trials 4 --max-epochs 4 --json ...  # a shorter run
     python benchmarks/pruning.py --keep runs/ --json ...  # keep the stores; replay them with pruning_replay.py
 
 Goal: at least 30% fewer epochs, with a hypervolume at least 97% of the unpruned one.
@@ -18,6 +26,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -32,11 +41,14 @@ from ee_search.experiment import resolve_device
 from ee_search.pareto import collect_points, hypervolume
 from ee_search.search.study import run_study
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import spread
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_run(study_path: Path, pruner: str, sampler_seed: int, workdir: Path, data_root: Path,
-            n_trials: int | None, device: str) -> dict:
+            n_trials: int | None, device: str, max_epochs: int | None = None) -> dict:
     overrides = [
         f"search.pruner.type={pruner}",
         f"search.sampler.seed={sampler_seed}",
@@ -47,6 +59,8 @@ def one_run(study_path: Path, pruner: str, sampler_seed: int, workdir: Path, dat
     ]
     if n_trials is not None:
         overrides.append(f"search.n_trials={n_trials}")
+    if max_epochs is not None:
+        overrides.append(f"train.max_epochs={max_epochs}")
     loaded = load_study_file(study_path, overrides)
     prepare_data(loaded.config.data, loaded.config.seed)  # render/cache the data outside the timing
     started = time.perf_counter()
@@ -78,8 +92,10 @@ def one_run(study_path: Path, pruner: str, sampler_seed: int, workdir: Path, dat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, default=ROOT / "studies" / "quickstart.yaml")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9], help="sampler seeds")
-    parser.add_argument("--n-trials", type=int, default=None, help="override search.n_trials")
+    # five seeds: fewer make the min-max spread over seeds say little
+    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9, 10, 11], help="sampler seeds")
+    parser.add_argument("--trials", "--n-trials", dest="n_trials", type=int, default=None, help="override search.n_trials")
+    parser.add_argument("--max-epochs", type=int, default=None, help="override train.max_epochs")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="one seed and 6 trials: a smoke run")
     parser.add_argument("--json", type=Path, required=True)
@@ -95,11 +111,14 @@ def main() -> None:
         tmp = args.keep or Path(scratch)
         tmp.mkdir(parents=True, exist_ok=True)
         data_root = Path(tmp) / "data"
-        for seed in seeds:
-            for pruner in ("none", "early_stopping"):  # same seed back to back: a side-by-side pair
+        for i, seed in enumerate(seeds):
+            # same seed back to back: a side-by-side pair, in alternating order (see the docstring)
+            order = ("none", "early_stopping") if i % 2 == 0 else ("early_stopping", "none")
+            for position, pruner in enumerate(order):
                 workdir = Path(tmp) / f"{pruner}-{seed}"
                 workdir.mkdir(exist_ok=False)
-                record = one_run(args.study, pruner, seed, workdir, data_root, n_trials, args.device)
+                record = one_run(args.study, pruner, seed, workdir, data_root, n_trials, args.device, args.max_epochs)
+                record["position_in_pair"] = position
                 runs.append(record)
                 print(json.dumps({k: v for k, v in record.items() if k != "per_trial"}), flush=True)
 
@@ -108,6 +127,16 @@ def main() -> None:
 
     pairs = [(a, b) for a in runs for b in runs
              if a["pruner"] == "none" and b["pruner"] == "early_stopping" and a["sampler_seed"] == b["sampler_seed"]]
+    per_seed = [
+        {"sampler_seed": a["sampler_seed"],
+         "order": "none first" if a["position_in_pair"] == 0 else "early_stopping first",
+         "epochs_none": a["epochs_trained"], "epochs_pruned": b["epochs_trained"],
+         "epoch_reduction": 1 - b["epochs_trained"] / a["epochs_trained"],
+         "hypervolume_none": a["hypervolume"], "hypervolume_pruned": b["hypervolume"],
+         "hypervolume_ratio": b["hypervolume"] / a["hypervolume"] if a["hypervolume"] else None,
+         "seconds_ratio": b["seconds"] / a["seconds"]}
+        for a, b in pairs
+    ]
     summary = {
         "epochs_none_mean": mean("none", "epochs_trained"),
         "epochs_pruned_mean": mean("early_stopping", "epochs_trained"),
@@ -115,12 +144,11 @@ def main() -> None:
         "hypervolume_none_mean": mean("none", "hypervolume"),
         "hypervolume_pruned_mean": mean("early_stopping", "hypervolume"),
         "hypervolume_ratio": mean("early_stopping", "hypervolume") / mean("none", "hypervolume"),
-        "per_seed": [
-            {"sampler_seed": a["sampler_seed"],
-             "epoch_reduction": 1 - b["epochs_trained"] / a["epochs_trained"],
-             "hypervolume_ratio": b["hypervolume"] / a["hypervolume"] if a["hypervolume"] else None}
-            for a, b in pairs
-        ],
+        "per_seed": per_seed,
+        # median, min and max over seeds of the paired figures above
+        "epoch_reduction_spread": spread([p["epoch_reduction"] for p in per_seed]),
+        "hypervolume_ratio_spread": spread([p["hypervolume_ratio"] for p in per_seed]),
+        "seconds_ratio_spread": spread([p["seconds_ratio"] for p in per_seed]),
         "seconds_none_total": sum(r["seconds"] for r in runs if r["pruner"] == "none"),
         "seconds_pruned_total": sum(r["seconds"] for r in runs if r["pruner"] == "early_stopping"),
     }
@@ -135,6 +163,7 @@ def main() -> None:
         "optuna": optuna.__version__,
         "quick": args.quick,
         "n_trials_override": n_trials,
+        "max_epochs_override": args.max_epochs,
         "reference_point": {"accuracy": 0.0, "avg_exit_depth": 1.0},
         "summary": summary,
         "runs": runs,

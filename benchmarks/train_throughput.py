@@ -1,20 +1,34 @@
-"""Training throughput: the seed's pipeline vs ee-search's trainer, side by side in one run.
+"""Training throughput: from the seed's pipeline to ee-search's trainer, one change per row, timed
+side by side in one run.
 
-Same model (ee_resnet width 64, the size of the seed's MyResNet), same data size (73,257 SVHN-shaped
-synthetic house numbers, 28x28 crops; `--quick` uses fewer, recorded in the JSON), same batch (256):
+Same model (ee_resnet width 64, the size of the seed's MyResNet), same batch (256), same images per
+repeat (SVHN-shaped synthetic house numbers, 28x28 crops; every row drops the ragged last batch).
+Rows, each adding one thing to the row before it:
 
-(a) seed-style: a torchvision Dataset that makes a PIL image per sample, RandomCrop(28) +
-    RandomRotation(30) + ToTensor + Normalize, a DataLoader (the seed's settings: shuffle, no worker
-    processes, pinned memory on CUDA), fp32, NCHW, `.item()` on every batch;
-(b) ee-search's Trainer: uint8 data resident on the device, batched crop/rotation/normalise,
-    channels_last, bf16 autocast on CUDA, metrics read once per epoch.
+  seed_pipeline                  a torchvision Dataset making a PIL image per sample, RandomCrop(28) +
+                                 RandomRotation(30) + ToTensor + Normalize, a DataLoader (the seed's
+                                 settings: shuffle, no worker processes, pinned memory on CUDA), fp32,
+                                 NCHW, `.item()` on every batch;
+  +device_resident_augmentation  ee-search's data path: uint8 data resident on the device, batched
+                                 crop/rotation/normalise, the Trainer's loop (metrics read once per
+                                 epoch instead of `.item()` per batch); still fp32 NCHW;
+  +channels_last                 model and batches channels_last;
+  +bf16                          bf16 autocast (CUDA only; recorded as skipped on CPU);
+  +compile                       torch.compile of the forward (its compile time is reported apart).
 
-Reports epoch seconds, images/s and MFU for both, speedup_vs_seed_pipeline = a / b, and
+The rows and two references (a fp32 GEMM and a channels_last 3x3 conv forward+backward; bf16 too on
+CUDA) are warmed up once, then timed in rotated order over --repeats repeats (A B C, B C A, ...); a
+repeat is one epoch, or --steps batches. Per row: epoch seconds, images/s, achieved GFLOP/s (training
+FLOPs per image x images/s), its fraction of the GEMM and conv rates measured in the same repeat, MFU
+against the datasheet peak (nominal on CPU: see _common.peak_flops), and speedups from per-repeat
+ratios. `ee_search` is the row the trainer runs by default on this device (bf16 on CUDA, fp32 on CPU;
+no compile); `speedup_vs_seed_pipeline` is the median of seed/ee_search per repeat.
 trial_overhead_ratio = a full ee-search trial per epoch (Optuna + MLflow + checkpoint + exit
-evaluation + curve files) / the bare trainer per epoch (same epochs, same validation).
+evaluation + curve files) / the bare trainer per epoch, over --overhead-pairs alternating pairs.
 
-    python benchmarks/train_throughput.py --json benchmarks/results/train-throughput-cpu.json
-    python benchmarks/train_throughput.py --quick --json /tmp/throughput.json   # < 5 min on 2 CPU cores
+    python benchmarks/train_throughput.py --samples 10240 --json benchmarks/results/train-throughput-cpu-10k.json
+    python benchmarks/train_throughput.py --quick --json benchmarks/results/train-throughput-cpu-quick.json
+    python benchmarks/train_throughput.py --device cuda --json benchmarks/results/train-throughput-h100.json
 """
 
 from __future__ import annotations
@@ -23,7 +37,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +47,9 @@ from torchvision import transforms as T
 from torchvision.datasets.vision import VisionDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import gemm_gflops, peak_flops, resolve, sync, write_json
+from _common import Take, alternate, clock, paired_ratios, peak_flops, references, resolve, spread, write_json
 
-from ee_search.config import (
-    StudyConfig,
-)
+from ee_search.config import StudyConfig
 from ee_search.data import build_batches, prepare_data
 from ee_search.data.sources import IMAGENET_MEAN, IMAGENET_STD
 from ee_search.exits import training_flops_per_image
@@ -47,6 +58,16 @@ from ee_search.models import build_model
 from ee_search.train import EarlyStopping, ExitPolicy, Trainer, build_optimizer
 
 SVHN_TRAIN = 73257
+
+# (row, what it adds, trainer options or None for the seed's own loop)
+ROWS = (
+    ("seed_pipeline", "PIL RandomCrop+RandomRotation+Normalize, DataLoader num_workers=0, fp32 NCHW, .item() per batch", None),
+    ("+device_resident_augmentation", "device-resident uint8, batched augmentation, Trainer loop (one host sync per epoch); fp32 NCHW",
+     {"channels_last": False, "bf16": False, "compile": False}),
+    ("+channels_last", "model and batches channels_last", {"channels_last": True, "bf16": False, "compile": False}),
+    ("+bf16", "bf16 autocast (BN and loss fp32)", {"channels_last": True, "bf16": True, "compile": False}),
+    ("+compile", "torch.compile of the forward", {"channels_last": True, "bf16": None, "compile": True}),  # bf16 as the row before
+)
 
 
 class SeedStyleDataset(VisionDataset):
@@ -64,7 +85,7 @@ class SeedStyleDataset(VisionDataset):
         return len(self.labels)
 
 
-def study_config(n_train: int, epochs: int, root: Path) -> StudyConfig:
+def study_config(n_train: int, epochs: int, root: Path, batch: int) -> StudyConfig:
     return StudyConfig.model_validate({
         "name": "throughput", "seed": 0,
         "data": {"dataset": "synthetic_svhn", "root": str(root), "val_fraction": 0.1,
@@ -72,75 +93,74 @@ def study_config(n_train: int, epochs: int, root: Path) -> StudyConfig:
                  # the train split after carving 10% validation is n_train
                  "synthetic": {"train_size": round(n_train / 0.9), "test_size": 256}},
         "model": {"name": "ee_resnet", "width": 64},
-        "train": {"max_epochs": epochs, "lr": 0.02, "momentum": 0.9, "batch_size": 256,
+        "train": {"max_epochs": epochs, "lr": 0.02, "momentum": 0.9, "batch_size": batch,
                   "early_stopping": {"patience": 1000, "tol": 0.0}},
         "exits": {"thresholds": [0.9, 0.9]},
         "search": {"n_trials": 1, "pruner": {"type": "none"}, "sampler": {"type": "random", "seed": 0}},
     })
 
 
-def seed_pipeline_epoch(prepared, device: torch.device, warmup_batches: int) -> float:
+def seed_row(prepared, config: StudyConfig, device: torch.device, steps: int):
+    """One call = `steps` batches of the seed's loop."""
     transform = T.Compose([T.RandomCrop(28), T.RandomRotation(30), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    # drop_last like the trainer, so every row trains the same images per repeat
     loader = DataLoader(SeedStyleDataset(prepared.train.images, prepared.train.labels, transform),
-                        batch_size=256, shuffle=True, drop_last=False, pin_memory=device.type == "cuda")
+                        batch_size=config.train.batch_size, shuffle=True, drop_last=True,
+                        pin_memory=device.type == "cuda")
     torch.manual_seed(0)
-    model = build_model(study_config(256, 1, Path(".")).model, 3, 10).to(device)  # NCHW, fp32
+    model = build_model(config.model, 3, 10).to(device)  # NCHW, fp32
     opt = build_optimizer(model.parameters(), "sgd", 0.02, 0.9, 5e-4)
 
-    def step(x, y):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = model.exit_loss(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()  # the seed synchronised on every batch
+    def run() -> None:
+        model.train()
+        for x, y in Take(loader, steps):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = model.exit_loss(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss.item()  # the seed synchronised on every batch
 
-    batches = iter(loader)
-    for _ in range(warmup_batches):
-        step(*next(batches))
-    sync(device)
-    start = time.perf_counter()
-    for x, y in loader:
-        step(x, y)
-    sync(device)
-    return time.perf_counter() - start
+    return run
 
 
-def ee_trainer(prepared, config: StudyConfig, device: torch.device, val_batches=None) -> Trainer:
+def trainer_row(prepared, config: StudyConfig, device: torch.device, steps: int, *, channels_last: bool,
+                bf16: bool, compile: bool):
+    """One call = `steps` batches of ee-search's Trainer with these settings."""
+    tc = config.train
+    data = build_batches(prepared, config.data.augment, device, tc.batch_size, tc.eval_batch_size, seed=0,
+                         channels_last=channels_last)
+    torch.manual_seed(0)
+    model = build_model(config.model, 3, 10).to(
+        device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    opt = build_optimizer(model.parameters(), "sgd", tc.lr, tc.momentum, tc.weight_decay)
+    trainer = Trainer(model, opt, Take(data.train, steps), [], max_epochs=1,
+                      policy=ExitPolicy((0.9, 0.9), "max_softmax"),
+                      autocast_dtype=torch.bfloat16 if bf16 else None, compile_model=compile)
+    return trainer.train_epoch
+
+
+def ee_trainer(prepared, config: StudyConfig, device: torch.device) -> Trainer:
+    """The trainer as a trial builds it (defaults for this device), with validation, for fit()."""
     tc = config.train
     data = build_batches(prepared, config.data.augment, device, tc.batch_size, tc.eval_batch_size, seed=0,
                          channels_last=True)
     torch.manual_seed(0)
     model = build_model(config.model, 3, 10).to(device=device, memory_format=torch.channels_last)
     opt = build_optimizer(model.parameters(), "sgd", tc.lr, tc.momentum, tc.weight_decay)
-    return Trainer(model, opt, data.train, val_batches if val_batches is not None else data.val,
-                   max_epochs=tc.max_epochs, policy=ExitPolicy((0.9, 0.9), "max_softmax"),
-                   callbacks=[EarlyStopping("val_loss", 1000, 0.0)],
+    return Trainer(model, opt, data.train, data.val, max_epochs=tc.max_epochs,
+                   policy=ExitPolicy((0.9, 0.9), "max_softmax"), callbacks=[EarlyStopping("val_loss", 1000, 0.0)],
                    autocast_dtype=autocast_dtype(tc.precision, device), compile_model=tc.compile)
 
 
-def ee_pipeline_epoch(prepared, config, device: torch.device, warmup_batches: int) -> float:
-    trainer = ee_trainer(prepared, config, device)
-    # Warm up on a short prefix of batches (cudnn autotuning, allocator), then time a full epoch.
-    warm = list(zip(range(warmup_batches), trainer.train_batches))
-    trainer.train_batches, full = [b for _, b in warm], trainer.train_batches
-    trainer.train_epoch()
-    trainer.train_batches = full
-    sync(device)
-    start = time.perf_counter()
-    trainer.train_epoch()
-    sync(device)
-    return time.perf_counter() - start
-
-
-def trial_overhead(prepared, config: StudyConfig, device: torch.device, workdir: Path, pairs: int = 2) -> dict:
+def trial_overhead(prepared, config: StudyConfig, device: torch.device, workdir: Path, pairs: int) -> dict:
     """A full one-trial study per epoch vs the bare Trainer per epoch (same epochs, same validation).
 
-    Two views. Across runs: bare and trial runs alternate (bare, trial, bare, trial), and the ratio
-    compares medians over all their epochs; on a shared VM identical runs differ by ~10%, so this one
-    is only as good as that noise. Within the trial: its wall time against the epoch_seconds it logged
-    itself, which isolates everything spent outside the epochs (set-up, FLOP count, sweep, plots,
-    MLflow, checkpoint) without any run-to-run noise."""
+    Two views. Across runs: a bare and a trial run form a pair, run back to back in alternating order
+    (bare first on even pairs, trial first on odd), and each pair gives one ratio of median epoch
+    seconds. Within the trial: its wall time against the epoch_seconds it logged itself, which isolates
+    everything spent outside the epochs (set-up, FLOP count, sweep, plots, MLflow, checkpoint) without
+    any run-to-run noise."""
     import optuna
     import yaml
     from mlflow import MlflowClient
@@ -149,11 +169,11 @@ def trial_overhead(prepared, config: StudyConfig, device: torch.device, workdir:
     from ee_search.search.study import run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    bare_epochs, trial_epochs, outside, inside = [], [], [], []
-    for i in range(pairs):
-        trainer = ee_trainer(prepared, config, device)
-        bare_epochs += [h["epoch_seconds"] for h in trainer.fit().history]
 
+    def bare() -> list[float]:
+        return [h["epoch_seconds"] for h in ee_trainer(prepared, config, device).fit().history]
+
+    def trial(i: int) -> tuple[list[float], float, float]:
         raw = config.model_dump(mode="json")
         raw["name"] = f"throughput-{i}"
         raw["search"]["storage"] = f"sqlite:///{workdir}/optuna.db"
@@ -161,88 +181,184 @@ def trial_overhead(prepared, config: StudyConfig, device: torch.device, workdir:
         raw["device"] = str(device)
         path = workdir / f"study-{i}.yaml"
         path.write_text(yaml.safe_dump(raw))
-        trial = run_study(load_study_file(path), device, 1, None).study.trials[0]
-        assert trial.state.name == "COMPLETE", trial.user_attrs
-        wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        t = run_study(load_study_file(path), device, 1, None).study.trials[0]
+        assert t.state.name == "COMPLETE", t.user_attrs
+        wall = (t.datetime_complete - t.datetime_start).total_seconds()
         logged = [m.value for m in MlflowClient(raw["tracking"]["uri"]).get_metric_history(
-            trial.user_attrs["mlflow_run_id"], "epoch_seconds")]
+            t.user_attrs["mlflow_run_id"], "epoch_seconds")]
         extra = wall - sum(logged)
+        return [e + extra / len(logged) for e in logged], extra, sum(logged)  # fixed cost spread over epochs
+
+    bare_all, trial_all, ratios, outside, within = [], [], [], [], []
+    for i in range(pairs):
+        first_bare = i % 2 == 0
+        b = bare() if first_bare else None
+        t_epochs, extra, inside = trial(i)
+        b = b if first_bare else bare()
+        print(f"overhead pair {i + 1}/{pairs} ({'bare, trial' if first_bare else 'trial, bare'}): "
+              f"bare {statistics.median(b):.2f} s/epoch, trial {statistics.median(t_epochs):.2f} s/epoch", flush=True)
+        bare_all.append(b)
+        trial_all.append(t_epochs)
+        ratios.append(statistics.median(t_epochs) / statistics.median(b))
         outside.append(extra)
-        inside.append(sum(logged))
-        trial_epochs += [e + extra / len(logged) for e in logged]  # the trial's fixed cost spread over its epochs
-    bare_s, trial_s = statistics.median(bare_epochs), statistics.median(trial_epochs)
+        within.append((inside + extra) / inside)
+    flat_bare = [e for run in bare_all for e in run]
+    ratio = spread(ratios)
     return {
         "epochs": config.train.max_epochs,
         "pairs": pairs,
-        "bare_trainer_epoch_seconds": bare_s,
-        "trial_epoch_seconds": trial_s,
-        "bare_trainer_epoch_seconds_all": bare_epochs,
-        "trial_epoch_seconds_all": trial_epochs,
-        "epoch_time_spread_between_identical_runs": max(bare_epochs) / min(bare_epochs),
-        "trial_overhead_ratio": trial_s / bare_s,
-        "trial_seconds_outside_epochs": statistics.median(outside),
-        "trial_overhead_ratio_within_run": statistics.median((i + o) / i for i, o in zip(inside, outside)),
+        "pair_order": ["bare, trial" if i % 2 == 0 else "trial, bare" for i in range(pairs)],
+        "bare_trainer_epoch_seconds": statistics.median(flat_bare),
+        "trial_epoch_seconds": statistics.median(e for run in trial_all for e in run),
+        "bare_trainer_epoch_seconds_all": bare_all,
+        "trial_epoch_seconds_all": trial_all,
+        "epoch_time_spread_between_identical_runs": max(flat_bare) / min(flat_bare),
+        "trial_overhead_ratio": ratio["median"],  # median of the per-pair ratios
+        "trial_overhead_ratio_spread": ratio,
+        "trial_seconds_outside_epochs": spread(outside),
+        "trial_overhead_ratio_within_run": statistics.median(within),
+        "trial_overhead_ratio_within_run_spread": spread(within),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="1,280 samples, 2 steps per repeat, 2-epoch overhead runs")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--samples", type=int, default=None, help="training samples (default 73,257; quick 1,280)")
-    parser.add_argument("--overhead-epochs", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="batches per repeat (default: one epoch; quick 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per row, after one warm-up")
+    parser.add_argument("--batch-size", type=int, default=256, help="256 as the seed; smaller only for smoke runs")
+    parser.add_argument("--no-compile", action="store_true", help="skip the +compile row (compiling is slow on CPU)")
+    parser.add_argument("--overhead-epochs", type=int, default=None, help="epochs per overhead run (default 3; quick 2)")
+    parser.add_argument("--overhead-pairs", type=int, default=5, help="bare/trial pairs (0: skip the measurement)")
     args = parser.parse_args()
     device = resolve(args.device)
     n = args.samples or (1280 if args.quick else SVHN_TRAIN)
-    epochs = args.overhead_epochs or 3
-    warmup = 2 if args.quick else 5
+    batch = args.batch_size
+    log = lambda line: print(line, flush=True)  # noqa: E731
 
     with tempfile.TemporaryDirectory(prefix="ee-search-bench-throughput-") as tmp:
-        config = study_config(n, epochs, Path(tmp) / "data")
+        config = study_config(n, args.overhead_epochs or (2 if args.quick else 3), Path(tmp) / "data", batch)
         prepared = prepare_data(config.data, config.seed)
         n_train = len(prepared.train)
+        per_epoch = n_train // batch
+        steps = min(args.steps or (2 if args.quick else per_epoch), per_epoch)
+        images = steps * batch  # per repeat, every row
         flops = training_flops_per_image(build_model(config.model, 3, 10), (3, 28, 28))
         peak, peak_note = peak_flops(device)
-        seed_s = seed_pipeline_epoch(prepared, device, warmup)
-        ours_s = ee_pipeline_epoch(prepared, config, device, warmup)
-        overhead = trial_overhead(prepared, config, device, Path(tmp))
+        cuda = device.type == "cuda"
 
-    def pipeline(seconds: float, images: int) -> dict:
-        rate = images / seconds
-        return {"epoch_seconds": seconds, "images_per_second": rate, "achieved_gflops": flops * rate / 1e9,
-                "mfu": flops * rate / peak}
+        rows, skipped, compile_first_call, settings = {}, {}, None, {}
+        bf16_of = {}
+        for name, what, opts in ROWS:
+            if name == "+bf16" and not cuda:
+                skipped[name] = "bf16 autocast is a CUDA row: ee-search trains fp32 on CPU"
+                continue
+            if name == "+compile" and args.no_compile:
+                skipped[name] = "--no-compile"
+                continue
+            if opts is None:
+                rows[name] = seed_row(prepared, config, device, steps)
+                bf16_of[name] = False
+            else:
+                opts = opts | {"bf16": cuda if opts["bf16"] is None else opts["bf16"]}
+                rows[name] = trainer_row(prepared, config, device, steps, **opts)
+                bf16_of[name] = opts["bf16"]
+            settings[name] = what
+            if name == "+compile":
+                try:  # compile outside the alternation, so a failure skips the row instead of the run
+                    compile_first_call = clock(rows[name], device)
+                    log(f"+compile first call (compiles): {compile_first_call:.1f} s")
+                except Exception as error:  # noqa: BLE001 - any compiler failure means "no row", reported
+                    skipped[name] = f"torch.compile failed: {error!r}"[:500]
+                    del rows[name]
+        dtypes = [torch.float32, torch.bfloat16] if cuda else [torch.float32]
+        refs = references(device, dtypes)
+        timing = alternate(rows | {f"reference_{k}": fn for k, (fn, _) in refs.items()}, device,
+                           repeats=args.repeats, warmup=1, log=log)
+        overhead = trial_overhead(prepared, config, device, Path(tmp), args.overhead_pairs) if args.overhead_pairs else {}
 
-    ee_images = (n_train // 256) * 256  # the trainer drops the ragged last batch
+    secs = timing["seconds"]
+    ref_gflops = {k: [f / s / 1e9 for s in secs[f"reference_{k}"]] for k, (_, f) in refs.items()}
+    names = list(rows)
+    ablation = {}
+    for i, name in enumerate(names):
+        s = secs[name]
+        rate = [images / x for x in s]
+        gflops = [flops * r / 1e9 for r in rate]
+        tag = "bf16" if bf16_of[name] else "fp32"
+        ablation[name] = {
+            "adds": settings[name],
+            "repeat_seconds": spread(s),
+            "epoch_seconds": spread([x * per_epoch / steps for x in s]),
+            "images_per_second": spread(rate),
+            "achieved_gflops": spread(gflops),
+            f"fraction_of_gemm_{tag}_reference": spread([g / r for g, r in zip(gflops, ref_gflops[f"gemm_{tag}"])]),
+            f"fraction_of_conv_{tag}_reference": spread([g / r for g, r in zip(gflops, ref_gflops[f"conv_{tag}"])]),
+            "mfu": spread([g * 1e9 / peak for g in gflops]),
+            "speedup_vs_previous_row": paired_ratios(secs[names[i - 1]], s) if i else None,
+            "speedup_vs_seed_pipeline": paired_ratios(secs[names[0]], s),
+            "warmup_seconds": timing["warmup_seconds"][name],
+        }
+    if "+compile" in ablation:
+        ablation["+compile"]["compile_first_call_seconds"] = compile_first_call
+    # the trainer's defaults on this device: channels_last, bf16 on CUDA only, no compile
+    ee_row = "+bf16" if cuda else "+channels_last"
+    ee = ablation[ee_row]
+    speedup = ee["speedup_vs_seed_pipeline"]
+    seed = ablation["seed_pipeline"]
     result = {
         "model": "ee_resnet width 64 (MyResNet), 3 exits, loss over all exits",
         "samples": n_train,
         "samples_note": "73,257 = SVHN train" if n_train >= SVHN_TRAIN * 0.99 else f"--quick/--samples: {n_train} of SVHN's 73,257",
-        "batch_size": 256,
+        "batch_size": batch,
         "crop": 28,
+        "steps_per_repeat": steps,
+        "steps_per_epoch": per_epoch,
+        "images_per_repeat": images,
+        "repeats": args.repeats,
+        "method": "one warm-up call per row and reference, then repeats in rotated order; figures are median/min/max "
+                  "over repeats; ratios are per repeat between figures measured in the same repeat",
+        "order": timing["order"],
         "training_flops_per_image": flops,
         "peak_flops": peak,
         "peak_note": peak_note,
-        "gemm_gflops_reference": gemm_gflops(device),
-        "seed_pipeline": pipeline(seed_s, n_train) | {"settings": "PIL RandomCrop+RandomRotation+Normalize, DataLoader num_workers=0, fp32 NCHW, .item() per batch"},
-        "ee_search": pipeline(ours_s, ee_images) | {"settings": "device-resident uint8, batched augmentation, channels_last, " + ("bf16 autocast" if device.type == "cuda" else "fp32")},
-        "speedup_vs_seed_pipeline": (seed_s / n_train) / (ours_s / ee_images),
+        "references_gflops": {k: spread(v) for k, v in ref_gflops.items()},
+        "references_note": "gemm: 4096^3 torch.mm; conv: 3x3 conv 128->128 ch at 14x14, batch 256, channels_last, "
+                           "forward+backward, FLOPs by torch.utils.flop_counter; timed in the same repeats as the rows",
+        "ablation": ablation,
+        "skipped_rows": skipped,
+        "seed_pipeline": {"epoch_seconds": seed["epoch_seconds"]["median"], "images_per_second": seed["images_per_second"]["median"],
+                          "achieved_gflops": seed["achieved_gflops"]["median"], "mfu": seed["mfu"]["median"], "settings": settings["seed_pipeline"]},
+        "ee_search": {"row": ee_row, "epoch_seconds": ee["epoch_seconds"]["median"],
+                      "images_per_second": ee["images_per_second"]["median"], "achieved_gflops": ee["achieved_gflops"]["median"],
+                      "mfu": ee["mfu"]["median"],
+                      "settings": "device-resident uint8, batched augmentation, channels_last, " + ("bf16 autocast" if cuda else "fp32")},
+        "speedup_vs_seed_pipeline": speedup["median"],
+        "speedup_vs_seed_pipeline_spread": speedup,
         **overhead,
     }
-    goals = {"speedup_vs_seed_pipeline_at_least": 8.0 if device.type == "cuda" else 1.0,
-             "trial_overhead_ratio_at_most": 1.15}
-    if device.type == "cuda":
+    goals = {"speedup_vs_seed_pipeline_at_least": 8.0 if cuda else 1.0, "trial_overhead_ratio_at_most": 1.15}
+    met = {"speedup": speedup["median"] >= goals["speedup_vs_seed_pipeline_at_least"]}
+    if overhead:
+        met["overhead"] = overhead["trial_overhead_ratio"] <= goals["trial_overhead_ratio_at_most"]
+    if cuda:
         goals |= {"epoch_seconds_at_most": 0.6, "mfu_at_least": 0.15}
-    met = {
-        "speedup": result["speedup_vs_seed_pipeline"] >= goals["speedup_vs_seed_pipeline_at_least"],
-        "overhead": result["trial_overhead_ratio"] <= goals["trial_overhead_ratio_at_most"],
-    }
-    if device.type == "cuda":
-        met |= {"epoch_seconds": ours_s * SVHN_TRAIN / ee_images <= 0.6, "mfu": result["ee_search"]["mfu"] >= 0.15}
+        met |= {"epoch_seconds": ee["epoch_seconds"]["median"] * SVHN_TRAIN / (per_epoch * batch) <= 0.6,
+                "mfu": ee["mfu"]["median"] >= 0.15}
     result["goals"] = goals | {"met": met}
     write_json(args.json, "train_throughput", device, args.quick, result)
-    for key in ("samples", "seed_pipeline", "ee_search", "speedup_vs_seed_pipeline", "trial_overhead_ratio", "goals"):
-        print(f"{key}: {result[key]}")
+    print(f"{'row':32} {'epoch s (min-max)':>24} {'img/s':>8} {'GFLOP/s':>8} {'conv ref':>8} {'MFU':>6} {'vs seed':>8}")
+    for name, row in ablation.items():
+        e, ref = row["epoch_seconds"], next(v for k, v in row.items() if k.startswith("fraction_of_conv"))
+        print(f"{name:32} {e['median']:8.2f} ({e['min']:.2f}-{e['max']:.2f}) {row['images_per_second']['median']:8.1f} "
+              f"{row['achieved_gflops']['median']:8.1f} {ref['median']:8.2f} {row['mfu']['median']:6.2f} "
+              f"{row['speedup_vs_seed_pipeline']['median']:8.2f}")
+    for key in ("references_gflops", "skipped_rows", "speedup_vs_seed_pipeline_spread", "trial_overhead_ratio", "goals"):
+        if key in result:
+            print(f"{key}: {result[key]}")
 
 
 if __name__ == "__main__":
