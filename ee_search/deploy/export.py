@@ -180,28 +180,45 @@ def _validation_inputs(study_file: LoadedStudy, trial, meta: dict) -> tuple[torc
 
 
 def _latency(program, baseline, images: torch.Tensor) -> dict:
-    """Median wall time per call, early-exit program vs full depth, on validation images."""
+    """Wall time per call, early-exit program vs full depth, on validation images.
+
+    The two are called alternately (A B, B A, ...) after a warm-up, and the speedup is the median of
+    the per-pair ratios: on a shared machine the speed drifts, and timing one side after the other
+    would put that drift into the ratio."""
     out = {}
     for batch in _LATENCY_BATCHES:
         x = images[:batch]
         reps = 50 if batch == 1 else 10
-        early = _median_ms(lambda: program(x), reps)
-        full = _median_ms(lambda: baseline(x), reps)
-        out[f"batch_{batch}"] = {"early_exit_ms": early, "full_depth_ms": full, "speedup": full / early}
+        early, full = _paired_ms(lambda: program(x), lambda: baseline(x), reps)
+        ratios = [f / e for e, f in zip(early, full)]
+        out[f"batch_{batch}"] = {
+            "early_exit_ms": statistics.median(early), "full_depth_ms": statistics.median(full),
+            "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
+            "repeats": reps,
+        }
     out["torch_threads"] = torch.get_num_threads()
     return out
 
 
-def _median_ms(call, reps: int) -> float:
+def _paired_ms(a, b, reps: int) -> tuple[list[float], list[float]]:
+    def once(call) -> float:
+        start = time.perf_counter()
+        call()
+        return (time.perf_counter() - start) * 1000.0
+
     with torch.no_grad():
         for _ in range(3):
-            call()
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+            a()
+            b()
+        times_a, times_b = [], []
+        for i in range(reps):
+            if i % 2 == 0:
+                times_a.append(once(a))
+                times_b.append(once(b))
+            else:
+                times_b.append(once(b))
+                times_a.append(once(a))
+    return times_a, times_b
 
 
 def _register(client, run_id: str, out_dir: Path, name: str, trial_number: int) -> dict:
