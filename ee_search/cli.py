@@ -84,6 +84,21 @@ def _locating_flags(set_: list[str] | None, storage: str | None, tracking_uri: s
     return redact(" ".join(flags))
 
 
+def _same_command(study: Path, flags: dict[str, object], sets: list[str] | None) -> str:
+    """This `run` command again, from its own arguments (passwords redacted)."""
+    import shlex
+
+    from ee_search.config import redact
+
+    words = ["ee-search", "run", str(study)]
+    for item in sets or []:
+        words += ["--set", item]
+    for flag, value in flags.items():
+        if value is not None:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return redact(shlex.join(words))
+
+
 # ------------------------------------------------------------------------------------------- run
 @app.command()
 def run(
@@ -114,8 +129,9 @@ def run(
     except UserInputError as error:
         _fail(error)
     from ee_search.console import print_run_summary, print_trial_line
-    from ee_search.search.study import run_study
     from ee_search.config import redact
+    from ee_search.search.resume import StudyInterrupted
+    from ee_search.search.study import run_study
 
     console.print(
         f"[bold]{config.name}[/]: {config.model.name} on {config.data.dataset} "
@@ -123,14 +139,20 @@ def run(
         f"objectives {' & '.join(config.search.objectives)}; "
         f"Optuna {redact(config.search.storage)}, MLflow {redact(config.tracking.uri)}"
     )
+    again = _same_command(study, {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri,
+                                  "--device": device, "--timeout": timeout}, set_)
     try:
         summary = run_study(loaded, torch_device, config.search.n_trials,
                             timeout if timeout is not None else config.search.timeout_s,
                             on_trial_end=lambda t: print_trial_line(console, t, config.search.objectives))
     except UserInputError as error:
         _fail(error)
+    except StudyInterrupted as stopped:
+        saved = f"trial(s) {', '.join(map(str, stopped.trials))} saved and queued" if stopped.trials else "nothing to save"
+        err_console.print(f"interrupted ({stopped}): {saved}; to resume, run: {again}", soft_wrap=True)
+        raise typer.Exit(code=stopped.exit_code) from None
     except KeyboardInterrupt:
-        err_console.print("interrupted: finished trials are kept; run the same command to resume")
+        err_console.print(f"interrupted: finished trials are kept; to resume, run: {again}", soft_wrap=True)
         raise typer.Exit(code=130) from None
     print_run_summary(console, loaded, summary, _locating_flags(set_, storage, tracking_uri))
     states = [t.state.name for t in summary.trials()]

@@ -7,6 +7,7 @@ dataset shape, normalisation, exit policy), as plain data that `torch.load(weigh
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -37,11 +38,16 @@ from ee_search.train import (
     EarlyStopping,
     ExitPolicy,
     FitResult,
+    ResumeCheckpoint,
+    ResumeSpec,
     Trainer,
     WeightAveraging,
     build_optimizer,
     standard_order,
 )
+
+
+_INIT_LOCK = threading.Lock()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,25 +95,31 @@ def run_experiment(
     recorders: Sequence[Callback] = (),
     pruning: Callback | None = None,
     checkpoint_path: str | Path | None = None,
+    resume: ResumeSpec | None = None,
 ) -> ExperimentResult:
     # Each trial queues its kernels on its own CUDA stream, so trials sharing a GPU (search.n_jobs)
     # can overlap instead of serialising on the default stream.
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
     try:
         with torch.cuda.stream(stream) if stream is not None else nullcontext():
-            return _run(config, device, seed, stopper, recorders, pruning, checkpoint_path)
+            return _run(config, device, seed, stopper, recorders, pruning, checkpoint_path, resume)
     finally:
         if stream is not None:
             stream.synchronize()  # results (or a pruned trial's checkpoint) are read on other streams next
 
 
-def _run(config, device, seed, stopper, recorders, pruning, checkpoint_path) -> ExperimentResult:
+def _run(config, device, seed, stopper, recorders, pruning, checkpoint_path, resume) -> ExperimentResult:
     prepared = prepare_data(config.data, config.seed)  # same split for every trial of the study
     tc = config.train
     data = build_batches(prepared, config.data.augment, device, tc.batch_size, tc.eval_batch_size,
                          seed, channels_last=True)
+    # Threads (search.n_jobs) share torch's global RNG: the initial weights are drawn under a lock on
+    # a forked RNG, so each trial's are a function of its seed alone. The global RNG is then seeded
+    # for what draws from it during training (dropout); last.pt saves its state.
+    with _INIT_LOCK, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = build_model(config.model, data.channels, data.num_classes, exit_loss_weights=config.loss_weights)
     torch.manual_seed(seed)
-    model = build_model(config.model, data.channels, data.num_classes, exit_loss_weights=config.loss_weights)
     # channels_last on every device: on this project's 2-core CPU it trains ee_resnet ~5x faster.
     model = model.to(device=device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), tc.optimizer, tc.lr, tc.momentum, tc.weight_decay, tc.alpha)
@@ -121,6 +133,7 @@ def _run(config, device, seed, stopper, recorders, pruning, checkpoint_path) -> 
         if avg.method != "none"
         else None
     )
+    resumer = ResumeCheckpoint(resume, stopper, checkpoint, averaging) if resume is not None else None
     trainer = Trainer(
         model,
         optimizer,
@@ -128,7 +141,7 @@ def _run(config, device, seed, stopper, recorders, pruning, checkpoint_path) -> 
         data.val,
         max_epochs=tc.max_epochs,
         policy=policy,
-        callbacks=standard_order(averaging, stopper, checkpoint, recorders, pruning),
+        callbacks=standard_order(averaging, stopper, checkpoint, recorders, pruning, resumer),
         autocast_dtype=autocast_dtype(tc.precision, device),
         compile_model=tc.compile,
     )

@@ -24,6 +24,9 @@ TRIAL_TAG = "ee_search.trial_number"
 STATE_TAG = "optuna.trial_state"
 STOP_TAG = "ee_search.stop_reason"
 PARENT_TAG = "mlflow.parentRunId"
+RESUME_STATE_TAG = "ee_search.state"  # INTERRUPTED while a trial waits to be resumed
+TRIAL_NUMBERS_TAG = "ee_search.trial_numbers"  # every Optuna trial that ran this run, comma-separated
+LAST_CHECKPOINT = "checkpoints/last.pt"
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 _PARAM_VALUE_LIMIT = 6000  # MLflow's cap on one param value
@@ -140,6 +143,26 @@ class StudyTracker:
         self._log_params(trial_run.run_id, params)
         return trial_run
 
+    def reopen_trial(self, run_id: str, trial_number: int) -> TrialRun:
+        """A retried trial continues its predecessor's run: the run is RUNNING again, and its tags
+        name every Optuna trial that worked on it, so the user sees one logical trial."""
+        run = self.client.get_run(run_id)
+        numbers = run.data.tags.get(TRIAL_NUMBERS_TAG) or run.data.tags.get(TRIAL_TAG, "")
+        listed = [n for n in numbers.split(",") if n]
+        trial_run = TrialRun(self.client, run_id)
+        trial_run.set_tags({TRIAL_TAG: str(trial_number), STATE_TAG: "RUNNING", RESUME_STATE_TAG: "RESUMED",
+                            TRIAL_NUMBERS_TAG: ",".join([*listed, str(trial_number)])})
+        self.client.update_run(run_id, status="RUNNING")
+        return trial_run
+
+    def download_last_checkpoint(self, run_id: str, directory: str | Path) -> Path | None:
+        """The run's `last.pt`, downloaded (also from a remote tracking server), or None if the run
+        never got to write one (killed during its first epoch)."""
+        folder = LAST_CHECKPOINT.rsplit("/", 1)[0]
+        if LAST_CHECKPOINT not in {f.path for f in self.client.list_artifacts(run_id, folder)}:
+            return None
+        return Path(self.client.download_artifacts(run_id, LAST_CHECKPOINT, str(directory)))
+
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -167,7 +190,24 @@ class TrialRun:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        # Replacing an artifact is atomic in MLflow's local artifact store (temp file + os.replace,
+        # also behind `mlflow server`'s proxied artifacts): a reader sees the old file or the new one.
         self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def delete_last_checkpoint(self) -> None:
+        """`last.pt` exists while a trial can still be resumed (DESIGN.md §5); a finished trial drops it.
+        Best effort: a store that cannot delete artifacts keeps a file nobody will read."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        try:
+            artifact_uri = self.client.get_run(self.run_id).info.artifact_uri
+            get_artifact_repository(artifact_uri, tracking_uri=self.client.tracking_uri).delete_artifacts(
+                LAST_CHECKPOINT)
+        except Exception as exc:  # noqa: BLE001 - the trial's result matters more than the cleanup
+            logging.getLogger(__name__).warning("could not delete %s of run %s: %s", LAST_CHECKPOINT, self.run_id, exc)
+
+    def logged_steps(self, key: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(self.run_id, key)}
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
@@ -193,6 +233,12 @@ class TrialRun:
                 if attempt == 1:
                     raise
 
+    def interrupted(self, detail: str) -> None:
+        """Closed to be resumed: KILLED, `ee_search.state=INTERRUPTED`; a retry reopens it."""
+        self.set_tags({STATE_TAG: "FAIL", RESUME_STATE_TAG: "INTERRUPTED", "ee_search.interrupt": detail[:500]})
+        self.client.set_terminated(self.run_id, status="KILLED")
+        self.finished = True
+
     def finish(self, optuna_state: str, stop_reason: str | None = None) -> None:
         tags = {STATE_TAG: optuna_state}
         if stop_reason:
@@ -203,10 +249,15 @@ class TrialRun:
 
 
 class EpochLogger(Callback):
-    """Per-epoch metrics to the trial's run, `step` = epoch, as soon as validation ends."""
+    """Per-epoch metrics to the trial's run, `step` = epoch, as soon as validation ends.
 
-    def __init__(self, run: TrialRun) -> None:
+    `skip` holds epochs the run already has (a resumed trial redoing epochs that were logged after
+    its last.pt): a step is never logged twice."""
+
+    def __init__(self, run: TrialRun, skip: set[int] = frozenset()) -> None:
         self.run = run
+        self.skip = set(skip)
 
     def on_validation_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
-        self.run.log_metrics(metrics, step=epoch)
+        if epoch not in self.skip:
+            self.run.log_metrics(metrics, step=epoch)

@@ -61,6 +61,11 @@ def test_quickstart_loads():
         (["train.early_stopping.monitor=val_f1"], "train.early_stopping.monitor", "val_accuracy_exit_<k>"),
         (["train.early_stopping.monitor=val_accuracy_exit_4"], "train.early_stopping.monitor", "val_accuracy_exit_3"),
         (["device=gpu"], "device", "cuda:<index>"),
+        (["search.storage=journal:o.journal", "search.retries=1"], "search.retries", "search.retries: 0"),
+        (["search.space.seed={type: int, low: 0, high: 9}"], "search.space['seed']", "validation split"),
+        (["search.space.data.val_fraction={type: float, low: 0.1, high: 0.2}"], "search.space['data.val_fraction']",
+         "cannot be searched"),
+        (["train.resume.every_epochs=0"], "train.resume.every_epochs", "greater than 0"),
     ],
 )
 def test_each_mistake_is_one_line_naming_file_and_field(overrides, field, words):
@@ -132,3 +137,10 @@ def test_with_values_writes_sampled_values_into_a_copy():
     config = loaded.with_values({"train.lr": 0.123, "exits.thresholds": [0.6, 0.7]})
     assert config.train.lr == 0.123 and config.exits.thresholds == [0.6, 0.7]
     assert loaded.config.train.lr == 0.01  # the base is untouched
+
+
+def test_journal_storage_defaults_to_no_retries_and_augmentation_stays_searchable():
+    loaded = load_study_file(SVHN_STUDY, ["search.storage=journal:o.journal",
+                                          "search.space.data.augment.rotation={type: float, low: 0, high: 30}"])
+    assert loaded.config.search.retries == 0 and "data.augment.rotation" in loaded.config.search.space
+    assert load_study_file(SVHN_STUDY).config.search.retries == 2

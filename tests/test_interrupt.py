@@ -30,29 +30,33 @@ def test_ctrl_c_in_the_third_trial_keeps_the_first_two_and_resume_finishes(tiny_
     def interrupted_epoch(self):
         calls["n"] += 1
         if calls["n"] == 6:  # trials 0 and 1 take two epochs each; this is trial 2's second epoch
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # what a second Ctrl-C raises (the first one only sets a flag)
         return real_epoch(self)
 
     monkeypatch.setattr(Trainer, "train_epoch", interrupted_epoch)
     result = runner.invoke(app, ["run", str(tiny_study), "--n-trials", "4"])
-    assert result.exit_code == 130 and "resume" in result.output
+    assert result.exit_code == 130 and "to resume, run: ee-search run" in result.output
 
     study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
-    states = [t.state.name for t in study.trials]
-    assert states == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "WAITING"]
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     broken = client.get_run(study.trials[2].user_attrs["mlflow_run_id"])
-    assert broken.info.status == "FAILED"
+    assert broken.info.status == "KILLED" and broken.data.tags["ee_search.state"] == "INTERRUPTED"
     assert [m.step for m in client.get_metric_history(broken.info.run_id, "val_loss")] == [1]  # epoch 1 kept
     parent = client.search_runs([broken.info.experiment_id], "tags.`ee_search.role` = 'study'")[0]
-    assert parent.info.status == "KILLED"
+    assert parent.info.status == "RUNNING"  # 2 of 4 trials: the study is not done
 
     monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
     again = runner.invoke(app, ["run", str(tiny_study), "--n-trials", "4"])
     assert again.exit_code == 0, again.output
     study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
-    assert client.get_run(study.trials[0].user_attrs["mlflow_run_id"]).info.status == "FINISHED"
+    # Trial 3 is trial 2 resumed (from epoch 1's last.pt, in the same run); the FAIL does not count.
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[3].user_attrs["mlflow_run_id"] == broken.info.run_id
+    assert study.trials[3].user_attrs["resumed_at_epoch"] == 1
+    assert [m.step for m in client.get_metric_history(broken.info.run_id, "val_loss")] == [1, 2]
+    assert client.get_run(broken.info.run_id).info.status == "FINISHED"
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
 
 def _running_trial_with_an_epoch(db: Path) -> int | None:
@@ -75,43 +79,88 @@ def _running_trial_with_an_epoch(db: Path) -> int | None:
     return None
 
 
-@pytest.mark.slow  # a worker process, killed
-def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_keeps_everything_logged(tiny_study, workdir):
-    overrides = ["--set", "search.heartbeat={interval_s: 1, grace_period_s: 2}", "--set", "train.max_epochs=8",
-                 "--set", "train.early_stopping.patience=50", "--n-trials", "3"]
-    worker = subprocess.Popen([sys.executable, "-m", "ee_search.cli", "run", str(tiny_study), *overrides],
-                              cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = None
+def _running_trial_in_epoch(db: Path, epoch: int) -> int | None:
+    """A RUNNING trial that has finished epoch - 1 (so it is in `epoch`). Read-only SQL: opening the
+    file through Optuna would race the worker's own schema creation."""
+    if not db.exists():
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+            running = con.execute(
+                "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                "WHERE t.state = 'RUNNING' AND a.key = 'monitor_history'"
+            ).fetchall()
+    except sqlite3.OperationalError:  # not created yet, or locked for a moment
+        return None
+    for number, history in running:
+        if len(json.loads(history)) >= epoch - 1:
+            return number
+    return None
+
+
+OVERRIDES = ["--set", "search.heartbeat={interval_s: 1, grace_period_s: 2}", "--set", "train.max_epochs=5",
+             "--set", "train.early_stopping.patience=50", "--n-trials", "1"]
+
+
+def _worker(study: Path, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ee_search.cli", "run", str(study), *OVERRIDES], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _stop_in_epoch(worker: subprocess.Popen, db: Path, epoch: int, signum: int) -> int:
     deadline = time.monotonic() + 240
-    while killed is None:
-        assert worker.poll() is None, "the worker finished before it could be killed mid-trial"
+    while True:
+        assert worker.poll() is None, "the worker finished before it could be stopped mid-trial"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-        if (found := _running_trial_with_an_epoch(workdir / "optuna.db")) is not None:
-            worker.send_signal(signal.SIGKILL)  # no cleanup of any kind
-            worker.wait()
-            killed = found
-    time.sleep(2.5)  # past the grace period: the trial's heartbeat is stale now
+        if (found := _running_trial_in_epoch(db, epoch)) is not None:
+            worker.send_signal(signum)
+            return found
 
+
+@pytest.fixture
+def uninterrupted_values(tiny_study, tmp_path):
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    worker = _worker(tiny_study, reference)
+    assert worker.wait(timeout=300) == 0, worker.stdout.read()
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{reference}/optuna.db").trials[0].values
+
+
+def _check_resumed(workdir: Path, killed: int, values: list[float], resumed_at: set[int]) -> None:
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
-    logged_before = {t.number: [(m.step, m.value) for m in client.get_metric_history(t.user_attrs["mlflow_run_id"], "val_loss")]
-                     for t in study.trials if "mlflow_run_id" in t.user_attrs}
-    assert study.trials[killed].state.name == "RUNNING" and len(logged_before[killed]) >= 1
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"] and killed == 0
+    resumed = study.trials[1]
+    assert resumed.user_attrs["resumed_at_epoch"] in resumed_at
+    assert resumed.values == values  # exactly what an uninterrupted trial with the same seed gives
+    run_id = resumed.user_attrs["mlflow_run_id"]
+    assert run_id == study.trials[0].user_attrs["mlflow_run_id"]  # one run
+    steps = [m.step for m in client.get_metric_history(run_id, "val_loss")]
+    assert sorted(steps) == [1, 2, 3, 4, 5]  # no gap, no step twice
+    assert client.get_run(run_id).info.status == "FINISHED"
 
-    again = runner.invoke(app, ["run", str(tiny_study), *overrides])
+
+@pytest.mark.slow  # worker processes, one SIGKILLed
+def test_a_worker_killed_in_epoch_3_is_resumed_by_the_next_run_and_ends_as_if_never_killed(
+        tiny_study, workdir, uninterrupted_values):
+    worker = _worker(tiny_study, workdir)
+    killed = _stop_in_epoch(worker, workdir / "optuna.db", 3, signal.SIGKILL)  # no cleanup of any kind
+    worker.wait()
+    time.sleep(3.5)  # past the 2 s grace period with a margin for timestamp rounding: the heartbeat is stale
+    again = runner.invoke(app, ["run", str(tiny_study), *OVERRIDES])
     assert again.exit_code == 0, again.output
-    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
-    states = {t.number: t.state.name for t in study.trials}
-    assert states[killed] == "FAIL"
-    assert all(state == "COMPLETE" for n, state in states.items() if n != killed)
-    assert sum(1 for s in states.values() if s in ("COMPLETE", "FAIL")) == 3  # the failed one counts
-    dead = client.get_run(study.trials[killed].user_attrs["mlflow_run_id"])
-    assert dead.info.status == "FAILED" and dead.data.tags["optuna.trial_state"] == "FAIL"
-    for number, history in logged_before.items():  # nothing that was logged before the kill is lost
-        after = [(m.step, m.value) for m in client.get_metric_history(study.trials[number].user_attrs["mlflow_run_id"], "val_loss")]
-        assert after[: len(history)] == history
-        if number != killed:
-            assert client.get_run(study.trials[number].user_attrs["mlflow_run_id"]).info.status == "FINISHED"
-    parents = client.search_runs([dead.info.experiment_id], "tags.`ee_search.role` = 'study'")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    _check_resumed(workdir, killed, uninterrupted_values, {2, 3})  # continues at epoch 3 (or 4)
+
+
+@pytest.mark.slow  # a worker process, SIGTERMed
+def test_sigterm_saves_exits_143_with_the_resume_command_and_the_next_run_finishes_the_trial(
+        tiny_study, workdir, uninterrupted_values):
+    worker = _worker(tiny_study, workdir)
+    killed = _stop_in_epoch(worker, workdir / "optuna.db", 3, signal.SIGTERM)
+    output = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 143, output
+    assert f"to resume, run: ee-search run {tiny_study}" in output
+    again = runner.invoke(app, ["run", str(tiny_study), *OVERRIDES])  # no wait: nothing is stale
+    assert again.exit_code == 0, again.output
+    _check_resumed(workdir, killed, uninterrupted_values, {2, 3})

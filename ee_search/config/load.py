@@ -27,6 +27,10 @@ from ee_search.errors import FieldError, UserInputError
 
 # Searching these would change what the study *is* (its name, its storage), not a trial's config.
 SEARCHABLE_ROOTS = ("data", "model", "train", "exits", "seed")
+# Every trial is judged on the same validation split, drawn from the study's seed and data config:
+# searching them would compare trials on different data. Augmentation is a training choice.
+FIXED_FOR_THE_SPLIT = "seed and data.* (apart from data.augment.*) decide the validation split every trial is " \
+    "judged on, so they cannot be searched: remove this dimension, or run one study per value"
 
 
 class LoadedStudy(BaseModel):
@@ -131,6 +135,8 @@ def check_space(config: StudyConfig, raw: dict, source: str) -> None:
     """Reject a space that could only fail later; see the module docstring."""
     for path, spec in config.search.space.items():
         field = f"search.space[{path!r}]"
+        if path == "seed" or (path.startswith("data.") and not path.startswith("data.augment.")):
+            raise UserInputError(source, field, FIXED_FOR_THE_SPLIT)
         try:
             annotation = field_annotation(path)
         except ValueError as exc:

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     model_validator,
@@ -76,6 +77,13 @@ class AveragingConfig(Strict):
     swa_start_epoch: PositiveInt = 1  # SWA averages from this epoch (1-based) on
 
 
+class ResumeConfig(Strict):
+    """`checkpoints/last.pt` (DESIGN.md §9): written every `every_epochs` epochs; a killed trial
+    redoes at most that many epochs when it is resumed."""
+
+    every_epochs: PositiveInt = 1
+
+
 class TrainConfig(Strict):
     max_epochs: PositiveInt = 30
     optimizer: Literal["sgd", "rmsprop", "adamw"] = "sgd"
@@ -89,6 +97,7 @@ class TrainConfig(Strict):
     compile: bool = False
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     averaging: AveragingConfig = AveragingConfig()
+    resume: ResumeConfig = ResumeConfig()
 
 
 # ---------------------------------------------------------------------------------------- exits
@@ -219,6 +228,10 @@ class SearchConfig(Strict):
     pruner: PrunerConfig = PrunerConfig()
     storage: str = "sqlite:///optuna.db"
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    # RDB storages: a trial whose heartbeat went stale (worker killed) is resumed from its last.pt
+    # by up to this many retries. journal: storages have no heartbeat: 0 there (the default), and
+    # a value > 0 is refused.
+    retries: NonNegativeInt = 2
     n_jobs: PositiveInt = 1  # trials run at once in this process (share one device)
     space: dict[str, Dimension] = {}
 
@@ -295,6 +308,14 @@ class StudyConfig(Strict):
         objectives = self.search.objectives
         if len(set(objectives)) != len(objectives):
             raise FieldError("search.objectives", f"each objective at most once, got {objectives}")
+        if self.search.storage.startswith("journal:") and "retries" not in self.search.model_fields_set:
+            self.search.retries = 0  # the default 2 is for RDB storages; journal: cannot detect a dead worker
+        elif self.search.retries > 0 and self.search.storage.startswith("journal:"):
+            raise FieldError(
+                "search.retries",
+                f"journal: storages have no heartbeat, so a killed trial cannot be detected and retried "
+                f"(got {self.search.retries}): set search.retries: 0, or use a sqlite:/// or postgresql:// storage",
+            )
         if self.search.pruner.type in OPTUNA_PRUNERS and len(objectives) > 1:
             raise FieldError(
                 "search.pruner.type",

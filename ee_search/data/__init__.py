@@ -67,8 +67,9 @@ _uploaded: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
 def prepare_data(cfg: DataConfig, seed: int) -> PreparedData:
-    key = (cfg.dataset, cfg.root, cfg.download, cfg.val_fraction, cfg.train_subset,
-           cfg.synthetic.train_size, cfg.synthetic.test_size, seed)
+    # Keyed by the whole data config (augmentation applies per batch, so it is left out) and the
+    # study's seed: a field added to DataConfig can never be missed by the key.
+    key = (cfg.model_dump_json(exclude={"augment"}), seed)
     with _lock:
         if key not in _prepared:
             _prepared.clear()  # one dataset per process at a time: keep memory bounded

@@ -5,6 +5,11 @@ of the run. However the trial ends, its ending is decided once (an `Ending`: COM
 PRUNED with a reason, or FAIL with the error) and the run is closed from it in one place, `_close`,
 so the run's status always matches the state Optuna records (FINISHED, KILLED for pruned, FAILED),
 and what was logged before the end stays: per-epoch metrics, and the best checkpoint.
+
+A trial may also be a retry of one whose worker died or was stopped (search/resume.py): it then
+reopens that trial's run, restores its `last.pt` and trains on with the original trial's seed. Stopped
+by SIGTERM / Ctrl-C, it ends INTERRUPTED: the run is KILLED with `ee_search.state=INTERRUPTED` and a
+WAITING retry is queued, while Optuna records FAIL.
 """
 
 from __future__ import annotations
@@ -26,12 +31,20 @@ from ee_search.experiment import ExperimentResult, run_experiment
 from ee_search.pareto import POINTS_ATTR
 from ee_search.search import space
 from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
+from ee_search.search.resume import (
+    RESUMED_BY_ATTR,
+    Continuation,
+    StopRequest,
+    enqueue_retry,
+    start_or_continue,
+)
 from ee_search.tracking import EpochLogger, StudyTracker, TrialRun, config_params
-from ee_search.train import NON_FINITE_LOSS, EarlyStopping
+from ee_search.train import NON_FINITE_LOSS, EarlyStopping, InterruptWhen, ResumeSpec, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
 PRUNED = "pruned"
+INTERRUPTED = "INTERRUPTED"  # an Ending state of our own: Optuna records FAIL, and a retry resumes it
 FINAL_METRICS = ("accuracy", "avg_exit_depth", "relative_flops", "curve_hypervolume")
 _TEXT_LIMIT = 500  # user attributes and tags hold a message, not a traceback
 
@@ -40,12 +53,16 @@ _TEXT_LIMIT = 500  # user attributes and tags hold a message, not a traceback
 class Ending:
     """How a trial ended, decided once; `_close` turns it into trial attributes and the run's status."""
 
-    state: str  # COMPLETE | PRUNED | FAIL (Optuna's names; tracking.RUN_STATUS maps them to MLflow's)
+    state: str  # COMPLETE | PRUNED | FAIL (Optuna's names; tracking.RUN_STATUS maps them) | INTERRUPTED
     epochs: int
     stop_reason: str | None = None
     values: list[float] | None = None  # COMPLETE only
     detail: str | None = None  # why it was pruned, or the error
     error: BaseException | None = None  # FAIL: re-raised after the run is closed
+
+
+class TrialInterrupted(Exception):
+    """The trial stopped on SIGTERM / Ctrl-C, saved, and has a WAITING retry; Optuna marks it FAIL."""
 
 
 class Objective:
@@ -55,46 +72,68 @@ class Objective:
         tracker: StudyTracker,
         parent_run_id: str,
         device: torch.device,
+        stop: StopRequest | None = None,
     ) -> None:
         self.study_file = study_file
         self.tracker = tracker
         self.parent_run_id = parent_run_id
         self.device = device
+        self.stop = stop or StopRequest()
+        self.interrupted: list[int] = []  # trials left to be resumed by this process
         pruner_cfg = study_file.config.search.pruner
         self.es_pruner = EarlyStoppingPruner.from_config(pruner_cfg) if pruner_cfg.type == "early_stopping" else None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        values = space.sample(trial, self.study_file.config)
+        values = space.sample(trial, self.study_file.config)  # a retry gets its predecessor's params back
         config = self.study_file.with_values(values)
-        seed = config.seed + trial.number
         es = config.train.early_stopping
         stopper = EarlyStopping(es.monitor, es.patience, es.tol)
         pruning = PruningCallback(trial, stopper, self.es_pruner)
-        run = self.tracker.start_trial(self.parent_run_id, trial.number, config_params(config, **{"trial.seed": seed}))
         with tempfile.TemporaryDirectory(prefix=f"ee-search-trial-{trial.number}-") as tmp:
+            cont = start_or_continue(trial, self.tracker, self.parent_run_id,
+                                     lambda n: config_params(config, **{"trial.seed": config.seed + n}), Path(tmp))
+            run = cont.run
+            # The original trial's seed: a resumed trial ends exactly where it would have.
+            seed = config.seed + cont.origin
             checkpoint = Path(tmp) / "best.pt"
             try:
-                ending = self._train(trial, run, config, seed, stopper, pruning, checkpoint)
+                if cont.state is not None:
+                    pruning.restore(cont.state["pruner_history"])
+                ending = self._train(trial, run, config, seed, stopper, pruning, checkpoint, cont, Path(tmp))
             except optuna.TrialPruned as pruned:
                 ending = Ending("PRUNED", len(pruning.history), PRUNED, detail=str(pruned))
-            except BaseException as error:  # Ctrl-C too: the run must not stay RUNNING
+            except (TrainingInterrupted, KeyboardInterrupt) as error:  # left to be resumed, not failed
+                ending = Ending(INTERRUPTED, len(pruning.history), detail=f"{type(error).__name__}: {error}",
+                                error=error)
+            except BaseException as error:  # the run must not stay RUNNING
                 ending = Ending("FAIL", len(pruning.history), detail=f"{type(error).__name__}: {error}", error=error)
             self._close(trial, run, ending, checkpoint)
         if ending.state == "COMPLETE":
             return ending.values
         if ending.state == "PRUNED":
             raise optuna.TrialPruned(ending.detail)
+        if isinstance(ending.error, TrainingInterrupted):
+            trial.study.stop()  # start no new trial; Optuna records this one as FAIL (it has a retry)
+            raise TrialInterrupted(ending.detail)
         raise ending.error
 
     def _train(self, trial: optuna.Trial, run: TrialRun, config: StudyConfig, seed: int, stopper: EarlyStopping,
-               pruning: PruningCallback, checkpoint: Path) -> Ending:
+               pruning: PruningCallback, checkpoint: Path, cont: Continuation, tmp: Path) -> Ending:
         """Train, then decide how the trial ended; exceptions (pruning, errors) are the caller's."""
         trial.set_user_attr("mlflow_run_id", run.run_id)
-        run.log_text(redact(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)), "config/trial.yaml")
-        prepared = prepare_data(config.data, config.seed)  # cached: run_experiment reuses it
-        run.log_dataset(config.data.dataset, prepared.fingerprint, config.data.root, prepared.split_sizes)
-        result = run_experiment(config, device=self.device, seed=seed, stopper=stopper,
-                                recorders=[EpochLogger(run)], pruning=pruning, checkpoint_path=checkpoint)
+        if cont.new_run:  # a retry's reopened run has these already
+            run.log_text(redact(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)), "config/trial.yaml")
+            prepared = prepare_data(config.data, config.seed)  # cached: run_experiment reuses it
+            run.log_dataset(config.data.dataset, prepared.fingerprint, config.data.root, prepared.split_sizes)
+        publish = lambda path: run.log_artifact(path, "checkpoints")  # noqa: E731
+        resume = ResumeSpec(tmp / "last.pt", config.train.resume.every_epochs, cont.state, on_written=publish,
+                            on_best=publish, extra=lambda: {"trial_number": trial.number, "origin_trial": cont.origin,
+                                                            "mlflow_run_id": run.run_id})
+        recorders = [EpochLogger(run, skip=cont.logged_steps), InterruptWhen(self.stop.reason)]
+        result = run_experiment(config, device=self.device, seed=seed, stopper=stopper, recorders=recorders,
+                                pruning=pruning, checkpoint_path=checkpoint, resume=resume)
+        if resume.write_seconds:
+            trial.set_user_attr("last_pt_write_seconds", max(resume.write_seconds))
         fit = result.fit
         trial.set_user_attr("best_epoch", result.best_epoch)
         if fit.stop_reason == NON_FINITE_LOSS or result.outcome is None:
@@ -125,14 +164,32 @@ class Objective:
             trial.set_user_attr("stop_reason", ending.stop_reason)
         if ending.state == "PRUNED":
             trial.set_user_attr("prune_detail", (ending.detail or "")[:_TEXT_LIMIT])
+        if ending.state == INTERRUPTED:
+            self._leave_to_resume(trial, run, ending, checkpoint)
+            return
         try:
             if ending.state == "FAIL":
                 trial.set_user_attr("error", (ending.detail or "")[:_TEXT_LIMIT])
                 run.set_tags({"ee_search.error": (ending.detail or "")[:_TEXT_LIMIT]})
             if checkpoint.is_file():
                 run.log_artifact(checkpoint, "checkpoints")
+            run.delete_last_checkpoint()  # this ending is final: nothing will resume it
         finally:
             run.finish(ending.state, ending.stop_reason)
+
+    def _leave_to_resume(self, trial: optuna.Trial, run: TrialRun, ending: Ending, checkpoint: Path) -> None:
+        """Interrupted: the run is closed as KILLED + INTERRUPTED first, then a WAITING retry is
+        enqueued (so no other worker reopens the run before it is closed), and this trial points to it."""
+        try:
+            if checkpoint.is_file():
+                run.log_artifact(checkpoint, "checkpoints")
+        finally:
+            run.interrupted(ending.detail or "interrupted")
+        successor = enqueue_retry(trial)
+        if successor is not None:
+            trial.set_user_attr(RESUMED_BY_ATTR, successor)
+            run.set_tags({"ee_search.resumed_by_trial": successor})
+        self.interrupted.append(trial.number)
 
     def _log_curve(self, number: int, run: TrialRun, config: StudyConfig, result: ExperimentResult) -> None:
         cached = result.val_logits

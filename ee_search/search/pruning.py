@@ -140,6 +140,16 @@ class PruningCallback(Callback):
         self.last_decision: PruneDecision | None = None
         trial.set_user_attr(MONITOR_ATTR, stopper.monitor)
 
+    def restore(self, history: Sequence[float | None]) -> None:
+        """A resumed trial: the saved epochs' monitored values, recorded and re-reported to this (new)
+        Optuna trial, so pruners judge its whole history, not just the epochs it trains itself."""
+        self.history = list(history)
+        self.trial.set_user_attr(HISTORY_ATTR, self.history)
+        if self.single_objective:
+            for epoch, value in enumerate(self.history, start=1):
+                if value is not None:
+                    self.trial.report(self._aligned(value), step=epoch)
+
     def on_validation_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
         value = float(metrics[self.stopper.monitor])
         self.history.append(value if math.isfinite(value) else None)

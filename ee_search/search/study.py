@@ -1,9 +1,12 @@
 """The Optuna study: storage, sampler, pruner, create-or-resume, and the run loop.
 
 `search.n_trials` is the number of trials the study should end up with, counted over every
-invocation and worker (Optuna's MaxTrialsCallback), so a resumed study runs only what is missing and
-several workers can share one target. RDB storages (SQLite, PostgreSQL) get heartbeats, so a worker
-that dies mid-trial leaves a FAILED trial (and a FAILED MLflow run) behind, not a RUNNING one forever.
+invocation and worker (as Optuna's MaxTrialsCallback does, except that a FAIL with a retry does not
+count: resume.counted_trials), so a resumed study runs only what is missing and several workers can
+share one target. RDB storages (SQLite, PostgreSQL) get heartbeats, so a worker that dies mid-trial
+leaves its trial to be retried (`search.retries` times) from its last.pt, or FAILED, never RUNNING
+forever. SIGTERM / Ctrl-C stop every running trial at a batch boundary and leave them to be resumed.
+The parent MLflow run is terminal only once the study has its `n_trials` (shared by workers).
 """
 
 from __future__ import annotations
@@ -23,11 +26,17 @@ from ee_search.config import HeartbeatConfig, LoadedStudy, SamplerConfig, StudyC
 from ee_search.errors import UserInputError
 from ee_search.search.pruning import build_optuna_pruner
 from ee_search.config import redact
-from ee_search.tracking import STATE_TAG, StudyTracker, config_params
+from ee_search.search.resume import (
+    FINISHED_STATES,
+    StopAtTarget,
+    StopRequest,
+    StudyInterrupted,
+    counted_trials,
+    stale_trial_callback,
+)
+from ee_search.tracking import StudyTracker, config_params
 
 logger = logging.getLogger(__name__)
-
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def build_sampler(cfg: SamplerConfig) -> optuna.samplers.BaseSampler:
@@ -123,7 +132,7 @@ def _sqlite_file_missing(url: str) -> bool:
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    return len(counted_trials(study))
 
 
 @dataclass
@@ -147,13 +156,8 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
     config = study_file.config
     tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location)
 
-    def close_stale_run(study: optuna.Study, trial: FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            tracker.client.set_tag(run_id, STATE_TAG, "FAIL")
-            tracker.client.set_terminated(run_id, status="FAILED")
-
-    storage = open_storage(config.search.storage, on_stale_trial=close_stale_run, heartbeat=config.search.heartbeat)
+    storage = open_storage(config.search.storage, on_stale_trial=stale_trial_callback(tracker, config.search.retries),
+                           heartbeat=config.search.heartbeat)
     study = load_or_create(config, study_file.path, storage)
     parent = tracker.parent_run(config.name, config_params(config), study_file.raw_text)
     study.set_user_attr("mlflow_parent_run_id", parent)
@@ -161,11 +165,12 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
     summary = RunSummary(study, parent, tracker.experiment_id)
 
     remaining = None if n_trials is None else max(0, n_trials - finished_count(study))
-    callbacks = []
-    if n_trials is not None:
-        callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=FINISHED_STATES))
+    callbacks = [StopAtTarget(n_trials)] if n_trials is not None else []
+    stop = StopRequest()
 
     def record(study_: optuna.Study, trial: FrozenTrial) -> None:
+        if stop.signum is not None:
+            study_.stop()  # a signal came between two trials' batches: start nothing new
         summary.trial_numbers.append(trial.number)
         if trial.state == TrialState.COMPLETE:
             _refresh_front(tracker, parent, study_, config.name)
@@ -173,26 +178,25 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
             on_trial_end(trial)
 
     started = time.perf_counter()
-    status = "FINISHED"
+    objective = Objective(study_file, tracker, parent, device, stop)
     try:
-        if remaining != 0:
-            study.optimize(
-                Objective(study_file, tracker, parent, device),
-                n_trials=remaining,
-                timeout=timeout_s,
-                n_jobs=config.search.n_jobs,
-                catch=(Exception,),  # a failing trial is marked FAIL and the study goes on
-                callbacks=[*callbacks, record],
-            )
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"
-        raise
+        with stop.installed():
+            if remaining != 0:
+                study.optimize(
+                    objective,
+                    n_trials=remaining,
+                    timeout=timeout_s,
+                    n_jobs=config.search.n_jobs,
+                    catch=(Exception,),  # a failing trial is marked FAIL and the study goes on
+                    callbacks=[*callbacks, record],
+                )
     finally:
         summary.seconds = time.perf_counter() - started
-        tracker.finish_parent(parent, status)
+    if stop.signum is not None:
+        raise StudyInterrupted(stop.signum, objective.interrupted)
+    # Workers share the parent run: only the one that sees the study complete closes it.
+    if n_trials is None or finished_count(study) >= n_trials:
+        tracker.finish_parent(parent, "FINISHED")
     return summary
 
 

@@ -18,3 +18,8 @@ class FitResult:
     epochs_trained: int
     stop_reason: str
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+class TrainingInterrupted(Exception):
+    """Raised by the trainer at a batch boundary after `request_interrupt` (SIGTERM, Ctrl-C): the
+    resumable state is saved by then, and the trial is left to be resumed, not failed."""

@@ -19,7 +19,7 @@ from ee_search.exits.operating_points import curve_hypervolume, operating_points
 from ee_search.exits.policy import evaluate, per_exit_accuracy
 from ee_search.models.base import EarlyExitNetwork
 from ee_search.train.callbacks import Callback, CallbackList
-from ee_search.train.outcome import MAX_EPOCHS, FitResult
+from ee_search.train.outcome import MAX_EPOCHS, FitResult, TrainingInterrupted
 
 
 @dataclass(frozen=True)
@@ -62,18 +62,28 @@ class Trainer:
         self.stop_reason: str | None = None
         self.history: list[dict[str, float]] = []
         self.val_logits: ExitLogits | None = None
+        self.interrupt_reason: str | None = None
+        # Running sums of the epoch in progress (loss sum, correct, seen): what an interrupted epoch
+        # saves, and what a resumed one starts from (train/resume.py), so its train_loss is exact.
+        self.epoch_sums: tuple[torch.Tensor | None, torch.Tensor | None, int] = (None, None, 0)
 
     def request_stop(self, reason: str | None) -> None:
         """Callbacks end training through this; the first reason given is kept."""
         self.should_stop = True
         self.stop_reason = self.stop_reason or reason
 
+    def request_interrupt(self, reason: str) -> None:
+        """Stop at the next batch boundary (a signal handler only sets this flag; the loop raises
+        `TrainingInterrupted` between two steps, never in the middle of one)."""
+        self.interrupt_reason = self.interrupt_reason or reason
+
     def fit(self) -> FitResult:
         cbs = self.callbacks
         try:
-            cbs.on_fit_start(self)
-            for epoch in range(1, self.max_epochs + 1):
-                self.epoch = epoch
+            cbs.on_fit_start(self)  # a resumed fit has its epoch, history and stop flag restored here
+            while self.epoch < self.max_epochs and not self.should_stop:
+                self.epoch += 1
+                epoch = self.epoch
                 cbs.on_epoch_start(self, epoch)
                 started = time.perf_counter()
                 metrics = self.train_epoch()
@@ -84,8 +94,6 @@ class Trainer:
                 self.history.append(metrics)
                 cbs.on_validation_end(self, epoch, metrics)
                 cbs.on_epoch_end(self, epoch, metrics)
-                if self.should_stop:
-                    break
             result = FitResult(self.epoch, self.stop_reason or MAX_EPOCHS, self.history)
             cbs.on_fit_end(self, result)
             return result
@@ -96,8 +104,7 @@ class Trainer:
     def train_epoch(self) -> dict[str, float]:
         model, opt = self.model, self.optimizer
         model.train()
-        loss_sum = correct = None
-        seen = 0
+        loss_sum, correct, seen = self.epoch_sums
         for x, y in self.train_batches:
             with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
                 logits = self._forward(x)
@@ -112,9 +119,13 @@ class Trainer:
             loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
             correct = batch_right if correct is None else correct + batch_right
             seen += y.shape[0]
+            self.epoch_sums = (loss_sum, correct, seen)
             self.callbacks.on_train_batch_end(self, self.global_step)
+            if self.interrupt_reason is not None:
+                raise TrainingInterrupted(self.interrupt_reason)
         if seen == 0:
             raise ValueError("the training split produced no batches: lower train.batch_size")
+        self.epoch_sums = (None, None, 0)
         totals = torch.stack([loss_sum.float(), correct.float()]).tolist()
         return {"train_loss": totals[0] / seen, "train_accuracy": totals[1] / seen}
 

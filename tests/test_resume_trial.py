@@ -1,0 +1,189 @@
+"""A trial whose worker dies is resumed by Optuna's retry from its last.pt and ends exactly as an
+uninterrupted trial with the same seed (CPU): same trial.values, same best weights, and one MLflow run
+whose per-epoch history has every epoch once. Killed in-process at several points (a BaseException
+that no code catches, leaving the trial RUNNING as a SIGKILL would; its heartbeat then goes stale),
+and stopped by SIGTERM / Ctrl-C at a batch boundary (left to be resumed by the next run)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from ee_search.config import load_study_file
+from ee_search.search import objective as objective_module
+from ee_search.search.resume import StudyInterrupted, counted_trials
+from ee_search.search.study import run_study
+from ee_search.tracking import EpochLogger
+from ee_search.train import Callback, load_checkpoint
+from ee_search.train.resume import ResumeCheckpoint
+
+CPU = torch.device("cpu")
+SETS = ["train.max_epochs=3", "train.early_stopping.patience=50", "search.n_trials=1",
+        "search.heartbeat={interval_s: 1, grace_period_s: 2}",
+        "train.averaging={method: ema, decay: 0.9}"]
+
+
+class WorkerDied(BaseException):
+    """Nothing catches it (the objective closes nothing for it, Optuna records nothing): the trial is
+    left RUNNING with a heartbeat that stops, as after a SIGKILL."""
+
+
+def _run(study_path):
+    where = study_path.parent  # absolute stores: nothing depends on the working directory
+    stores = [f'search.storage="sqlite:///{where}/optuna.db"', f'tracking.uri="sqlite:///{where}/mlflow.db"']
+    return run_study(load_study_file(study_path, SETS + stores), CPU, 1, None)
+
+
+@pytest.fixture
+def dying(monkeypatch):
+    """A dead worker closes nothing: the objective's one way out is skipped for WorkerDied."""
+    real_close = objective_module.Objective._close
+
+    def close(self, trial, run, ending, checkpoint):
+        if isinstance(ending.error, WorkerDied):
+            return
+        real_close(self, trial, run, ending, checkpoint)
+
+    monkeypatch.setattr(objective_module.Objective, "_close", close)
+
+
+def _outcome(workdir):
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db")
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    final = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(final) == 1
+    run_id = final[0].user_attrs["mlflow_run_id"]
+    best = load_checkpoint(client.download_artifacts(run_id, "checkpoints/best.pt", str(workdir)))
+    history = {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+               for key in ("val_loss", "train_loss", "val_accuracy")}
+    return study, client, final[0], run_id, best, history
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    from tests.conftest import TINY_STUDY
+
+    where = tmp_path_factory.mktemp("reference")
+    (where / "tiny.yaml").write_text(TINY_STUDY)
+    _run(where / "tiny.yaml")
+    return _outcome(where)
+
+
+def _same_as_reference(reference, workdir, resumed_at: int):
+    _, _, ref_trial, _, ref_best, ref_history = reference
+    study, client, trial, run_id, best, history = _outcome(workdir)
+    first = study.trials[0]
+    assert first.state.name == "FAIL" and trial.number == 1
+    assert trial.user_attrs["mlflow_run_id"] == first.user_attrs["mlflow_run_id"]  # one run, continued
+    assert trial.user_attrs["resumed_at_epoch"] == resumed_at
+    assert trial.values == ref_trial.values and trial.params == ref_trial.params
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in ref_best["state_dict"].items())
+    assert best["epoch"] == ref_best["epoch"]
+    assert history == ref_history  # steps 1..3, each once, the same values
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["ee_search.trial_numbers"] == "0,1"
+    assert len(counted_trials(study)) == 1  # the FAIL that was resumed is not a trial of the target
+    parent = client.search_runs([run.info.experiment_id], "tags.`ee_search.role` = 'study'")[0]
+    assert parent.info.status == "FINISHED"
+    return trial
+
+
+class DieAt(Callback):
+    def __init__(self, step: int | None = None, next_epoch: int | None = None) -> None:
+        self.step, self.next_epoch = step, next_epoch
+
+    def on_train_batch_end(self, trainer, step: int) -> None:
+        if step == self.step:
+            raise WorkerDied
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        if epoch == self.next_epoch:
+            raise WorkerDied
+
+
+def _with_callback(monkeypatch, callback: Callback) -> None:
+    real_init = ResumeCheckpoint.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.killer = callback
+
+    def on_train_batch_end(self, trainer, step):
+        self.killer.on_train_batch_end(trainer, step)
+
+    def on_epoch_start(self, trainer, epoch):
+        self.killer.on_epoch_start(trainer, epoch)
+
+    monkeypatch.setattr(ResumeCheckpoint, "__init__", init)
+    monkeypatch.setattr(ResumeCheckpoint, "on_train_batch_end", on_train_batch_end, raising=False)
+    monkeypatch.setattr(ResumeCheckpoint, "on_epoch_start", on_epoch_start, raising=False)
+
+
+@pytest.mark.parametrize("where, resumed_at", [
+    ("first_epoch", 0),  # nothing saved yet: starts over, in the same run
+    ("between_last_pt_and_logging", 2),  # epoch 2 saved but not logged: logged on resume
+    ("before_epoch_3", 2),  # epoch 2 saved and logged
+])
+def test_a_dead_worker_is_resumed_from_last_pt_and_ends_identical(reference, tiny_study, workdir, dying,
+                                                                   where, resumed_at):
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(WorkerDied):
+        if where == "first_epoch":
+            _with_callback(mp, DieAt(step=3))
+        elif where == "before_epoch_3":
+            _with_callback(mp, DieAt(next_epoch=3))
+        else:
+            real = EpochLogger.on_validation_end
+
+            def die_before_logging(self, trainer, epoch, metrics):
+                if epoch == 2:
+                    raise WorkerDied
+                real(self, trainer, epoch, metrics)
+            mp.setattr(EpochLogger, "on_validation_end", die_before_logging)
+        _run(tiny_study)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["RUNNING"]
+    time.sleep(3.5)  # past the 2 s grace period with a margin for timestamp rounding
+    _run(tiny_study)
+    _same_as_reference(reference, workdir, resumed_at)
+
+
+def test_sigterm_stops_at_a_batch_boundary_and_the_next_run_resumes_it_identically(reference, tiny_study, workdir):
+    class Term(Callback):
+        def on_train_batch_end(self, trainer, step):
+            if step == 25:  # in epoch 2
+                signal.raise_signal(signal.SIGTERM)  # the handler only sets a flag
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(StudyInterrupted) as stopped:
+        _with_callback(mp, Term())
+        _run(tiny_study)
+    assert stopped.value.exit_code == 143 and stopped.value.trials == [0]
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
+    assert study.trials[0].user_attrs["resumed_by"] == 1
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    run = client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["ee_search.state"] == "INTERRUPTED"
+    parent = client.search_runs([run.info.experiment_id], "tags.`ee_search.role` = 'study'")[0]
+    assert parent.info.status == "RUNNING"  # the study is not done
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
+    _run(tiny_study)  # no sleep: nothing is stale, the WAITING retry goes first
+    _same_as_reference(reference, workdir, resumed_at=1)  # epoch 2 resumes mid-way, at batch 25
+
+
+def test_a_second_ctrl_c_exits_at_once_and_the_trial_is_still_resumable(tiny_study, workdir):
+    class TwoCtrlC(Callback):
+        def on_train_batch_end(self, trainer, step):
+            if step == 2:
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)  # raises KeyboardInterrupt here, mid-hook
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        _with_callback(mp, TwoCtrlC())
+        _run(tiny_study)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
