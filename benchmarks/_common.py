@@ -241,7 +241,10 @@ def write_json(path: Path, benchmark: str, device: torch.device, quick: bool, pa
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": device_info(device),
         "quick": quick,
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        # The load average says how far to trust the timings: on a 2-core machine a test suite running
+        # beside a benchmark halves its throughput, and the spreads widen accordingly.
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                 "load_average_1_5_15min_at_write": [round(x, 2) for x in os.getloadavg()]},
         **payload,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
