@@ -148,8 +148,8 @@ def test_a_worker_killed_in_epoch_3_is_resumed_by_the_next_run_and_ends_as_if_ne
     killed = _stop_in_epoch(worker, workdir / "optuna.db", 3, signal.SIGKILL)  # no cleanup of any kind
     worker.wait()
     time.sleep(3.5)  # past the 2 s grace period with a margin for timestamp rounding: the heartbeat is stale
-    again = runner.invoke(app, ["run", str(tiny_study), *OVERRIDES])
-    assert again.exit_code == 0, again.output
+    again = _worker(tiny_study, workdir)  # the next `ee-search run`, a process like the reference's
+    assert again.wait(timeout=300) == 0, again.stdout.read()
     _check_resumed(workdir, killed, uninterrupted_values, {2, 3})  # continues at epoch 3 (or 4)
 
 
@@ -161,6 +161,6 @@ def test_sigterm_saves_exits_143_with_the_resume_command_and_the_next_run_finish
     output = worker.communicate(timeout=120)[0]
     assert worker.returncode == 143, output
     assert f"to resume, run: ee-search run {tiny_study}" in output
-    again = runner.invoke(app, ["run", str(tiny_study), *OVERRIDES])  # no wait: nothing is stale
-    assert again.exit_code == 0, again.output
+    again = _worker(tiny_study, workdir)  # no wait: nothing is stale
+    assert again.wait(timeout=300) == 0, again.stdout.read()
     _check_resumed(workdir, killed, uninterrupted_values, {2, 3})
