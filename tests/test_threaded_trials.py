@@ -5,25 +5,34 @@ side by side end with exactly the weights and metrics they reach alone."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import yaml
 
 from ee_search.config import validate_raw
+from ee_search import experiment
 from ee_search.experiment import run_experiment
 from tests.conftest import TINY_STUDY
 
 CPU = torch.device("cpu")
 
 
-def test_two_trials_in_threads_end_exactly_as_they_do_alone():
+def test_two_trials_in_threads_end_exactly_as_they_do_alone(monkeypatch):
     raw = yaml.safe_load(TINY_STUDY)
     raw["train"]["max_epochs"] = 1
     config = validate_raw(raw, "tiny")
     seeds = [11, 12]
     alone = [run_experiment(config, device=CPU, seed=s) for s in seeds]
     start = threading.Barrier(2)  # both trials build their models and train at the same moment
+    real_build = experiment.build_model
+
+    def slow_build(*args, **kwargs):  # widens the window in which another thread could reseed
+        time.sleep(0.2)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "build_model", slow_build)
 
     def together(seed):
         start.wait()
