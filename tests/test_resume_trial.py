@@ -187,3 +187,17 @@ def test_a_second_ctrl_c_exits_at_once_and_the_trial_is_still_resumable(tiny_stu
         _run(tiny_study)
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db")
     assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
+
+
+def test_a_worker_that_ends_before_the_target_leaves_the_parent_run_running(tiny_study, workdir):
+    """Workers share the parent run: only the one that sees the study's n_trials finished closes it."""
+    where = tiny_study.parent
+    stores = [f'search.storage="sqlite:///{where}/optuna.db"', f'tracking.uri="sqlite:///{where}/mlflow.db"',
+              "train.max_epochs=1"]
+    loaded = load_study_file(tiny_study, stores)
+    client = MlflowClient(f"sqlite:///{where}/mlflow.db")
+    first = run_study(loaded, CPU, 2, timeout_s=0.001)  # times out after its first trial
+    assert len(first.trial_numbers) == 1
+    assert client.get_run(first.parent_run_id).info.status == "RUNNING"
+    run_study(loaded, CPU, 2, None)
+    assert client.get_run(first.parent_run_id).info.status == "FINISHED"
