@@ -116,3 +116,17 @@ def test_last_pt_reads_with_weights_only_and_holds_the_contract(uninterrupted, t
     for key in ("model", "optimizer", "averaged", "early_stopping", "best", "history", "rng", "epoch"):
         assert state[key] is not None, key
     assert state["best"]["val_logits"]["logits"].shape[0] == 2
+
+
+def test_a_dropout_model_interrupted_mid_epoch_ends_identical(tmp_path):
+    """branchy_alexnet draws dropout masks from torch's global RNG: last.pt must carry its state."""
+    raw = yaml.safe_load(TINY_STUDY)
+    raw["model"] = {"name": "branchy_alexnet", "width": 16}
+    raw["exits"] = {"criterion": "entropy", "thresholds": [0.8, 0.8]}
+    raw["train"].update(max_epochs=2, early_stopping={"monitor": "val_loss", "patience": 50, "tol": 0.0})
+    config = validate_raw(raw, "tiny")
+    plain = run_experiment(config, device=CPU, seed=7, checkpoint_path=tmp_path / "plain.pt")
+    torch.manual_seed(123)  # whatever the global RNG holds before the resumed fit must not matter
+    state, resumed = _resume_after(config, tmp_path, interrupt_at=20)
+    assert state["mid_epoch"] and state["epoch"] == 1
+    _same(resumed, plain)
