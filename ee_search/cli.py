@@ -258,7 +258,8 @@ def export_model(
     for batch in ("batch_1", "batch_256"):
         b = latency[batch]
         console.print(f"  CPU latency {batch.replace('_', ' ')}: {b['early_exit_ms']:.2f} ms early-exit vs "
-                      f"{b['full_depth_ms']:.2f} ms full depth ({b['speedup']:.2f}x)")
+                      f"{b['full_depth_ms']:.2f} ms full depth (median of paired ratios {b['speedup']:.2f}x, "
+                      f"range {b['speedup_min']:.2f}-{b['speedup_max']:.2f}x)")
     if "registered" in card:
         console.print(f"  registered as {card['registered']['name']} version {card['registered']['version']}")
     console.print(f"Load it with mlflow.pyfunc.load_model('{out}'), or torch.jit.load('{out / 'model.ts'}') with only torch.")

@@ -104,7 +104,10 @@ def test_export_writes_the_mlflow_model_the_program_and_the_card(study):
     measured = card["validation_measured_by_program"]
     assert (measured["accuracy"], measured["avg_exit_depth"]) == (float(row["accuracy"]), float(row["avg_exit_depth"]))
     for batch in ("batch_1", "batch_256"):
-        assert card["latency_ms_cpu"][batch]["early_exit_ms"] > 0 and card["latency_ms_cpu"][batch]["full_depth_ms"] > 0
+        timing = card["latency_ms_cpu"][batch]
+        assert timing["early_exit_ms"] > 0 and timing["full_depth_ms"] > 0
+        # the speedup is a median of paired ratios, so it lies within their range
+        assert 0 < timing["speedup_min"] <= timing["speedup"] <= timing["speedup_max"]
     assert "CPU latency batch 1" in output
 
 
