@@ -2,7 +2,7 @@
 
 Runs a study (the quickstart by default) twice per sampler seed, with `pruner: none` and with
 `pruner: early_stopping`, side by side in one process, and reports for each: total epochs trained
-(over every trial, complete or pruned), wall time, trials pruned, and the hypervolume of the
+(over every trial, complete or pruned), wall time, trials pruned, and the hypervolume of the dense
 accuracy / avg_exit_depth front of completed trials (reference point: accuracy 0, depth 1).
 
 The two runs of a seed alternate their order (`none` first on the 1st, 3rd, ... seed, `early_stopping`
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -38,7 +39,7 @@ import torch
 from ee_search.config import load_study_file
 from ee_search.data import prepare_data
 from ee_search.experiment import resolve_device
-from ee_search.pareto import collect_points, hypervolume
+from ee_search.pareto import collect_operating_points, collect_points, front_hypervolume, hypervolume
 from ee_search.search.study import run_study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,7 +68,8 @@ def one_run(study_path: Path, pruner: str, sampler_seed: int, workdir: Path, dat
     summary = run_study(loaded, resolve_device(device), loaded.config.search.n_trials, None)
     seconds = time.perf_counter() - started
     trials = summary.study.get_trials(deepcopy=False)
-    points = collect_points(summary.study)
+    points = collect_points(summary.study)  # each trial at its own sampled thresholds
+    dense = collect_operating_points(summary.study)  # each trial's whole curve (DESIGN §4)
     return {
         "pruner": pruner,
         "sampler_seed": sampler_seed,
@@ -77,7 +79,10 @@ def one_run(study_path: Path, pruner: str, sampler_seed: int, workdir: Path, dat
         "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
         "epochs_trained": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
         "seconds": round(seconds, 2),
-        "hypervolume": hypervolume([(p.accuracy, p.avg_exit_depth) for p in points]),
+        # The dense front is what a study delivers now; the sampled one is kept for comparison with
+        # older result files (and is all there is when thresholds are searched as objectives).
+        "hypervolume": front_hypervolume(dense),
+        "sampled_hypervolume": hypervolume([(p.accuracy, p.avg_exit_depth) for p in points]),
         "front_size": sum(p.on_front for p in points),
         "best_accuracy": max((p.accuracy for p in points), default=None),
         "per_trial": [
@@ -101,10 +106,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep every run's stores under this folder (for benchmarks/pruning_replay.py)")
+    parser.add_argument("--from-records", type=Path, default=None,
+                        help="rebuild --json from the one-line run records an earlier (interrupted) run printed")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seeds = args.seeds[:1] if args.quick else args.seeds
     n_trials = 6 if args.quick and args.n_trials is None else args.n_trials
+    if args.from_records is not None:
+        runs = [json.loads(line) for line in args.from_records.read_text().splitlines()
+                if line.startswith('{"pruner"')]
+        done = {(r["sampler_seed"]) for r in runs if sum(q["sampler_seed"] == r["sampler_seed"] for q in runs) == 2}
+        write(args, [r for r in runs if r["sampler_seed"] in done], n_trials, partial=set(done) != set(seeds))
+        return
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="ee-search-bench-pruning-") as scratch:
@@ -121,7 +134,12 @@ def main() -> None:
                 record["position_in_pair"] = position
                 runs.append(record)
                 print(json.dumps({k: v for k, v in record.items() if k != "per_trial"}), flush=True)
+            write(args, runs, n_trials, partial=True)
 
+    write(args, runs, n_trials, partial=False)
+
+
+def summarize(runs: list[dict]) -> dict:
     def mean(pruner: str, key: str) -> float:
         return statistics.fmean(r[key] for r in runs if r["pruner"] == pruner)
 
@@ -154,6 +172,11 @@ def main() -> None:
     }
     summary["goal_epochs"] = summary["epoch_reduction"] >= 0.30
     summary["goal_hypervolume"] = summary["hypervolume_ratio"] >= 0.97
+    return summary
+
+
+def write(args, runs: list[dict], n_trials: int | None, partial: bool) -> None:
+    summary = summarize(runs)
     result = {
         "benchmark": "pruning",
         "study": str(args.study.relative_to(ROOT) if args.study.is_relative_to(ROOT) else args.study),
@@ -162,6 +185,10 @@ def main() -> None:
         "torch": torch.__version__,
         "optuna": optuna.__version__,
         "quick": args.quick,
+        # partial: written after each finished pair, so an interrupted benchmark keeps what it measured
+        "partial": partial,
+        "seeds_done": sorted({r["sampler_seed"] for r in runs}),
+        "load_average_1_5_15min_at_write": [round(x, 2) for x in os.getloadavg()],
         "n_trials_override": n_trials,
         "max_epochs_override": args.max_epochs,
         "reference_point": {"accuracy": 0.0, "avg_exit_depth": 1.0},
@@ -170,7 +197,8 @@ def main() -> None:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    if not partial:
+        print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
