@@ -201,3 +201,38 @@ def test_a_worker_that_ends_before_the_target_leaves_the_parent_run_running(tiny
     assert client.get_run(first.parent_run_id).info.status == "RUNNING"
     run_study(loaded, CPU, 2, None)
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
+
+
+def test_trials_to_start_counts_running_and_queued_trials_toward_the_target(tmp_path):
+    """Exactly n_trials: a trial running in another worker will finish (or be retried in its
+    place), so it leaves one trial fewer to start; a FAIL with a queued retry is not an outcome, and
+    its WAITING retry is work still to do. Optuna's MaxTrialsCallback counts finished trials only."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    from ee_search.search.resume import StopAtTarget, trials_to_start
+
+    storage = RDBStorage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_interval=60, grace_period=120)
+    study = optuna.create_study(study_name="target", storage=storage)
+    for value in (1.0, 2.0):
+        study.tell(study.ask(), value)
+    assert trials_to_start(study, 4) == 2
+    elsewhere = study.ask()  # another worker's trial, still running (its heartbeat is fresh)
+    assert trials_to_start(study, 4) == 1
+    assert trials_to_start(study, 3) == 0
+    # That worker is interrupted: its trial fails with a WAITING retry queued, as enqueue_retry does.
+    study.tell(elsewhere, state=optuna.trial.TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, study.trials[elsewhere.number])
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "WAITING"]
+    assert trials_to_start(study, 3) == 1  # the retry still has to run; the FAIL does not count
+    retry = study.ask()  # Optuna hands out the WAITING retry first
+    assert retry.number == 3 and trials_to_start(study, 3) == 0
+    # The callback stops a worker as soon as finished plus running trials reach the target.
+    stopped = []
+    study.stop = lambda: stopped.append(True)  # recorded instead of raised outside optimize()
+    StopAtTarget(3)(study, study.trials[0])
+    assert stopped == [True]
+    study.tell(retry, 3.0)
+    stopped.clear()
+    StopAtTarget(4)(study, study.trials[0])
+    assert stopped == []

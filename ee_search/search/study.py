@@ -29,6 +29,7 @@ from ee_search.config import redact
 from ee_search.search.resume import (
     FINISHED_STATES,
     StopAtTarget,
+    trials_to_start,
     StopRequest,
     StudyInterrupted,
     counted_trials,
@@ -164,7 +165,7 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
     study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)
     summary = RunSummary(study, parent, tracker.experiment_id)
 
-    remaining = None if n_trials is None else max(0, n_trials - finished_count(study))
+    remaining = None if n_trials is None else trials_to_start(study, n_trials)
     callbacks = [StopAtTarget(n_trials)] if n_trials is not None else []
     stop = StopRequest()
 
