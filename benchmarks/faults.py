@@ -23,12 +23,10 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -39,6 +37,7 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_json  # noqa: E402
+from _servers import free_port, start_mlflow_server, start_postgres, stop_servers  # noqa: E402
 
 STUDY = """\
 name: faults
@@ -69,60 +68,6 @@ tracking: {{uri: "{tracking}"}}
 """
 
 INTERVAL_S, GRACE_S = 1, 3  # short heartbeat: a killed trial is stale (and retried) within seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_postgres(work: Path, servers: list):
-    """A real PostgreSQL (pip-installed pgserver) on a Unix socket, as tests/conftest.py starts it."""
-    import pgserver
-
-    server = pgserver.get_server(work / "pg", cleanup_mode="stop")
-    servers.append(("pg", server))
-    for db in ("optuna", "mlflow"):
-        server.psql(f"CREATE DATABASE {db} OWNER postgres;")
-    sock = server.get_uri().split("host=", 1)[1]
-    return lambda db: f"postgresql://postgres:@/{db}?host={sock}"
-
-
-def start_mlflow_server(backend_uri: str, work: Path, servers: list) -> str:
-    """`mlflow server` on loopback, proxying artifacts (--serve-artifacts), waited for on /health."""
-    port = free_port()
-    mlflow = str(Path(sys.executable).with_name("mlflow"))
-    env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
-    log = open(work / "mlflow-server.log", "w")
-    proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", backend_uri, "--serve-artifacts",
-                             "--artifacts-destination", str(work / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    servers.append(("mlflow", proc))
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return url
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"mlflow server did not start: see {work / 'mlflow-server.log'}")
-        time.sleep(0.5)
-
-
-def stop_servers(servers: list) -> None:
-    for kind, s in reversed(servers):
-        try:
-            if kind == "pg":
-                s.cleanup()
-            elif s.poll() is None:
-                os.killpg(s.pid, signal.SIGTERM)
-                s.wait(timeout=30)
-        except Exception as exc:  # cleanup must not hide the result
-            print(f"warning: stopping {kind}: {exc}", file=sys.stderr)
 
 
 class Workers:

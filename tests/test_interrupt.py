@@ -59,43 +59,28 @@ def test_ctrl_c_in_the_third_trial_keeps_the_first_two_and_resume_finishes(tiny_
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
 
-def _running_trial_with_an_epoch(db: Path) -> int | None:
-    """A RUNNING trial with at least one epoch recorded, once some trial is COMPLETE. Read-only SQL:
-    opening the file through Optuna would race the worker's own schema creation."""
+def _running_epochs(db: Path) -> list[tuple[int, int]] | None:
+    """[(number, epochs recorded)] of the RUNNING trials, or None while the file is not readable.
+    Read-only SQL: opening the file through Optuna would race the worker's own schema creation."""
     if not db.exists():
         return None
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
-            complete = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
             running = con.execute(
                 "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
                 "WHERE t.state = 'RUNNING' AND a.key = 'monitor_history'"
             ).fetchall()
     except sqlite3.OperationalError:  # not created yet, or locked for a moment
         return None
-    for number, history in running:
-        if complete and len(json.loads(history)) >= 1:
-            return number
-    return None
+    return [(number, len(json.loads(history))) for number, history in running]
 
 
 def _running_trial_in_epoch(db: Path, epoch: int) -> int | None:
-    """A RUNNING trial that has finished epoch - 1 (so it is in `epoch`). Read-only SQL: opening the
-    file through Optuna would race the worker's own schema creation."""
-    if not db.exists():
+    """A RUNNING trial that has finished epoch - 1 (so it is in `epoch`)."""
+    state = _running_epochs(db)
+    if state is None:
         return None
-    try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
-            running = con.execute(
-                "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
-                "WHERE t.state = 'RUNNING' AND a.key = 'monitor_history'"
-            ).fetchall()
-    except sqlite3.OperationalError:  # not created yet, or locked for a moment
-        return None
-    for number, history in running:
-        if len(json.loads(history)) >= epoch - 1:
-            return number
-    return None
+    return next((number for number, epochs in state if epochs >= epoch - 1), None)
 
 
 OVERRIDES = ["--set", "search.heartbeat={interval_s: 1, grace_period_s: 2}", "--set", "train.max_epochs=5",

@@ -79,8 +79,8 @@ def test_curve_hypervolume_as_the_single_objective_with_optunas_pruner(tiny_stud
         points = t.user_attrs["operating_points"]
         assert t.values[0] == pytest.approx(hypervolume([(a, d) for _, a, d, _ in points]))
         assert client.get_run(t.user_attrs["mlflow_run_id"]).data.metrics["curve_hypervolume"] == pytest.approx(t.values[0])
-        cached = torch.load(client.download_artifacts(t.user_attrs["mlflow_run_id"], "exits/val_logits.pt",
-                                                      str(workdir)), weights_only=True)
+        logits_file = client.download_artifacts(t.user_attrs["mlflow_run_id"], "exits/val_logits.pt", str(workdir))
+        cached = torch.load(logits_file, weights_only=True)
         assert set(cached) == {"logits", "labels", "relative_flops", "criterion"}
         for thresholds, accuracy, depth, flops in points:
             ref = evaluate(cached["logits"], cached["labels"], thresholds, cached["criterion"], cached["relative_flops"])

@@ -83,8 +83,7 @@ def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, stag
 
     with tempfile.TemporaryDirectory(prefix="ee-search-export-") as tmp:
         payload = load_checkpoint(client.download_artifacts(run_id, "checkpoints/best.pt", tmp))
-        cached = torch.load(client.download_artifacts(run_id, "exits/val_logits.pt", tmp), map_location="cpu",
-                            weights_only=True)
+        cached = load_checkpoint(client.download_artifacts(run_id, "exits/val_logits.pt", tmp))
     meta = payload["metadata"]
     network = model_from_checkpoint(payload).to(memory_format=torch.channels_last)
     k_exits = network.num_exits

@@ -61,5 +61,5 @@ class BestCheckpoint(Callback):
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a `best.pt` safely: tensors and plain data only, never pickled code."""
+    """Read a saved file (`best.pt`, `val_logits.pt`) safely: tensors and plain data only, never pickled code."""
     return torch.load(path, map_location="cpu", weights_only=True)
