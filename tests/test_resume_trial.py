@@ -128,11 +128,16 @@ def _with_callback(monkeypatch, callback: Callback) -> None:
     ("first_epoch", 0),  # nothing saved yet: starts over, in the same run
     ("between_last_pt_and_logging", 2),  # epoch 2 saved but not logged: logged on resume
     ("before_epoch_3", 2),  # epoch 2 saved and logged
+    ("after_final_metrics", 3),  # every epoch saved, final metrics logged, the trial not yet ended
 ])
 def test_a_dead_worker_is_resumed_from_last_pt_and_ends_identical(reference, tiny_study, workdir, dying,
                                                                    where, resumed_at):
     with pytest.MonkeyPatch.context() as mp, pytest.raises(WorkerDied):
-        if where == "first_epoch":
+        if where == "after_final_metrics":
+            def die(*args, **kwargs):
+                raise WorkerDied
+            mp.setattr(objective_module.Objective, "_log_curve", die)
+        elif where == "first_epoch":
             _with_callback(mp, DieAt(step=3))
         elif where == "before_epoch_3":
             _with_callback(mp, DieAt(next_epoch=3))
@@ -150,6 +155,9 @@ def test_a_dead_worker_is_resumed_from_last_pt_and_ends_identical(reference, tin
     time.sleep(3.5)  # past the 2 s grace period with a margin for timestamp rounding
     _run(tiny_study)
     _same_as_reference(reference, workdir, resumed_at)
+    _, client, _, run_id, _, _ = _outcome(workdir)
+    for key in objective_module.FINAL_METRICS:  # logged once, at step 0, however the trial was cut
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [0], key
 
 
 def test_sigterm_stops_at_a_batch_boundary_and_the_next_run_resumes_it_identically(reference, tiny_study, workdir):

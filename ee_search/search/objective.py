@@ -146,7 +146,13 @@ class Objective:
         if not all(math.isfinite(v) for v in out):
             error = RuntimeError(f"objective values are not finite: {out}")
             return Ending("FAIL", fit.epochs_trained, fit.stop_reason, detail=str(error), error=error)
-        run.log_metrics(metrics)
+        if not cont.new_run:
+            # A retry of a trial killed after its final metrics were logged but before it ended:
+            # those metrics are already in the run (step 0), and a step is never logged twice.
+            metrics_to_log = {k: v for k, v in metrics.items() if 0 not in run.logged_steps(k)}
+        else:
+            metrics_to_log = metrics
+        run.log_metrics(metrics_to_log)
         for name in FINAL_METRICS:
             trial.set_user_attr(name, metrics[name])
         trial.set_user_attr("thresholds", list(config.exits.thresholds))
