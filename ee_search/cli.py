@@ -128,7 +128,7 @@ def run(
             raise UserInputError(str(study), exc.field, exc.message) from None
     except UserInputError as error:
         _fail(error)
-    from ee_search.console import print_run_summary, print_trial_line
+    from ee_search.console import TrialLines, print_run_summary
     from ee_search.config import redact
     from ee_search.search.resume import StudyInterrupted
     from ee_search.search.study import run_study
@@ -144,7 +144,7 @@ def run(
     try:
         summary = run_study(loaded, torch_device, config.search.n_trials,
                             timeout if timeout is not None else config.search.timeout_s,
-                            on_trial_end=lambda t: print_trial_line(console, t, config.search.objectives))
+                            events=TrialLines(console, config.search.objectives))
     except UserInputError as error:
         _fail(error)
     except StudyInterrupted as stopped:

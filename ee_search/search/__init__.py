@@ -1,6 +1,7 @@
 """Everything that knows Optuna: the search space (space.py), the study and its run loop (study.py),
 one trial (objective.py) and the early-stopping pruner (pruning.py)."""
 
+from ee_search.search.events import StudyEvents
 from ee_search.search.objective import FINAL_METRICS, Objective
 from ee_search.search.pruning import (
     EarlyStoppingPruner,
@@ -31,6 +32,7 @@ __all__ = [
     "PruningCallback",
     "RunSummary",
     "SearchDimension",
+    "StudyEvents",
     "best_so_far",
     "build_optuna_pruner",
     "build_sampler",

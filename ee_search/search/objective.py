@@ -30,6 +30,7 @@ from ee_search.exits.report import csv_text, html_text, tradeoff_figure, tradeof
 from ee_search.experiment import ExperimentResult, run_experiment
 from ee_search.pareto import POINTS_ATTR
 from ee_search.search import space
+from ee_search.search.events import StudyEvents
 from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
 from ee_search.search.resume import (
     RESUMED_BY_ATTR,
@@ -39,7 +40,7 @@ from ee_search.search.resume import (
     start_or_continue,
 )
 from ee_search.tracking import EpochLogger, StudyTracker, TrialRun, config_params
-from ee_search.train import NON_FINITE_LOSS, EarlyStopping, InterruptWhen, ResumeSpec, TrainingInterrupted
+from ee_search.train import NON_FINITE_LOSS, Callback, EarlyStopping, InterruptWhen, ResumeSpec, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +74,14 @@ class Objective:
         parent_run_id: str,
         device: torch.device,
         stop: StopRequest | None = None,
+        events: StudyEvents | None = None,
     ) -> None:
         self.study_file = study_file
         self.tracker = tracker
         self.parent_run_id = parent_run_id
         self.device = device
         self.stop = stop or StopRequest()
+        self.events = events or StudyEvents()
         self.interrupted: list[int] = []  # trials left to be resumed by this process
         pruner_cfg = study_file.config.search.pruner
         self.es_pruner = EarlyStoppingPruner.from_config(pruner_cfg) if pruner_cfg.type == "early_stopping" else None
@@ -129,7 +132,9 @@ class Objective:
         resume = ResumeSpec(tmp / "last.pt", config.train.resume.every_epochs, cont.state, on_written=publish,
                             on_best=publish, extra=lambda: {"trial_number": trial.number, "origin_trial": cont.origin,
                                                             "mlflow_run_id": run.run_id})
-        recorders = [EpochLogger(run, skip=cont.logged_steps), InterruptWhen(self.stop.reason)]
+        recorders = [EpochLogger(run, skip=cont.logged_steps), EpochEvents(self.events, trial.number),
+                     InterruptWhen(self.stop.reason)]
+        self.events.trial_started(trial.number, config.train.max_epochs, cont.resumed_epoch)
         result = run_experiment(config, device=self.device, seed=seed, stopper=stopper, recorders=recorders,
                                 pruning=pruning, checkpoint_path=checkpoint, resume=resume)
         if resume.write_seconds:
@@ -214,3 +219,14 @@ class Objective:
             criterion=config.exits.criterion,
         )
         run.log_text(html_text(fig), "exits/tradeoff.html")
+
+
+class EpochEvents(Callback):
+    """Forwards each epoch's validation metrics to the study's events (the live progress lines)."""
+
+    def __init__(self, events: StudyEvents, trial_number: int) -> None:
+        self.events = events
+        self.trial_number = trial_number
+
+    def on_validation_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+        self.events.epoch_ended(self.trial_number, epoch, metrics)

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ee_search.config import HeartbeatConfig, LoadedStudy, SamplerConfig, StudyConfig
 from ee_search.errors import UserInputError
+from ee_search.search.events import StudyEvents
 from ee_search.search.pruning import build_optuna_pruner
 from ee_search.config import redact
 from ee_search.search.resume import (
@@ -150,11 +151,12 @@ class RunSummary:
 
 
 def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: float | None,
-              on_trial_end: Callable[[FrozenTrial], None] | None = None) -> RunSummary:
+              events: StudyEvents | None = None) -> RunSummary:
     """Create or resume the study and run trials until the study has `n_trials` (or time is up)."""
     from ee_search.search.objective import Objective
 
     config = study_file.config
+    events = events or StudyEvents()
     tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location)
 
     storage = open_storage(config.search.storage, on_stale_trial=stale_trial_callback(tracker, config.search.retries),
@@ -175,11 +177,11 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
         summary.trial_numbers.append(trial.number)
         if trial.state == TrialState.COMPLETE:
             _refresh_front(tracker, parent, study_, config.name)
-        if on_trial_end is not None:
-            on_trial_end(trial)
+        events.trial_ended(trial)
 
     started = time.perf_counter()
-    objective = Objective(study_file, tracker, parent, device, stop)
+    objective = Objective(study_file, tracker, parent, device, stop, events)
+    events.study_started(study, n_trials, remaining)
     try:
         with stop.installed():
             if remaining != 0:
