@@ -27,6 +27,12 @@ PARENT_TAG = "mlflow.parentRunId"
 RESUME_STATE_TAG = "ee_search.state"  # INTERRUPTED while a trial waits to be resumed
 TRIAL_NUMBERS_TAG = "ee_search.trial_numbers"  # every Optuna trial that ran this run, comma-separated
 LAST_CHECKPOINT = "checkpoints/last.pt"
+NOTE_TAG = "mlflow.note.content"  # the run page's "Description"
+SOURCE_TAG = "mlflow.source.name"
+# MLflow 3 opens an experiment on the screen its kind names; without the tag it guesses "GenAI" (an
+# Overview of traces) and hides our runs under "Evaluation runs". Training runs are this kind.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 _PARAM_VALUE_LIMIT = 6000  # MLflow's cap on one param value
@@ -70,13 +76,39 @@ def param_value(value: Any) -> str:
 
 
 class StudyTracker:
-    def __init__(self, uri: str, experiment_name: str, artifact_location: str | None = None) -> None:
+    def __init__(self, uri: str, experiment_name: str, artifact_location: str | None = None,
+                 source: str | None = None) -> None:
         from mlflow import MlflowClient
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self._experiment(experiment_name, artifact_location)
         self.experiment_name = experiment_name
+        self.source = source  # the study file: each run's "Source" in the UI
+        # Set on existing experiments too, so a store made by an older ee-search opens on its runs.
+        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+    def run_url(self, run_id: str) -> str:
+        """Where the run's page is: a full URL over an HTTP tracking server (credentials left out),
+        else the UI route to append to the address `ee-search ui` serves (a local store has none)."""
+        route = f"#/experiments/{self.experiment_id}/runs/{run_id}"
+        if self.uri.startswith(("http://", "https://")):
+            from urllib.parse import urlsplit, urlunsplit
+
+            parts = urlsplit(self.uri)
+            host = parts.hostname + (f":{parts.port}" if parts.port else "")
+            return urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/", "", "")) + route
+        return route
+
+    def _source_tags(self) -> dict[str, str]:
+        """MLflow's own context tags (user, source type, git commit where there is one), with the
+        study file as the source: the fluent API sets these by itself, MlflowClient.create_run does not."""
+        from mlflow.tracking.context.registry import resolve_tags
+
+        tags = resolve_tags()
+        if self.source:
+            tags[SOURCE_TAG] = self.source
+        return tags
 
     def _experiment(self, name: str, artifact_location: str | None) -> str:
         from mlflow.exceptions import MlflowException
@@ -104,7 +136,7 @@ class StudyTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=study_name,
-            tags={ROLE_TAG: "study", STUDY_TAG: study_name},
+            tags={**self._source_tags(), ROLE_TAG: "study", STUDY_TAG: study_name},
         )
         # Two workers starting together may both create one: the oldest wins, the other is removed.
         runs = self._parent_runs(study_name)
@@ -127,12 +159,16 @@ class StudyTracker:
     def finish_parent(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def describe(self, run_id: str, text: str) -> None:
+        self.client.set_tag(run_id, NOTE_TAG, redact(text))
+
     # ------------------------------------------------------------------------------ trial runs
     def start_trial(self, parent_run_id: str, trial_number: int, params: Mapping[str, Any]) -> TrialRun:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial_number}",
             tags={
+                **self._source_tags(),
                 PARENT_TAG: parent_run_id,
                 ROLE_TAG: "trial",
                 TRIAL_TAG: str(trial_number),
@@ -239,6 +275,10 @@ class TrialRun:
         self.client.set_terminated(self.run_id, status="KILLED")
         self.finished = True
 
+    def describe(self, text: str) -> None:
+        """The run page's description (Markdown), in words: what the trial is, or how it ended."""
+        self.set_tags({NOTE_TAG: redact(text)})
+
     def finish(self, optuna_state: str, stop_reason: str | None = None) -> None:
         tags = {STATE_TAG: optuna_state}
         if stop_reason:
@@ -246,6 +286,31 @@ class TrialRun:
         self.set_tags(tags)
         self.client.set_terminated(self.run_id, status=RUN_STATUS[optuna_state])
         self.finished = True
+
+
+class SystemMetrics:
+    """MLflow's own system-metrics monitor (CPU, memory, disk, network; GPUs when pynvml is
+    installed) on one run, as `system/*` metrics; a no-op without psutil, which it needs. A resumed
+    run continues its steps. The sampling interval is MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+    (10 s unless set)."""
+
+    def __init__(self, tracking_uri: str, run_id: str, resumed: bool = False) -> None:
+        self.monitor = None
+        try:
+            import psutil  # noqa: F401 - MLflow's monitor needs it
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError:
+            return
+        self.monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=tracking_uri)
+
+    def __enter__(self) -> SystemMetrics:
+        if self.monitor is not None:
+            self.monitor.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()  # flushes what it sampled before the run is closed
 
 
 class EpochLogger(Callback):

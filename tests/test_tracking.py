@@ -91,3 +91,69 @@ def test_log_dataset_survives_a_concurrent_insert_of_the_same_dataset(workdir, m
     inputs = tracker.client.get_run(run.run_id).inputs.dataset_inputs
     assert len(calls) == 2 and [d.dataset.digest for d in inputs] == ["abc123-def456"]
     assert json.loads(inputs[0].dataset.profile) == {"train": 10, "val": 2, "test": 3}
+
+
+def test_runs_carry_what_the_mlflow_ui_shows_first(tiny_study, workdir, monkeypatch):
+    """The experiment opens on its training runs (experimentKind), each run names its source (the study
+    file), describes its ending in words, links back from its Optuna trial, and has system metrics."""
+    import optuna
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from ee_search.cli import app
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # tiny trials last seconds
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    # An experiment made before the tag existed gets it too.
+    client.create_experiment("tiny", artifact_location=str(workdir / "mlruns"))
+    result = CliRunner().invoke(app, ["run", str(tiny_study), "--n-trials", "2",
+                                      "--set", "train.max_epochs=3", "--set", "train.early_stopping.patience=1",
+                                      "--set", "train.early_stopping.tol=10"])  # tol 10: stops at epoch 2
+    assert result.exit_code == 0, result.output
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        tags = run.data.tags
+        assert tags["mlflow.source.name"] == str(tiny_study.resolve())
+        assert tags["mlflow.user"]  # MLflow's own context tags are there as well
+        note = tags["mlflow.note.content"]
+        assert note.startswith("**Complete** after 2 epochs (early stopping: val_loss did not improve by more "
+                               "than 10 for 1 epochs)")
+        assert f"accuracy {trial.values[0]:.4f}" in note and f"avg_exit_depth {trial.values[1]:.4f}" in note
+        assert f"Optuna trial {trial.number} of study `tiny`" in note
+        assert trial.user_attrs["mlflow_run_url"] == f"#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+        assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics), sorted(run.data.metrics)
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.data.tags["mlflow.source.name"] == str(tiny_study.resolve())
+
+
+def test_run_url_is_a_full_link_over_http_and_never_holds_a_password():
+    from ee_search.tracking import StudyTracker
+
+    tracker = StudyTracker.__new__(StudyTracker)  # run_url reads only the URI and the experiment id
+    tracker.experiment_id = "7"
+    tracker.uri = "https://alice:s3cret@mlflow.example.org:8443/prefix/"
+    assert tracker.run_url("abc") == "https://mlflow.example.org:8443/prefix/#/experiments/7/runs/abc"
+    tracker.uri = "http://127.0.0.1:5000"
+    assert tracker.run_url("abc") == "http://127.0.0.1:5000/#/experiments/7/runs/abc"
+    tracker.uri = "sqlite:///mlflow.db"
+    assert tracker.run_url("abc") == "#/experiments/7/runs/abc"
+
+
+def test_a_pruned_or_failed_trial_says_why_in_its_description():
+    import yaml
+
+    from ee_search.config import validate_raw
+    from ee_search.search.describe import describe_ending
+    from tests.conftest import TINY_STUDY
+
+    config = validate_raw(yaml.safe_load(TINY_STUDY), "tiny.yaml")
+    pruned = describe_ending(4, config, "PRUNED", 3, "pruned", detail="val_loss 1.2 is worse than the 50th percentile")
+    assert pruned == ("**Pruned** after 3 epochs: val_loss 1.2 is worse than the 50th percentile. "
+                      "Optuna trial 4 of study `tiny`.")
+    diverged = describe_ending(5, config, "PRUNED", 1, "non_finite_loss", detail="training diverged")
+    assert diverged.startswith("**Pruned** after 1 epoch: the loss became non-finite")
+    failed = describe_ending(6, config, "FAIL", 0, detail="RuntimeError: CUDA out of memory")
+    assert failed == "**Failed** after 0 epochs: RuntimeError: CUDA out of memory. Optuna trial 6 of study `tiny`."

@@ -30,6 +30,7 @@ from ee_search.exits.report import csv_text, html_text, tradeoff_figure, tradeof
 from ee_search.experiment import ExperimentResult, run_experiment
 from ee_search.pareto import POINTS_ATTR
 from ee_search.search import space
+from ee_search.search.describe import describe_ending
 from ee_search.search.events import StudyEvents
 from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
 from ee_search.search.resume import (
@@ -39,7 +40,7 @@ from ee_search.search.resume import (
     enqueue_retry,
     start_or_continue,
 )
-from ee_search.tracking import EpochLogger, StudyTracker, TrialRun, config_params
+from ee_search.tracking import EpochLogger, StudyTracker, SystemMetrics, TrialRun, config_params
 from ee_search.train import NON_FINITE_LOSS, Callback, EarlyStopping, InterruptWhen, ResumeSpec, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Ending:
     values: list[float] | None = None  # COMPLETE only
     detail: str | None = None  # why it was pruned, or the error
     error: BaseException | None = None  # FAIL: re-raised after the run is closed
+    config: StudyConfig | None = None  # the trial's own (sampled) config, for the run's description
 
 
 class TrialInterrupted(Exception):
@@ -99,17 +101,21 @@ class Objective:
             # The original trial's seed: a resumed trial ends exactly where it would have.
             seed = config.seed + cont.origin
             checkpoint = Path(tmp) / "best.pt"
-            try:
-                if cont.state is not None:
-                    pruning.restore(cont.state["pruner_history"])
-                ending = self._train(trial, run, config, seed, stopper, pruning, checkpoint, cont, Path(tmp))
-            except optuna.TrialPruned as pruned:
-                ending = Ending("PRUNED", len(pruning.history), PRUNED, detail=str(pruned))
-            except (TrainingInterrupted, KeyboardInterrupt) as error:  # left to be resumed, not failed
-                ending = Ending(INTERRUPTED, len(pruning.history), detail=f"{type(error).__name__}: {error}",
-                                error=error)
-            except BaseException as error:  # the run must not stay RUNNING
-                ending = Ending("FAIL", len(pruning.history), detail=f"{type(error).__name__}: {error}", error=error)
+            # Sampled while the trial trains, flushed before the run is closed.
+            with SystemMetrics(self.tracker.uri, run.run_id, resumed=not cont.new_run):
+                try:
+                    if cont.state is not None:
+                        pruning.restore(cont.state["pruner_history"])
+                    ending = self._train(trial, run, config, seed, stopper, pruning, checkpoint, cont, Path(tmp))
+                except optuna.TrialPruned as pruned:
+                    ending = Ending("PRUNED", len(pruning.history), PRUNED, detail=str(pruned))
+                except (TrainingInterrupted, KeyboardInterrupt) as error:  # left to be resumed, not failed
+                    ending = Ending(INTERRUPTED, len(pruning.history),
+                                    detail=f"{type(error).__name__}: {error}", error=error)
+                except BaseException as error:  # the run must not stay RUNNING
+                    ending = Ending("FAIL", len(pruning.history), detail=f"{type(error).__name__}: {error}",
+                                    error=error)
+            ending.config = config
             self._close(trial, run, ending, checkpoint)
         if ending.state == "COMPLETE":
             return ending.values
@@ -124,6 +130,10 @@ class Objective:
                pruning: PruningCallback, checkpoint: Path, cont: Continuation, tmp: Path) -> Ending:
         """Train, then decide how the trial ended; exceptions (pruning, errors) are the caller's."""
         trial.set_user_attr("mlflow_run_id", run.run_id)
+        trial.set_user_attr("mlflow_run_url", self.tracker.run_url(run.run_id))
+        run.describe(f"Optuna trial {trial.number} of study `{config.name}`: training"
+                     + (f", resumed from trial {cont.origin} at epoch {cont.resumed_epoch}" if not cont.new_run else "")
+                     + f" (up to {config.train.max_epochs} epochs).")
         if cont.new_run:  # a retry's reopened run has these already
             run.log_text(redact(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)), "config/trial.yaml")
             prepared = prepare_data(config.data, config.seed)  # cached: run_experiment reuses it
@@ -175,6 +185,9 @@ class Objective:
             trial.set_user_attr("stop_reason", ending.stop_reason)
         if ending.state == "PRUNED":
             trial.set_user_attr("prune_detail", (ending.detail or "")[:_TEXT_LIMIT])
+        config = ending.config or self.study_file.config
+        run.describe(describe_ending(trial.number, config, ending.state, ending.epochs, ending.stop_reason,
+                                     ending.values, ending.detail))
         if ending.state == INTERRUPTED:
             self._leave_to_resume(trial, run, ending, checkpoint)
             return

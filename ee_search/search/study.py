@@ -157,7 +157,8 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
 
     config = study_file.config
     events = events or StudyEvents()
-    tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location)
+    tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location,
+                           source=str(Path(study_file.path).resolve()))
 
     storage = open_storage(config.search.storage, on_stale_trial=stale_trial_callback(tracker, config.search.retries),
                            heartbeat=config.search.heartbeat)
