@@ -23,7 +23,8 @@ import optuna
 from optuna.trial import TrialState
 
 from ee_search.exits import front_indices, hypervolume
-from ee_search.exits.report import csv_text, html_text
+from ee_search.exits.report import csv_text
+from ee_search.figures import PLOTLY_JS, figure_files, plotly_js
 
 AXES = (("accuracy", "maximize"), ("avg_exit_depth", "minimize"))
 POINTS_ATTR = "operating_points"  # per trial: [[thresholds...], accuracy, avg_exit_depth, relative_flops]
@@ -124,9 +125,9 @@ def front_hypervolume(points: Sequence[FrontPoint]) -> float:
 
 # ---------------------------------------------------------------------------------------- files
 def front_files(points: Sequence[FrontPoint], study_name: str, kind: str = "dense",
-                sampled: Sequence[FrontPoint] = ()) -> dict[str, str]:
-    """The texts of `pareto.csv`, `pareto.json` and `pareto.html` for the `kind` front of `points`.
-    For the dense front, `sampled` (the trials at their own thresholds) is drawn in the figure too."""
+                sampled: Sequence[FrontPoint] = ()) -> dict[str, str | bytes]:
+    """`pareto.csv`, `pareto.json`, `pareto.html` and `pareto.png` (by file name) for the `kind` front of
+    `points`. For the dense front, `sampled` (the trials at their own thresholds) is drawn too."""
     best = front(points)
     rows = [p.row() for p in best]
     columns = list(rows[0]) if rows else list(FrontPoint(0, 0, 0, None, None, {}, None).row())
@@ -144,16 +145,24 @@ def front_files(points: Sequence[FrontPoint], study_name: str, kind: str = "dens
         ],
     }
     figure = dense_front_figure(points, sampled, study_name) if kind == "dense" else front_figure(points, study_name)
-    return {"csv": csv_text(rows, columns), "json": json.dumps(document, indent=2) + "\n", "html": html_text(figure)}
+    return {"pareto.csv": csv_text(rows, columns), "pareto.json": json.dumps(document, indent=2) + "\n",
+            **figure_files(figure, "pareto")}
 
 
 def write_front(points: Sequence[FrontPoint], out_dir: Path, study_name: str, kind: str = "dense",
                 sampled: Sequence[FrontPoint] = ()) -> dict[str, Path]:
+    """The front's files in `out_dir`, with one copy of plotly.js beside them: pareto.html is then
+    interactive offline (it loads `plotly.min.js` from its own folder). Returns paths by extension."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, text in front_files(points, study_name, kind, sampled).items():
-        paths[name] = out_dir / f"pareto.{name}"
-        paths[name].write_text(text, encoding="utf-8", newline="")
+    files = front_files(points, study_name, kind, sampled) | {PLOTLY_JS: plotly_js()}
+    for name, content in files.items():
+        path = out_dir / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8", newline="")
+        paths[name.removeprefix("pareto.").removesuffix(".min.js")] = path
     return paths
 
 

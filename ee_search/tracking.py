@@ -75,6 +75,21 @@ def param_value(value: Any) -> str:
     return redact(text)[:_PARAM_VALUE_LIMIT]
 
 
+def log_files(client, run_id: str, files: Mapping[str, str | bytes], folder: str) -> None:
+    """Several small artifacts (texts or bytes, by file name) into `folder` of a run, in one upload.
+    Each file replaces its previous version atomically (see TrialRun.log_artifact)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ee-search-files-") as tmp:
+        for name, content in files.items():
+            path = Path(tmp) / name
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8", newline="")
+        client.log_artifacts(run_id, tmp, folder)
+
+
 class StudyTracker:
     def __init__(self, uri: str, experiment_name: str, artifact_location: str | None = None,
                  source: str | None = None) -> None:
@@ -247,6 +262,9 @@ class TrialRun:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_files(self, files: Mapping[str, str | bytes], folder: str) -> None:
+        log_files(self.client, self.run_id, files, folder)
 
     def log_dataset(self, name: str, digest: str, source: str, profile: Mapping[str, Any]) -> None:
         """The data the trial trained on, as an MLflow dataset input (the run page's "Datasets used"):

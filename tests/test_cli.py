@@ -97,7 +97,7 @@ def test_run_leaves_the_contract_in_optuna_and_mlflow(ran, tmp_path):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
             assert steps == list(range(1, attrs["epochs_trained"] + 1)), name
         files = {f.path for d in ("checkpoints", "exits", "config") for f in client.list_artifacts(run.info.run_id, d)}
-        assert files == {"checkpoints/best.pt", "exits/tradeoff.csv", "exits/tradeoff.html", "exits/val_logits.pt",
+        assert files == {"checkpoints/best.pt", "exits/tradeoff.csv", "exits/tradeoff.html", "exits/tradeoff.png", "exits/val_logits.pt",
                          "config/trial.yaml"}
     # The checkpoint rebuilds the model without unpickling code.
     local = client.download_artifacts(trials[0].user_attrs["mlflow_run_id"], "checkpoints/best.pt", str(tmp_path))
@@ -177,7 +177,9 @@ def test_pareto_exports_exactly_the_nondominated_trials(ran, tmp_path):
     assert early, "some test sample must leave early, or the thresholds would not matter"
     doc = json.loads((out / "pareto.json").read_text())
     assert {p["trial_number"] for p in doc["front"]} == expected
-    assert "plotly" in (out / "pareto.html").read_text()
+    page = (out / "pareto.html").read_text()
+    assert len(page) < 1_000_000 and "plotly.min.js" in page  # loads the one copy written beside it
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000 and (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_status_lists_every_trial(ran):
@@ -239,7 +241,7 @@ def test_ui_serves_the_study_through_a_real_mlflow_server(ran, serve):
     for t in study.trials:
         assert served[str(t.number)] == t.user_attrs["mlflow_run_id"]
     exits = {f.path for f in client.list_artifacts(served["0"], "exits")}
-    assert exits == {"exits/tradeoff.csv", "exits/tradeoff.html", "exits/val_logits.pt"}
+    assert exits == {"exits/tradeoff.csv", "exits/tradeoff.html", "exits/tradeoff.png", "exits/val_logits.pt"}
 
 
 def test_the_follow_up_commands_printed_find_the_same_study(tiny_study, workdir):

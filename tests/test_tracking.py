@@ -63,7 +63,7 @@ def test_a_password_in_the_storage_url_is_never_written_anywhere(tiny_study, wor
                     seen.append(client.download_artifacts(run.info.run_id, artifact.path, str(workdir / "dl")))
     study = optuna.load_study(study_name="tiny", storage=storage)
     seen += [repr(study.user_attrs)] + [repr(t.user_attrs) + repr(t.params) for t in study.trials]
-    seen += [p.read_text() for p in (workdir / "front").iterdir()]
+    seen += [p.read_text() for p in (workdir / "front").iterdir() if p.suffix != ".png"]  # PNGs hold no text
     texts = [Path(s).read_text() if s.startswith(str(workdir / "dl")) else s for s in seen]
     assert any("search.storage" in t for t in texts)  # the storage was recorded...
     assert not [t for t in texts if PASSWORD in t]  # ...but never its password
@@ -127,6 +127,13 @@ def test_runs_carry_what_the_mlflow_ui_shows_first(tiny_study, workdir, monkeypa
         assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics), sorted(run.data.metrics)
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.data.tags["mlflow.source.name"] == str(tiny_study.resolve())
+    figures = {f.path for f in client.list_artifacts(parent.info.run_id, "figures")}
+    for stem in ("hypervolume_history", "optimization_history_accuracy", "param_importances_avg_exit_depth",
+                 "parallel_coordinate_accuracy"):
+        assert {f"figures/{stem}.html", f"figures/{stem}.png"} <= figures, figures
+    assert "figures/plotly.min.js" in figures
+    assert {f.path for f in client.list_artifacts(parent.info.run_id, "pareto")} >= {"pareto/pareto.png",
+                                                                                     "pareto/pareto.html"}
 
 
 def test_run_url_is_a_full_link_over_http_and_never_holds_a_password():

@@ -84,4 +84,4 @@ def test_two_workers_share_one_study(tiny_study, workdir, stores):
     assert sorted(int(r.data.tags["ee_search.trial_number"]) for r in children) == sorted(t.number for t in finished)
     for trial in finished:  # every trial's artifacts reached the tracking store (over HTTP for the server)
         files = {f.path for f in client.list_artifacts(trial.user_attrs["mlflow_run_id"], "exits")}
-        assert files == {"exits/tradeoff.csv", "exits/tradeoff.html", "exits/val_logits.pt"}
+        assert files == {"exits/tradeoff.csv", "exits/tradeoff.html", "exits/tradeoff.png", "exits/val_logits.pt"}

@@ -1,4 +1,5 @@
-"""A trial's trade-off curves as files: CSV for tools, a plotly HTML figure for people."""
+"""A trial's trade-off curves as files: CSV for tools, a plotly figure for people (made into HTML and
+PNG files by ee_search.figures)."""
 
 from __future__ import annotations
 
@@ -89,13 +90,3 @@ def tradeoff_figure(
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
-
-
-def html_text(fig: go.Figure) -> str:
-    """Self-contained HTML (plotly.js inlined): opens offline and inside the MLflow artifact viewer."""
-    return fig.to_html(include_plotlyjs=True, full_html=True)
-
-
-def write_html(fig: go.Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html_text(fig), encoding="utf-8")

@@ -26,7 +26,8 @@ import yaml
 
 from ee_search.config import LoadedStudy, StudyConfig, redact
 from ee_search.data import prepare_data
-from ee_search.exits.report import csv_text, html_text, tradeoff_figure, tradeoff_rows
+from ee_search.exits.report import csv_text, tradeoff_figure, tradeoff_rows
+from ee_search.figures import figure_files
 from ee_search.experiment import ExperimentResult, run_experiment
 from ee_search.pareto import POINTS_ATTR
 from ee_search.search import space
@@ -231,7 +232,7 @@ class Objective:
             f"({config.model.name}, thresholds {[round(t, 4) for t in config.exits.thresholds]})",
             criterion=config.exits.criterion,
         )
-        run.log_text(html_text(fig), "exits/tradeoff.html")
+        run.log_files(figure_files(fig, "tradeoff"), "exits")  # tradeoff.html (interactive) + .png
 
 
 class EpochEvents(Callback):

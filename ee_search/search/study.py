@@ -26,6 +26,7 @@ from ee_search.config import HeartbeatConfig, LoadedStudy, SamplerConfig, StudyC
 from ee_search.errors import UserInputError
 from ee_search.search.events import StudyEvents
 from ee_search.search.pruning import build_optuna_pruner
+from ee_search.search.study_figures import refresh_study_figures
 from ee_search.config import redact
 from ee_search.search.resume import (
     FINISHED_STATES,
@@ -176,8 +177,7 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
         if stop.signum is not None:
             study_.stop()  # a signal came between two trials' batches: start nothing new
         summary.trial_numbers.append(trial.number)
-        if trial.state == TrialState.COMPLETE:
-            _refresh_front(tracker, parent, study_, config.name)
+        refresh_study_figures(tracker.client, parent, study_, trial)
         events.trial_ended(trial)
 
     started = time.perf_counter()
@@ -202,16 +202,3 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
     if n_trials is None or finished_count(study) >= n_trials:
         tracker.finish_parent(parent, "FINISHED")
     return summary
-
-
-def _refresh_front(tracker: StudyTracker, parent_run_id: str, study: optuna.Study, name: str) -> None:
-    """The study's parent run holds the dense front as it stands (`pareto/pareto.csv`, `.html`),
-    rewritten after every completed trial, so the MLflow UI shows it while the study runs."""
-    from ee_search.pareto import collect_operating_points, collect_points, front_files
-
-    points = collect_operating_points(study)
-    if not points:
-        return
-    files = front_files(points, name, "dense", collect_points(study))
-    for kind in ("csv", "html"):
-        tracker.client.log_text(parent_run_id, files[kind], f"pareto/pareto.{kind}")
