@@ -109,8 +109,11 @@ def run(
     tracking_uri: TrackingOpt = None,
     device: DeviceOpt = None,
     timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run summary (and errors).")] = False,
 ) -> None:
-    """Create or resume the study, run trials, print a summary."""
+    """Create or resume the study, run trials, print a summary.
+
+    On a terminal a live area shows the study and each running trial; piped, one plain line per epoch."""
     try:
         loaded = _load(study, set_, storage, tracking_uri, device, n_trials)
         from ee_search.data import prepare_data
@@ -128,23 +131,26 @@ def run(
             raise UserInputError(str(study), exc.field, exc.message) from None
     except UserInputError as error:
         _fail(error)
-    from ee_search.console import TrialLines, print_run_summary
+    from ee_search.console import print_run_summary, run_progress
     from ee_search.config import redact
     from ee_search.search.resume import StudyInterrupted
     from ee_search.search.study import run_study
 
-    console.print(
-        f"[bold]{config.name}[/]: {config.model.name} on {config.data.dataset} "
-        f"({len(prepared.train)} train / {len(prepared.val)} val images), device {torch_device}, "
-        f"objectives {' & '.join(config.search.objectives)}; "
-        f"Optuna {redact(config.search.storage)}, MLflow {redact(config.tracking.uri)}"
-    )
+    if not quiet:
+        console.print(
+            f"[bold]{config.name}[/]: {config.model.name} on {config.data.dataset} "
+            f"({len(prepared.train)} train / {len(prepared.val)} val images), device {torch_device}, "
+            f"objectives {' & '.join(config.search.objectives)}; "
+            f"Optuna {redact(config.search.storage)}, MLflow {redact(config.tracking.uri)}"
+        )
     again = _same_command(study, {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri,
                                   "--device": device, "--timeout": timeout}, set_)
     try:
-        summary = run_study(loaded, torch_device, config.search.n_trials,
-                            timeout if timeout is not None else config.search.timeout_s,
-                            events=TrialLines(console, config.search.objectives))
+        # The live area is gone (erased) before anything below prints: the summary or the interruption.
+        with run_progress(console, config.name, config.search.objectives, config.directions,
+                          config.train.early_stopping.monitor, config.search.n_jobs, quiet) as events:
+            summary = run_study(loaded, torch_device, config.search.n_trials,
+                                timeout if timeout is not None else config.search.timeout_s, events=events)
     except UserInputError as error:
         _fail(error)
     except StudyInterrupted as stopped:

@@ -9,7 +9,6 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from ee_search.search import StudyEvents
 
 _STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "WAITING": "dim"}
 
@@ -41,17 +40,6 @@ def print_trial_line(console: Console, trial: FrozenTrial, objectives: Sequence[
     if "mlflow_run_id" in attrs:
         parts.append(f"run {attrs['mlflow_run_id'][:8]}")
     console.print("  ".join(parts), soft_wrap=True)
-
-
-class TrialLines(StudyEvents):
-    """A line per finished trial (the live display replaces this)."""
-
-    def __init__(self, console: Console, objectives: Sequence[str]) -> None:
-        self.console = console
-        self.objectives = objectives
-
-    def trial_ended(self, trial: FrozenTrial) -> None:
-        print_trial_line(self.console, trial, self.objectives)
 
 
 _MAX_ROWS = 12
