@@ -3,7 +3,11 @@
 Loading, `--set` overrides and the search-space checks live in `load.py`; turning a validation error
 into one line for the user lives in `messages.py`. Facts owned elsewhere are read, never restated:
 model depths, side heads and default loss weights from `models.registry`, monitor names from
-`ee_search.metrics`.
+`ee_search.metrics`, dataset shapes from `config/datasets.py`.
+
+One validator does more than compare fields: a user's model (`model.name: package.module:function`)
+declares no exit count, so it is imported and built once, on the CPU, to learn K (`config/user_model.py`,
+cached), because one loss weight per exit and one threshold per side exit are checked here.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
+    field_validator,
     model_validator,
 )
 
+from ee_search.config.datasets import DATASETS, image_size
+from ee_search.config.user_model import user_model_exits
 from ee_search.errors import FieldError
 from ee_search.metrics import MONITOR_PATTERN, monitored_exit
-from ee_search.models.registry import MODELS, default_loss_weights, num_exits
+from ee_search.models.registry import MODELS, default_loss_weights, is_user_model, num_exits, valid_user_model_name
 
 
 class Strict(BaseModel):
@@ -42,22 +50,64 @@ class SyntheticConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Literal["svhn", "synthetic_svhn", "digits"] = "synthetic_svhn"
+    dataset: Literal[
+        "svhn", "synthetic_svhn", "digits", "cifar10", "mnist", "fashion_mnist", "image_folder"
+    ] = "synthetic_svhn"
     root: str = "data"
     download: bool = False
+    image_size: PositiveInt = 32  # image_folder: images resized and centre-cropped to this once, at load
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     train_subset: PositiveInt | None = None
     augment: AugmentConfig = AugmentConfig()
     synthetic: SyntheticConfig = SyntheticConfig()  # used by synthetic_svhn only
 
+    @model_validator(mode="after")
+    def _dataset_fields(self) -> DataConfig:
+        if "image_size" in self.model_fields_set and DATASETS[self.dataset].image_size is not None:
+            raise FieldError("data.image_size", f"applies to image_folder only ({self.dataset} images are "
+                             f"{DATASETS[self.dataset].image_size}px): remove it")
+        if self.dataset == "image_folder" and self.download:
+            raise FieldError("data.download", "image_folder reads your own files, there is nothing to download: "
+                             "set download: false")
+        size = image_size(self)
+        if self.augment.crop is not None and self.augment.crop > size:
+            raise FieldError("data.augment.crop", f"{self.augment.crop} is larger than the {size}px {self.dataset} "
+                             f"images: use at most {size}, or null for no crop")
+        return self
+
 
 # ---------------------------------------------------------------------------------------- model
 class ModelConfig(Strict):
-    name: Literal["ee_resnet", "ee_vgg", "branchy_alexnet", "branchy_lenet"] = "ee_resnet"
-    width: PositiveInt = 64
+    # A built-in family, or your own network as "package.module:function" (DESIGN.md §11, models/user.py).
+    name: str = "ee_resnet"
+    width: PositiveInt = 64  # built-in families: channel scale; your own function reads it if it likes
     depth: PositiveInt | None = None  # number of stages (= exits); ee_resnet 4 is MyResNet2
     side_head: Literal["conv", "linear"] | None = None  # families with their own heads: leave unset; else conv
     exit_loss_weights: list[NonNegativeFloat] | None = None  # one per exit; default 0.3.., 1.0
+    # Your own model only: free-form settings for your function, which receives this whole section as
+    # a dict (options included). Kept in one mapping so the rest of the section stays strictly checked.
+    options: dict[str, Any] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _known_or_importable(cls, name: str) -> str:
+        if name in MODELS or valid_user_model_name(name):
+            return name
+        raise ValueError(f"use one of {', '.join(MODELS)}, or 'package.module:function' for your own network "
+                         f"(got {name!r})")
+
+    @model_validator(mode="after")
+    def _fields_of_the_family(self) -> ModelConfig:
+        if is_user_model(self.name):
+            for field in ("depth", "side_head"):
+                if getattr(self, field) is not None:
+                    raise FieldError(f"model.{field}", f"applies to the built-in models only: {self.name} "
+                                     "decides its own stages and heads; remove it (use model.options for settings "
+                                     "of your function)")
+        elif self.options:
+            raise FieldError("model.options", f"is for your own model's function; {self.name} takes width, depth "
+                             "and side_head: remove it")
+        return self
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -252,9 +302,15 @@ class StudyConfig(Strict):
     exits: ExitsConfig = ExitsConfig()
     search: SearchConfig = SearchConfig()
     tracking: TrackingConfig = TrackingConfig()
+    # K of a user's model, learnt by building it while validating (a built-in family declares its own).
+    _user_exits: int | None = PrivateAttr(None)
 
     @property
     def num_exits(self) -> int:
+        if is_user_model(self.model.name):
+            if self._user_exits is None:
+                self._user_exits = user_model_exits(self.model, self.data)
+            return self._user_exits
         return num_exits(self.model.name, self.model.depth)
 
     @property
@@ -270,7 +326,7 @@ class StudyConfig(Strict):
     @model_validator(mode="after")
     def _cross_field(self) -> StudyConfig:
         try:
-            k = self.num_exits
+            k = self.num_exits  # a user's model: imported, built and run once here (FieldError on model.name)
         except ValueError as exc:
             raise FieldError("model.depth", str(exc)) from None
         if self.model.side_head is not None and not MODELS[self.model.name].side_heads:

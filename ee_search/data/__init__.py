@@ -15,13 +15,17 @@ import numpy as np
 import torch
 
 from ee_search.config import AugmentConfig, DataConfig
+from ee_search.config.datasets import DATASETS, image_size
 from ee_search.data.augment import BatchTransform
 from ee_search.data.batches import DeviceBatches
+from ee_search.data.image_folder import load_image_folder
 from ee_search.data.sources import (
     ImageArrays,
     SourceData,
     fingerprint,
+    load_cifar10,
     load_digits,
+    load_mnist,
     load_svhn,
     load_synthetic_svhn,
 )
@@ -78,13 +82,49 @@ def prepare_data(cfg: DataConfig, seed: int) -> PreparedData:
         return _prepared[key]
 
 
-def _prepare(cfg: DataConfig, seed: int) -> PreparedData:
+def load_source(cfg: DataConfig, seed: int) -> SourceData:
+    """The dataset `cfg` names, checked against the shape the study file was validated for."""
     if cfg.dataset == "svhn":
         source = load_svhn(cfg.root, cfg.download)
     elif cfg.dataset == "synthetic_svhn":
         source = load_synthetic_svhn(cfg.root, seed, cfg.synthetic.train_size, cfg.synthetic.test_size)
-    else:
+    elif cfg.dataset == "digits":
         source = load_digits()
+    elif cfg.dataset == "cifar10":
+        source = load_cifar10(cfg.root, cfg.download)
+    elif cfg.dataset in ("mnist", "fashion_mnist"):
+        source = load_mnist(cfg.dataset, cfg.root, cfg.download)
+    elif cfg.dataset == "image_folder":
+        source = load_image_folder(cfg.root, cfg.image_size)
+    else:
+        raise ValueError(f"no loader for dataset {cfg.dataset!r}")  # the schema admits only the above
+    check_shape(source, cfg)
+    return source
+
+
+def check_shape(source: SourceData, cfg: DataConfig) -> None:
+    """Load time checked the crop and built a user's model for `config/datasets.py`'s shape of this
+    dataset; files that hold something else (another image size, labels out of range) stop here, in
+    one line, before any store exists."""
+    spec = DATASETS[cfg.dataset]
+    expected = (spec.channels, image_size(cfg), image_size(cfg))
+    for split, arrays in (("train", source.train), ("test", source.test)):
+        found = tuple(arrays.images.shape[1:])
+        if arrays.images.ndim != 4 or found != expected:
+            raise UserInputError(cfg.root, "data.root", f"{cfg.dataset} {split} images should be "
+                                 f"{'x'.join(map(str, expected))} (channels x height x width) but the files hold "
+                                 f"{'x'.join(map(str, found))}: check that data.root holds {cfg.dataset}")
+        if len(arrays) == 0 or len(arrays.images) != len(arrays.labels):
+            raise UserInputError(cfg.root, "data.root", f"{cfg.dataset} {split} split has {len(arrays.images)} "
+                                 f"images and {len(arrays.labels)} labels: the files are incomplete")
+        if arrays.labels.min() < 0 or arrays.labels.max() >= source.num_classes:
+            raise UserInputError(cfg.root, "data.root", f"{cfg.dataset} {split} labels lie in "
+                                 f"[{arrays.labels.min()}, {arrays.labels.max()}], not in 0..{source.num_classes - 1}: "
+                                 "check that data.root holds this dataset")
+
+
+def _prepare(cfg: DataConfig, seed: int) -> PreparedData:
+    source = load_source(cfg, seed)
     labels = source.train.labels
     try:
         train_idx, val_idx = split_train_val(labels, cfg.val_fraction, seed)

@@ -1,5 +1,6 @@
-"""Where images come from: real SVHN through torchvision, the offline synthetic house numbers, and
-scikit-learn's bundled digits. Each source returns whole splits as uint8 NCHW arrays; nothing here
+"""Where images come from: real SVHN, CIFAR-10, MNIST and Fashion-MNIST through torchvision's own
+dataset classes, a folder of your own images (image_folder.py), the offline synthetic house numbers,
+and scikit-learn's bundled digits. Each source returns whole splits as uint8 NCHW arrays; nothing here
 knows about batches, devices or augmentation.
 """
 
@@ -69,6 +70,66 @@ def load_svhn(root: str, download: bool) -> SourceData:
             ) from None
         splits[split] = ImageArrays(np.ascontiguousarray(ds.data), ds.labels.astype(np.int64))
     return SourceData("svhn", splits["train"], splits["test"], 10, IMAGENET_MEAN, IMAGENET_STD)
+
+
+# Published per-channel statistics of each dataset's official train split (pixel / 255). Used rather
+# than recomputed so that a study's normalisation, and an exported model's card, do not depend on
+# train_subset or on which files happen to be in data.root: every CIFAR-10 network ee-search trains
+# sees its inputs scaled the same way as the rest of the literature's.
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+
+
+def load_cifar10(root: str, download: bool) -> SourceData:
+    """Real CIFAR-10 via `torchvision.datasets.CIFAR10`: `data.root/cifar-10-batches-py/` (the
+    md5-checked python pickle batches), HWC uint8 -> NCHW."""
+    from torchvision.datasets import CIFAR10
+
+    splits = {}
+    for train in (True, False):
+        try:
+            ds = CIFAR10(root=root, train=train, download=download)
+        except (RuntimeError, OSError):  # missing/corrupt file, or no network for download
+            why = "could not be downloaded" if download else "were not found or failed their md5 check"
+            raise UserInputError(
+                root, "data.root",
+                f"CIFAR-10 files {why}: extract cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+                f"into {os.path.abspath(root)} (it makes cifar-10-batches-py/), or set data.download: true on a "
+                "machine with internet access",
+            ) from None
+        images = np.ascontiguousarray(np.asarray(ds.data, dtype=np.uint8).transpose(0, 3, 1, 2))
+        splits[train] = ImageArrays(images, np.asarray(ds.targets, dtype=np.int64))
+    return SourceData("cifar10", splits[True], splits[False], 10, CIFAR10_MEAN, CIFAR10_STD)
+
+
+def load_mnist(name: str, root: str, download: bool) -> SourceData:
+    """MNIST or Fashion-MNIST via torchvision's classes: the four idx files (uncompressed) under
+    `data.root/MNIST/raw/` or `data.root/FashionMNIST/raw/`, as 1-channel uint8."""
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    cls, mean, std = (MNIST, MNIST_MEAN, MNIST_STD) if name == "mnist" else (
+        FashionMNIST, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+    splits = {}
+    for train in (True, False):
+        try:
+            ds = cls(root=root, train=train, download=download)
+        # RuntimeError: not found / not downloadable; OSError: unreadable; AssertionError, ValueError,
+        # TypeError: torchvision's idx reader on a file that is not an idx file of uint8 images.
+        except (RuntimeError, OSError, AssertionError, ValueError, TypeError):
+            folder = os.path.join(os.path.abspath(root), cls.__name__, "raw")
+            why = "could not be downloaded" if download else "were not found or could not be read"
+            raise UserInputError(
+                root, "data.root",
+                f"{cls.__name__} files {why}: put train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                f"t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (gunzipped) into {folder}, or set "
+                "data.download: true on a machine with internet access",
+            ) from None
+        images = ds.data.numpy()
+        if images.ndim == 3:
+            images = images[:, None]  # [N, 28, 28] -> [N, 1, 28, 28]
+        splits[train] = ImageArrays(np.ascontiguousarray(images, dtype=np.uint8), ds.targets.numpy().astype(np.int64))
+    return SourceData(name, splits[True], splits[False], 10, mean, std)
 
 
 def load_synthetic_svhn(root: str, seed: int, train_size: int, test_size: int) -> SourceData:

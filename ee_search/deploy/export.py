@@ -27,6 +27,7 @@ import torch
 from ee_search.config import LoadedStudy
 from ee_search.deploy.program import PROGRAM_FILE, DeployedEarlyExit, full_depth, load_program, save_program
 from ee_search.errors import UserInputError
+from ee_search.models import is_user_model
 
 CARD_FILE = "card.json"
 _LATENCY_BATCHES = (1, 256)
@@ -92,7 +93,16 @@ def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, stag
     point = evaluate(cached["logits"], cached["labels"], chosen, meta["criterion"], cached["relative_flops"])
     program = DeployedEarlyExit(network, chosen, meta["criterion"], meta["mean"], meta["std"]).eval()
     program_path = staging / PROGRAM_FILE
-    save_program(program, program_path)
+    try:
+        save_program(program, program_path)
+    except Exception as exc:  # torch.jit.script's errors have no common type (OSError, RuntimeError, ...)
+        if not is_user_model(meta["model"]["name"]):
+            raise  # a built-in family that does not script is a bug, with its traceback
+        detail = " ".join(str(exc).split())[:300]
+        raise UserInputError(study_file.path, "model.name", f"the stages and heads of {meta['model']['name']} cannot "
+                             f"be compiled by torch.jit.script, which export-model needs ({type(exc).__name__}: "
+                             f"{detail}): keep their forward methods to TorchScript's subset (no lambdas, "
+                             "**kwargs or untyped non-tensor arguments)") from None
     scripted = load_program(program_path)
 
     images, labels = _validation_inputs(study_file, trial, meta)

@@ -9,6 +9,7 @@ schema (no torch) and the network (torch) read the same rule.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import import_module
 
@@ -40,6 +41,20 @@ MODELS: dict[str, ModelSpec] = {
     "branchy_alexnet": ModelSpec("ee_search.models.branchy:build_branchy_alexnet", (3,), 3, side_heads=False),
     "branchy_lenet": ModelSpec("ee_search.models.branchy:build_branchy_lenet", (2,), 2, side_heads=False),
 }
+
+
+# A user's own network (models/user.py): "package.module:function". Its exit count is not declared:
+# the config layer builds it once to learn it.
+USER_MODEL_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
+
+
+def is_user_model(name: str) -> bool:
+    """`package.module:function` (the built-in names have no colon)."""
+    return ":" in name
+
+
+def valid_user_model_name(name: str) -> bool:
+    return re.match(USER_MODEL_PATTERN, name) is not None
 
 
 def num_exits(name: str, depth: int | None) -> int:
