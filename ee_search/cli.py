@@ -297,6 +297,35 @@ def ui(
     os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
 
 
+# ------------------------------------------------------------------------------------- dashboard
+@app.command()
+def dashboard(
+    study: StudyArg,
+    set_: SetOpt = None,
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean to share it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+) -> None:
+    """Open optuna-dashboard on the study's Optuna storage (bound to 127.0.0.1; needs ee-search[dashboard])."""
+    from ee_search.dashboard import LOOPBACK, open_named_study, require_dashboard, serve
+
+    try:
+        require_dashboard()
+        loaded = _load(study, set_, storage)
+        optuna_study = open_named_study(loaded.config, str(study))
+        if host not in LOOPBACK:
+            err_console.print(f"[yellow]warning:[/] binding to {host}: anyone who can reach it sees every trial "
+                              "and can edit the study", soft_wrap=True)
+        serve(optuna_study, loaded.config.search.storage, host, port,
+              lambda line: console.print(line, markup=False, soft_wrap=True))
+    except UserInputError as error:
+        # Not _fail: it reads the message as rich markup, which would eat "[dashboard]" in the install line.
+        from rich.text import Text
+
+        err_console.print(Text.assemble(("error:", "bold red"), f" {error}"), soft_wrap=True)
+        raise typer.Exit(code=error.exit_code) from None
+
+
 def main() -> None:
     """The console entry point: process-wide settings belong to the program, not to the library, so
     they are made here and nowhere else (importing ee_search changes no logger and no filter)."""
