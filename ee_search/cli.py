@@ -306,7 +306,7 @@ def dashboard(
     host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean to share it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
 ) -> None:
-    """Open optuna-dashboard on the study's Optuna storage (bound to 127.0.0.1; needs ee-search[dashboard])."""
+    """Open optuna-dashboard on the study's Optuna storage (bound to 127.0.0.1; needs the dashboard extra)."""
     from ee_search.dashboard import LOOPBACK, open_named_study, require_dashboard, serve
 
     try:
