@@ -145,6 +145,9 @@ def run(
         )
     again = _same_command(study, {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri,
                                   "--device": device, "--timeout": timeout}, set_)
+    # Over an HTTP tracking server MLflow writes "View run ... at: URL" to stdout as each run ends, in the
+    # middle of our lines (and of --quiet); each trial's line names its run, its mlflow_run_url the page.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
         # The live area is gone (erased) before anything below prints: the summary or the interruption.
         with run_progress(console, config.name, config.search.objectives, config.directions,

@@ -1,7 +1,8 @@
 """What `ee-search run` prints, end to end as a user sees it: the real command in a subprocess on the
 tiny study, piped to a file (one plain line per epoch trained, counted against the epochs in the
 Optuna storage, and not one control character), in a pseudo-terminal (the live area), and --quiet.
-The three runs add trials to one study, as a user re-running the command does."""
+The three runs add trials to one study, as a user re-running the command does. Marked slow: each is
+a process of its own (about 20 s on 2 cores); tests/console/test_progress.py is the fast loop's."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from tests.conftest import TINY_STUDY
 EE_SEARCH = str(Path(sys.executable).with_name("ee-search"))
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but \t and \n: ANSI escapes, \r, bells
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+pytestmark = pytest.mark.slow
 
 
 def _env() -> dict[str, str]:
@@ -109,3 +112,21 @@ def test_quiet_run_prints_only_the_summary(study_dir):
     assert not any(re.match(r"trial +\d", line) or "epoch" in line or "running" in line for line in lines)
     assert "Next:" in lines[-1] and "branchy_lenet on digits" not in ran.stdout  # no header either
     assert not CONTROL.search(ran.stderr) and not re.search(r"trial +\d|epoch \d", ran.stderr)
+
+
+def test_over_an_mlflow_server_the_output_is_only_ours(tmp_path, serve):
+    """An HTTP tracking store is where MLflow prints on its own (run links on stdout, artifact
+    progress bars): piped, every line is one of ours."""
+    (tmp_path / "tiny.yaml").write_text(TINY_STUDY)
+    url = serve(lambda port: [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
+                              f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "artifacts"),
+                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"])
+    ran = _run(tmp_path, "--n-trials", "2", "--set", "train.max_epochs=2", "--tracking-uri", url)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert not CONTROL.search(ran.stdout + ran.stderr)
+    progress = ran.stdout.split("\ntiny: 2 trial(s) this run", 1)[0].splitlines()
+    ours = re.compile(r"tiny: branchy_lenet on digits |trial +\d+  (epoch \d+/2|COMPLETE|PRUNED|FAIL)  |tiny  \d+/2 trials  ")
+    assert [line for line in progress if not ours.match(line)] == []
+    assert len([line for line in progress if re.match(r"trial +\d+  epoch", line)]) == sum(
+        t.user_attrs["epochs_trained"] for t in _trials(tmp_path).values())
+    assert "View run" not in ran.stdout + ran.stderr
