@@ -286,9 +286,11 @@ def ui(
     """Open the MLflow UI over the study's tracking store (bound to 127.0.0.1)."""
     from ee_search.config import redact
 
+    name = None
     try:
         if study is not None:
-            uri = _load(study, set_, tracking_uri=tracking_uri).config.tracking.uri
+            config = _load(study, set_, tracking_uri=tracking_uri).config
+            uri, name = config.tracking.uri, config.name
         else:
             uri = tracking_uri or "sqlite:///mlflow.db"
     except UserInputError as error:
@@ -296,8 +298,32 @@ def ui(
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] binding to {host}: anyone who can reach it sees every run")
-    console.print(f"MLflow UI for {redact(uri)} at http://{host}:{port}  (Ctrl-C to stop)")
+    link = f"http://{host}:{port}/"
+    experiment_id = _experiment_id(uri, name) if name else None
+    if experiment_id is not None:
+        from ee_search.tracking import experiment_route
+
+        # The experiment's runs table, the trials nested under the study's run (MLflow 3 would
+        # otherwise open on its GenAI screens).
+        link += experiment_route(experiment_id)
+    console.print(f"MLflow UI for {redact(uri)}: open {link}  (Ctrl-C to stop)", soft_wrap=True)
     os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
+
+
+def _experiment_id(uri: str, name: str) -> str | None:
+    """The study's experiment in the store, if both exist; never creates a store (a SQLite file is
+    only opened when it is there)."""
+    from sqlalchemy.engine import make_url
+
+    if uri.startswith("sqlite") and not Path(make_url(uri).database or "").is_file():
+        return None
+    try:
+        from mlflow import MlflowClient
+
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    except Exception:  # noqa: BLE001 - only the link's precision depends on it; the UI starts anyway
+        return None
+    return None if found is None else found.experiment_id
 
 
 # ------------------------------------------------------------------------------------- dashboard

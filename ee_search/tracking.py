@@ -33,6 +33,9 @@ SOURCE_TAG = "mlflow.source.name"
 # Overview of traces) and hides our runs under "Evaluation runs". Training runs are this kind.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# MLflow 3.17 decides the screen from its GenAI / Model training switch instead (the URL's
+# `workflowType`, else the browser's last choice, GenAI by default): links we print carry it.
+UI_QUERY = "?workflowType=machine_learning"
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 _PARAM_VALUE_LIMIT = 6000  # MLflow's cap on one param value
@@ -75,6 +78,23 @@ def param_value(value: Any) -> str:
     return redact(text)[:_PARAM_VALUE_LIMIT]
 
 
+def ui_url(tracking_uri: str, route: str) -> str:
+    """`route` (a UI route, "#/...") under an HTTP tracking server's address, credentials left out;
+    for a local store, which has no address of its own, the route alone."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return route
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(tracking_uri)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/", "", "")) + route
+
+
+def experiment_route(experiment_id: str) -> str:
+    """The experiment's runs table (with the trials nested under the study's run)."""
+    return f"#/experiments/{experiment_id}{UI_QUERY}"
+
+
 def log_files(client, run_id: str, files: Mapping[str, str | bytes], folder: str) -> None:
     """Several small artifacts (texts or bytes, by file name) into `folder` of a run, in one upload.
     Each file replaces its previous version atomically (see TrialRun.log_artifact)."""
@@ -106,14 +126,7 @@ class StudyTracker:
     def run_url(self, run_id: str) -> str:
         """Where the run's page is: a full URL over an HTTP tracking server (credentials left out),
         else the UI route to append to the address `ee-search ui` serves (a local store has none)."""
-        route = f"#/experiments/{self.experiment_id}/runs/{run_id}"
-        if self.uri.startswith(("http://", "https://")):
-            from urllib.parse import urlsplit, urlunsplit
-
-            parts = urlsplit(self.uri)
-            host = parts.hostname + (f":{parts.port}" if parts.port else "")
-            return urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/", "", "")) + route
-        return route
+        return ui_url(self.uri, f"#/experiments/{self.experiment_id}/runs/{run_id}{UI_QUERY}")
 
     def _source_tags(self) -> dict[str, str]:
         """MLflow's own context tags (user, source type, git commit where there is one), with the

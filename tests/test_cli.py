@@ -268,3 +268,22 @@ def test_resume_runs_only_the_missing_trials_and_reuses_the_parent_run(ran):
     assert len(client.search_runs([experiment.experiment_id], "tags.`ee_search.role` = 'trial'")) == 4
     again = invoke("run", ran.study, "--n-trials", "4")
     assert again.exit_code == 0 and "0 trial(s) this run" in again.output
+
+
+def test_ui_prints_the_link_to_the_experiments_runs_table(ran, monkeypatch):
+    """MLflow 3 opens an experiment on its GenAI screens unless the link asks for "Model training"."""
+    execs = []
+
+    def exec_instead(path, argv):
+        execs.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.chdir(ran.dir)
+    monkeypatch.setattr("os.execv", exec_instead)
+    result = runner.invoke(app, ["ui", str(ran.study), "--port", "5055"])
+    assert result.exit_code == 0, result.output
+    experiment = MlflowClient(f"sqlite:///{ran.dir}/mlflow.db").get_experiment_by_name("tiny")
+    assert f"open http://127.0.0.1:5055/#/experiments/{experiment.experiment_id}?workflowType=machine_learning" \
+        in result.output
+    assert execs and execs[0][1:3] == ["ui", "--backend-store-uri"] and execs[0][-4:] == ["--host", "127.0.0.1",
+                                                                                         "--port", "5055"]

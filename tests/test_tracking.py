@@ -123,7 +123,8 @@ def test_runs_carry_what_the_mlflow_ui_shows_first(tiny_study, workdir, monkeypa
                                "than 10 for 1 epochs)")
         assert f"accuracy {trial.values[0]:.4f}" in note and f"avg_exit_depth {trial.values[1]:.4f}" in note
         assert f"Optuna trial {trial.number} of study `tiny`" in note
-        assert trial.user_attrs["mlflow_run_url"] == f"#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+        assert trial.user_attrs["mlflow_run_url"] == (f"#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+                                                      "?workflowType=machine_learning")
         assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics), sorted(run.data.metrics)
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.data.tags["mlflow.source.name"] == str(tiny_study.resolve())
@@ -142,11 +143,12 @@ def test_run_url_is_a_full_link_over_http_and_never_holds_a_password():
     tracker = StudyTracker.__new__(StudyTracker)  # run_url reads only the URI and the experiment id
     tracker.experiment_id = "7"
     tracker.uri = "https://alice:s3cret@mlflow.example.org:8443/prefix/"
-    assert tracker.run_url("abc") == "https://mlflow.example.org:8443/prefix/#/experiments/7/runs/abc"
+    query = "?workflowType=machine_learning"  # MLflow 3's "Model training" screens, not GenAI's
+    assert tracker.run_url("abc") == f"https://mlflow.example.org:8443/prefix/#/experiments/7/runs/abc{query}"
     tracker.uri = "http://127.0.0.1:5000"
-    assert tracker.run_url("abc") == "http://127.0.0.1:5000/#/experiments/7/runs/abc"
+    assert tracker.run_url("abc") == f"http://127.0.0.1:5000/#/experiments/7/runs/abc{query}"
     tracker.uri = "sqlite:///mlflow.db"
-    assert tracker.run_url("abc") == "#/experiments/7/runs/abc"
+    assert tracker.run_url("abc") == f"#/experiments/7/runs/abc{query}"
 
 
 def test_a_pruned_or_failed_trial_says_why_in_its_description():

@@ -1,0 +1,123 @@
+"""The MLflow UI as a user sees it, in a real headless Chromium (driven by Playwright): `ee-search ui`
+over a finished study opens the experiment on its runs table with the trials nested under the study's
+run, a trial's page shows its metrics and description, and its trade-off figure is visible in the
+artifact viewer. Skipped only when no Chromium is installed (`.ci/run` installs one with apt).
+
+The same script makes the README's screenshots: `EE_SEARCH_SCREENSHOTS=docs/img pytest
+tests/test_mlflow_ui_in_a_browser.py` writes them (docs/make_screenshots.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ee_search.cli import app
+from ee_search.tracking import UI_QUERY
+
+pytestmark = pytest.mark.slow  # a server and a browser
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture
+def browser():
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright  # in the dev extra: a missing one is an error
+
+    with sync_playwright() as p:
+        # --no-sandbox: CI containers run as root, where Chromium's own sandbox cannot start.
+        chromium = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = chromium.new_page(viewport={"width": 1440, "height": 900})
+        yield page
+        chromium.close()
+
+
+def _open(page, url: str) -> None:
+    """A fresh load: the UI is a single-page app that does not re-render on a change of the hash alone."""
+    page.goto("about:blank")
+    page.goto(url)
+
+
+def _shoot(page, name: str) -> None:
+    folder = os.environ.get("EE_SEARCH_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name))
+
+
+def test_the_ui_opens_on_the_runs_and_shows_a_trials_metrics_and_tradeoff(tiny_study, workdir, serve, browser):
+    import optuna
+
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", str(tiny_study), "--n-trials", "2"])
+    assert ran.exit_code == 0, ran.output
+    assert runner.invoke(app, ["pareto", str(tiny_study), "--out", str(workdir / "front")]).exit_code == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db")
+    trial = study.trials[0]
+    run_id = trial.user_attrs["mlflow_run_id"]
+    experiment_id = study.user_attrs["mlflow_experiment_id"]
+
+    ee_search = str(Path(sys.executable).with_name("ee-search"))
+    base = serve(lambda port: [ee_search, "ui", str(tiny_study), "--port", str(port)])
+    page = browser
+
+    # The experiment, by the link `ee-search ui` prints: the runs table, not GenAI's trace overview.
+    _open(page, f"{base}/{_printed_route(tiny_study, base)}")
+    page.get_by_text("tiny", exact=True).first.wait_for(timeout=60_000)
+    assert "Detect Issues" not in page.content()
+    page.get_by_role("button", name="Model training").first.wait_for(timeout=10_000)
+    # The trials are nested under the study's run: expanding it lists them.
+    page.locator("button[data-component-id*='runnamecellrenderer']").first.click()
+    for number in (0, 1):
+        page.get_by_text(f"trial-{number}", exact=True).first.wait_for(timeout=30_000)
+    _shoot(page, "mlflow-runs.png")
+
+    # A trial's page: its description in words and its metrics.
+    _open(page, f"{base}/{trial.user_attrs['mlflow_run_url']}")
+    page.get_by_text("Complete", exact=False).first.wait_for(timeout=60_000)
+    page.get_by_text(f"Optuna trial {trial.number} of study", exact=False).first.wait_for(timeout=10_000)
+    for metric in ("val_loss", "accuracy", "avg_exit_depth"):
+        page.get_by_text(metric, exact=True).first.wait_for(timeout=30_000)
+    _shoot(page, "mlflow-trial.png")
+
+    # Its trade-off figure in the artifact viewer: the PNG, and the HTML showing a figure, not blank.
+    for artifact, shot in (("exits/tradeoff.png", None), ("exits/tradeoff.html", "mlflow-tradeoff.png")):
+        _open(page, f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{artifact}{UI_QUERY}")
+        if artifact.endswith(".png"):
+            image = page.locator("img[src^='blob:'], img[src*='get-artifact']").first
+            image.wait_for(timeout=60_000)
+            assert image.evaluate("img => img.complete && img.naturalWidth") > 300
+            continue
+        frame = page.frame_locator("iframe[src^='blob:']").first
+        drawn = frame.locator("#static img, .js-plotly-plot .main-svg").first
+        drawn.wait_for(timeout=60_000)
+        assert drawn.evaluate("el => el.getBoundingClientRect().width") > 300
+        _shoot(page, shot)
+
+    # The exported front, opened from disk with plotly.js beside it: interactive, offline.
+    _open(page, (workdir / "front" / "pareto.html").as_uri())
+    page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
+    assert page.locator("#static").evaluate("el => getComputedStyle(el).display") == "none"
+    _shoot(page, "pareto-html.png")
+
+
+def _printed_route(study_path: Path, base: str) -> str:
+    """The experiment link that `ee-search ui` prints, made relative to the server's address."""
+    from ee_search.cli import _experiment_id
+    from ee_search.tracking import experiment_route
+
+    return experiment_route(_experiment_id(f"sqlite:///{study_path.parent}/mlflow.db", "tiny"))
