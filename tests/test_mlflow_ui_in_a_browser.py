@@ -108,6 +108,14 @@ def test_the_ui_opens_on_the_runs_and_shows_a_trials_metrics_and_tradeoff(tiny_s
         assert drawn.evaluate("el => el.getBoundingClientRect().width") > 300
         _shoot(page, shot)
 
+    # The study's run: its dense front and figures, refreshed after every trial.
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    _open(page, f"{base}/#/experiments/{experiment_id}/runs/{parent}/artifacts/pareto/pareto.png{UI_QUERY}")
+    front = page.locator("img[src^='blob:']").first
+    front.wait_for(timeout=60_000)
+    assert front.evaluate("img => img.complete && img.naturalWidth") > 300
+    _shoot(page, "mlflow-front.png")
+
     # The exported front, opened from disk with plotly.js beside it: interactive, offline.
     _open(page, (workdir / "front" / "pareto.html").as_uri())
     page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
