@@ -64,7 +64,10 @@ def _yaml_str(value: str) -> str:
 
 
 def _fail(error: UserInputError) -> None:
-    err_console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+    from rich.markup import escape
+
+    # escape: a message such as "pip install 'ee-search[postgres]'" is text, not rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
     raise typer.Exit(code=error.exit_code)
 
 
@@ -145,9 +148,6 @@ def run(
         )
     again = _same_command(study, {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri,
                                   "--device": device, "--timeout": timeout}, set_)
-    # Over an HTTP tracking server MLflow writes "View run ... at: URL" to stdout as each run ends, in the
-    # middle of our lines (and of --quiet); each trial's line names its run, its mlflow_run_url the page.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
         # The live area is gone (erased) before anything below prints: the summary or the interruption.
         with run_progress(console, config.name, config.search.objectives, config.directions,
@@ -367,6 +367,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # MLflow's "Downloading artifacts" bars would interleave with our own output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Over an HTTP tracking server MLflow writes "View run ... at: URL" to stdout as each run ends, in the
+    # middle of our lines (and of --quiet); each trial's line names its run, its mlflow_run_url the page.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats, metric names and some samplers are "experimental" in Optuna; users cannot act on it.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -44,7 +44,7 @@ def quiet_mlflow_logging() -> None:
     """The store announces its alembic migrations at INFO on first use; keep the CLI's output ours.
     Called by the CLI at start-up: a library never changes its users' logger levels on import."""
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration", "mlflow.tracking.fluent",
-                 "mlflow.pyfunc", "mlflow.models"):
+                 "mlflow.pyfunc", "mlflow.models", "mlflow.system_metrics"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

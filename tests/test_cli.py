@@ -287,3 +287,15 @@ def test_ui_prints_the_link_to_the_experiments_runs_table(ran, monkeypatch):
         in result.output
     assert execs and execs[0][1:3] == ["ui", "--backend-store-uri"] and execs[0][-4:] == ["--host", "127.0.0.1",
                                                                                          "--port", "5055"]
+
+
+def test_an_error_message_is_printed_as_text_not_as_rich_markup(capsys):
+    import typer
+
+    from ee_search import cli
+    from ee_search.errors import UserInputError
+
+    with pytest.raises(typer.Exit) as stopped:
+        cli._fail(UserInputError("s.yaml", "search.storage", "run pip install 'ee-search[postgres]'"))
+    assert stopped.value.exit_code == 2
+    assert "pip install 'ee-search[postgres]'" in capsys.readouterr().err
