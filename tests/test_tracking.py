@@ -128,6 +128,8 @@ def test_runs_carry_what_the_mlflow_ui_shows_first(tiny_study, workdir, monkeypa
         assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics), sorted(run.data.metrics)
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.data.tags["mlflow.source.name"] == str(tiny_study.resolve())
+    assert parent.data.tags["mlflow.note.content"].startswith(
+        "Study `tiny`: 2 of 2 trials finished (2 complete, 0 pruned, 0 failed); dense front: ")
     figures = {f.path for f in client.list_artifacts(parent.info.run_id, "figures")}
     for stem in ("hypervolume_history", "optimization_history_accuracy", "param_importances_avg_exit_depth",
                  "parallel_coordinate_accuracy"):

@@ -43,3 +43,15 @@ def describe_ending(trial_number: int, config: StudyConfig, state: str, epochs: 
         return f"**Failed** after {trained}: {detail or 'error'}. {who}."
     return (f"**Interrupted** after {trained} ({detail or 'stopped'}); saved to resume: the next "
             f"`ee-search run` of this study continues this run. {who}.")
+
+
+def describe_study(name: str, counts: dict[str, int], target: int | None, front_points: int, front_trials: int,
+                   front_hypervolume: float | None) -> str:
+    """The study run's description: where the study stands, rewritten after every finished trial."""
+    done = sum(counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
+    text = (f"Study `{name}`: {done}{f' of {target}' if target else ''} trials finished ({counts.get('COMPLETE', 0)} "
+            f"complete, {counts.get('PRUNED', 0)} pruned, {counts.get('FAIL', 0)} failed)")
+    if front_hypervolume is not None:
+        text += (f"; dense front: {front_points} operating points from {front_trials} trials, hypervolume "
+                 f"{front_hypervolume:.4f} (accuracy vs average exit depth, reference 0, 1)")
+    return text + ". Trials are the nested runs; the study's figures are in `figures/`, its front in `pareto/`."

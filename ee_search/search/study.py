@@ -177,7 +177,7 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
         if stop.signum is not None:
             study_.stop()  # a signal came between two trials' batches: start nothing new
         summary.trial_numbers.append(trial.number)
-        refresh_study_figures(tracker.client, parent, study_, trial)
+        refresh_study_figures(tracker.client, parent, study_, trial, n_trials)
         events.trial_ended(trial)
 
     started = time.perf_counter()

@@ -26,7 +26,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ee_search.figures import PLOTLY_JS, figure_files, html_text, plotly_js
-from ee_search.pareto import collect_operating_points, collect_points, front_files, hypervolume
+from ee_search.pareto import collect_operating_points, collect_points, front_files, front_hypervolume, hypervolume
+from ee_search.search.describe import describe_study
 
 logger = logging.getLogger(__name__)
 _DRAWING = threading.Lock()
@@ -126,11 +127,22 @@ def study_figures(study: optuna.Study) -> dict[str, dict[str, str | bytes]]:
     return {"figures": figures, "pareto": pareto}
 
 
-def refresh_study_figures(client, parent_run_id: str, study: optuna.Study, trial: FrozenTrial) -> None:
-    """Rewrite the parent run's figures after a finished trial. A figure is never worth a trial: a
-    failure here is logged as a warning and the study goes on."""
-    from ee_search.tracking import log_files
+def refresh_study_figures(client, parent_run_id: str, study: optuna.Study, trial: FrozenTrial,
+                          target: int | None = None) -> None:
+    """Rewrite the parent run's description and figures after a finished trial. A figure is never
+    worth a trial: a failure here is logged as a warning and the study goes on."""
+    from ee_search.tracking import NOTE_TAG, log_files
 
+    try:
+        trials = study.get_trials(deepcopy=False)
+        counts = {state: sum(t.state.name == state for t in trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
+        points = collect_operating_points(study)
+        best = [p for p in points if p.on_front]
+        client.set_tag(parent_run_id, NOTE_TAG, describe_study(
+            study.study_name, counts, target, len(best), len({p.trial_number for p in best}),
+            front_hypervolume(points) if points else None))
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        logger.warning("could not describe the study on run %s: %s", parent_run_id, exc)
     if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
         return
     try:
