@@ -340,8 +340,17 @@ class SystemMetrics:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.monitor is not None:
-            self.monitor.finish()  # flushes what it sampled before the run is closed
+        if self.monitor is None:
+            return
+        self.monitor.finish()  # stops the sampling thread and flushes what it published
+        # MLflow's monitor drops the samples of its last, unfinished interval, so a trial shorter than
+        # one interval would have none: take one more sample and publish it with that window's rest.
+        try:
+            self.monitor.collect_metrics()
+            self.monitor.publish_metrics(self.monitor.aggregate_metrics())
+            self.monitor.mlflow_logger.flush()
+        except Exception as exc:  # noqa: BLE001 - system metrics never cost a trial
+            logging.getLogger(__name__).warning("could not log the last system metrics: %s", exc)
 
 
 class EpochLogger(Callback):

@@ -102,7 +102,8 @@ def test_runs_carry_what_the_mlflow_ui_shows_first(tiny_study, workdir, monkeypa
 
     from ee_search.cli import app
 
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # tiny trials last seconds
+    # An interval longer than any trial here: the last sample, taken as each trial ends, is logged too.
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "600")
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     # An experiment made before the tag existed gets it too.
     client.create_experiment("tiny", artifact_location=str(workdir / "mlruns"))
