@@ -25,6 +25,8 @@ import base64
 import html
 import io
 import json
+from collections.abc import Mapping
+from pathlib import Path
 
 import plotly.graph_objects as go
 
@@ -170,3 +172,16 @@ def figure_files(fig: go.Figure, stem: str) -> dict[str, str | bytes]:
     """`{stem}.html` and `{stem}.png` for one figure, rendered once."""
     png = png_bytes(fig)
     return {f"{stem}.html": html_text(fig, png), f"{stem}.png": png}
+
+
+def write_files(files: Mapping[str, str | bytes], directory: Path) -> dict[str, Path]:
+    """Figure files (texts or bytes, by file name) into `directory`; returns their paths by name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, content in files.items():
+        paths[name] = directory / name
+        if isinstance(content, bytes):
+            paths[name].write_bytes(content)
+        else:
+            paths[name].write_text(content, encoding="utf-8", newline="")
+    return paths

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from ee_search.exits import front_indices, hypervolume
 from ee_search.exits.report import csv_text
-from ee_search.figures import PLOTLY_JS, figure_files, plotly_js
+from ee_search.figures import PLOTLY_JS, figure_files, plotly_js, write_files
 
 AXES = (("accuracy", "maximize"), ("avg_exit_depth", "minimize"))
 POINTS_ATTR = "operating_points"  # per trial: [[thresholds...], accuracy, avg_exit_depth, relative_flops]
@@ -153,17 +153,8 @@ def write_front(points: Sequence[FrontPoint], out_dir: Path, study_name: str, ki
                 sampled: Sequence[FrontPoint] = ()) -> dict[str, Path]:
     """The front's files in `out_dir`, with one copy of plotly.js beside them: pareto.html is then
     interactive offline (it loads `plotly.min.js` from its own folder). Returns paths by extension."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    files = front_files(points, study_name, kind, sampled) | {PLOTLY_JS: plotly_js()}
-    for name, content in files.items():
-        path = out_dir / name
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8", newline="")
-        paths[name.removeprefix("pareto.").removesuffix(".min.js")] = path
-    return paths
+    written = write_files(front_files(points, study_name, kind, sampled) | {PLOTLY_JS: plotly_js()}, out_dir)
+    return {name.removeprefix("pareto.").removesuffix(".min.js"): path for name, path in written.items()}
 
 
 def _hover(p: FrontPoint, label: str) -> str:

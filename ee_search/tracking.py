@@ -100,13 +100,10 @@ def log_files(client, run_id: str, files: Mapping[str, str | bytes], folder: str
     Each file replaces its previous version atomically (see TrialRun.log_artifact)."""
     import tempfile
 
+    from ee_search.figures import write_files
+
     with tempfile.TemporaryDirectory(prefix="ee-search-files-") as tmp:
-        for name, content in files.items():
-            path = Path(tmp) / name
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content, encoding="utf-8", newline="")
+        write_files(files, Path(tmp))
         client.log_artifacts(run_id, tmp, folder)
 
 

@@ -26,18 +26,28 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ee_search.figures import PLOTLY_JS, figure_files, html_text, plotly_js
-from ee_search.pareto import collect_operating_points, collect_points, front_files, front_hypervolume, hypervolume
+from ee_search.pareto import (
+    FrontPoint,
+    collect_operating_points,
+    collect_points,
+    front_files,
+    front_hypervolume,
+    hypervolume,
+)
 from ee_search.search.describe import describe_study
 
 logger = logging.getLogger(__name__)
 _DRAWING = threading.Lock()
 
 
-def hypervolume_history(study: optuna.Study):
-    """Dense- and sampled-front hypervolume after each completed trial (in trial-number order)."""
+def hypervolume_history(study: optuna.Study, dense: list[FrontPoint] | None = None,
+                        sampled: list[FrontPoint] | None = None):
+    """Dense- and sampled-front hypervolume after each completed trial (in trial-number order).
+    `dense` and `sampled` are the study's points when the caller has them already."""
     import plotly.graph_objects as go
 
-    dense, sampled = collect_operating_points(study), collect_points(study)
+    dense = collect_operating_points(study) if dense is None else dense
+    sampled = collect_points(study) if sampled is None else sampled
     numbers = sorted({p.trial_number for p in sampled})
     # The front of the trials up to n, not the final front's flags: `hypervolume` ignores dominated points.
     dense_hv = [hypervolume([(p.accuracy, p.avg_exit_depth) for p in dense if p.trial_number <= n]) for n in numbers]
@@ -117,13 +127,15 @@ def optuna_figures(study: optuna.Study) -> dict[str, str | bytes]:
     return files
 
 
-def study_figures(study: optuna.Study) -> dict[str, dict[str, str | bytes]]:
+def study_figures(study: optuna.Study, dense: list[FrontPoint] | None = None,
+                  sampled: list[FrontPoint] | None = None) -> dict[str, dict[str, str | bytes]]:
     """Every file of the parent run's `figures/` and `pareto/` folders, by folder and file name."""
+    dense = collect_operating_points(study) if dense is None else dense
+    sampled = collect_points(study) if sampled is None else sampled
     with _DRAWING:
-        fig, *_ = hypervolume_history(study)
+        fig, *_ = hypervolume_history(study, dense, sampled)
         figures = figure_files(fig, "hypervolume_history") | optuna_figures(study)
-        points = collect_operating_points(study)
-        pareto = front_files(points, study.study_name, "dense", collect_points(study)) if points else {}
+        pareto = front_files(dense, study.study_name, "dense", sampled) if dense else {}
     return {"figures": figures, "pareto": pareto}
 
 
@@ -133,20 +145,21 @@ def refresh_study_figures(client, parent_run_id: str, study: optuna.Study, trial
     worth a trial: a failure here is logged as a warning and the study goes on."""
     from ee_search.tracking import NOTE_TAG, log_files
 
+    dense: list[FrontPoint] = []
     try:
         trials = study.get_trials(deepcopy=False)
         counts = {state: sum(t.state.name == state for t in trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
-        points = collect_operating_points(study)
-        best = [p for p in points if p.on_front]
+        dense = collect_operating_points(study)
+        best = [p for p in dense if p.on_front]
         client.set_tag(parent_run_id, NOTE_TAG, describe_study(
             study.study_name, counts, target, len(best), len({p.trial_number for p in best}),
-            front_hypervolume(points) if points else None))
+            front_hypervolume(dense) if dense else None))
     except Exception as exc:  # noqa: BLE001 - see the docstring
         logger.warning("could not describe the study on run %s: %s", parent_run_id, exc)
     if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
         return
     try:
-        folders = study_figures(study)
+        folders = study_figures(study, dense or None)  # None: collected again if describing failed
         if PLOTLY_JS not in {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(parent_run_id, "figures")}:
             folders["figures"][PLOTLY_JS] = plotly_js()
         for folder, files in folders.items():
