@@ -136,7 +136,7 @@ def run(
         _fail(error)
     from ee_search.console import print_run_summary, run_progress
     from ee_search.config import redact
-    from ee_search.search.resume import StudyInterrupted
+    from ee_search.search.signals import StudyInterrupted
     from ee_search.search.study import run_study
 
     if not quiet:
@@ -196,7 +196,7 @@ def pareto(
     device: DeviceOpt = None,
 ) -> None:
     """Write the Pareto front (accuracy vs average exit depth) of completed trials."""
-    from ee_search.export import export_front
+    from ee_search.pareto_export import export_front
 
     try:
         if split not in ("val", "test"):
@@ -243,7 +243,7 @@ def export_model(
     """Export one operating point (trial + thresholds) as a deployable early-exit model."""
     import json
 
-    from ee_search.deploy import export_model as export
+    from ee_search.deploy import export_model
 
     try:
         chosen = None
@@ -255,7 +255,7 @@ def export_model(
             if not isinstance(chosen, list):
                 raise UserInputError("--thresholds", None, "must be a JSON list such as '[0.9, 0.8]'")
         loaded = _load(study, set_, storage, tracking_uri)
-        card = export(loaded, trial, out, chosen, register)
+        card = export_model(loaded, trial, out, chosen, register)
     except UserInputError as error:
         _fail(error)
     val, latency = card["validation"], card["latency_ms_cpu"]

@@ -1,8 +1,9 @@
 """Fronts of accuracy (maximise) vs average exit depth (minimise): data first, files second.
 
-Two fronts (DESIGN.md §4):
+Two fronts (docs/design.md §4):
 - the **dense front**: the non-dominated operating points (trial, per-exit thresholds) over every
-  completed trial's own curve (user attr `operating_points`, recomputable from `exits/val_logits.pt`);
+  completed trial's own curve (records.TrialRecord.operating_points, recomputable from the run's
+  val_logits.pt);
   one row per distinct (accuracy, depth), the cheapest in FLOPs among equals;
 - the **sampled front**: the completed trials at the thresholds they sampled. It is computed here
   rather than taken from `study.best_trials` because the export always uses these two axes, whatever
@@ -25,12 +26,13 @@ from optuna.trial import TrialState
 from ee_search.exits import front_indices, hypervolume
 from ee_search.exits.report import csv_text
 from ee_search.figures import PLOTLY_JS, figure_files, plotly_js, write_files
+from ee_search.records import TrialRecord
 
 AXES = (("accuracy", "maximize"), ("avg_exit_depth", "minimize"))
-POINTS_ATTR = "operating_points"  # per trial: [[thresholds...], accuracy, avg_exit_depth, relative_flops]
 FRONTS = ("dense", "sampled")
+_COLUMNS = ("trial_number", "thresholds", "accuracy", "avg_exit_depth", "relative_flops", "mlflow_run_id", "params")
 
-__all__ = ["AXES", "FRONTS", "POINTS_ATTR", "FrontPoint", "collect_operating_points", "collect_points",
+__all__ = ["AXES", "FRONTS", "FrontPoint", "collect_operating_points", "collect_points",
            "front", "front_files", "front_hypervolume", "hypervolume", "nondominated", "write_front"]
 
 
@@ -63,32 +65,26 @@ class FrontPoint:
     test: dict[str, float] = field(default_factory=dict)  # filled by `--split test` only
 
     def row(self) -> dict[str, Any]:
-        out = {
-            "trial_number": self.trial_number,
-            "thresholds": json.dumps(self.thresholds),
-            "accuracy": self.accuracy,
-            "avg_exit_depth": self.avg_exit_depth,
-            "relative_flops": self.relative_flops,
-            "mlflow_run_id": self.mlflow_run_id,
-            "params": json.dumps(self.params, sort_keys=True),
-        }
+        """The CSV row: the point's fields, lists and params as JSON, test metrics as test_*."""
+        out = {name: getattr(self, name) for name in _COLUMNS}
+        out["thresholds"] = json.dumps(self.thresholds)
+        out["params"] = json.dumps(self.params, sort_keys=True)
         out.update({f"test_{k}": v for k, v in self.test.items()})
         return out
 
 
-def _completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def _completed(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, TrialRecord]]:
     # A completed trial from outside ee-search has no accuracy: nothing to place.
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if "accuracy" in t.user_attrs and "avg_exit_depth" in t.user_attrs]
+    records = [(t, TrialRecord.read(t)) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return [(t, r) for t, r in records if r.has_result]
 
 
 def collect_points(study: optuna.Study) -> list[FrontPoint]:
     """Every completed trial at its sampled thresholds, flagged on/off the sampled front."""
     points = [
-        FrontPoint(t.number, float(t.user_attrs["accuracy"]), float(t.user_attrs["avg_exit_depth"]),
-                   t.user_attrs.get("relative_flops"), t.user_attrs.get("thresholds"), dict(t.params),
-                   t.user_attrs.get("mlflow_run_id"))
-        for t in _completed(study)
+        FrontPoint(t.number, float(r.accuracy), float(r.avg_exit_depth), r.relative_flops, r.thresholds,
+                   dict(t.params), r.mlflow_run_id)
+        for t, r in _completed(study)
     ]
     if points:
         values = np.array([[p.accuracy, p.avg_exit_depth] for p in points])
@@ -100,10 +96,10 @@ def collect_points(study: optuna.Study) -> list[FrontPoint]:
 def collect_operating_points(study: optuna.Study) -> list[FrontPoint]:
     """Every operating point of every completed trial's own curve, flagged on/off the dense front."""
     points = [
-        FrontPoint(t.number, float(acc), float(depth), flops, list(thresholds), dict(t.params),
-                   t.user_attrs.get("mlflow_run_id"))
-        for t in _completed(study)
-        for thresholds, acc, depth, flops in t.user_attrs.get(POINTS_ATTR, [])
+        FrontPoint(t.number, p.accuracy, p.avg_exit_depth, p.relative_flops, p.thresholds, dict(t.params),
+                   r.mlflow_run_id)
+        for t, r in _completed(study)
+        for p in r.points()
     ]
     if points:
         flops = np.array([p.relative_flops if p.relative_flops is not None else np.inf for p in points])

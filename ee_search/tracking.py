@@ -1,4 +1,4 @@
-"""MLflow side of a study (DESIGN.md §5): one parent run per study, one child run per trial.
+"""MLflow side of a study (docs/design.md §5): one parent run per study, one child run per trial.
 
 Everything goes through `MlflowClient` with explicit run ids rather than the fluent `mlflow.start_run`
 API, whose active-run stack is global per thread; explicit ids keep trials that run concurrently
@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ee_search.config import StudyConfig, redact
-from ee_search.train import Callback
+from ee_search.config import redact
+from ee_search.config.params import param_value
+from ee_search.records import LAST_CHECKPOINT, STUDY_CONFIG, Ending, folder
 
 ROLE_TAG = "ee_search.role"
 STUDY_TAG = "ee_search.study_name"
@@ -25,8 +26,12 @@ STATE_TAG = "optuna.trial_state"
 STOP_TAG = "ee_search.stop_reason"
 PARENT_TAG = "mlflow.parentRunId"
 RESUME_STATE_TAG = "ee_search.state"  # INTERRUPTED while a trial waits to be resumed
+INTERRUPT_TAG = "ee_search.interrupt"  # what stopped it
+RESUMED_FROM_TAG = "ee_search.resumed_from_trial"
+RESUMED_AT_TAG = "ee_search.resumed_at_epoch"
+RESUMED_BY_TAG = "ee_search.resumed_by_trial"
+ERROR_TAG = "ee_search.error"
 TRIAL_NUMBERS_TAG = "ee_search.trial_numbers"  # every Optuna trial that ran this run, comma-separated
-LAST_CHECKPOINT = "checkpoints/last.pt"
 NOTE_TAG = "mlflow.note.content"  # the run page's "Description"
 SOURCE_TAG = "mlflow.source.name"
 # MLflow 3 opens an experiment on the screen its kind names; without the tag it guesses "GenAI" (an
@@ -36,9 +41,6 @@ EXPERIMENT_KIND = "custom_model_development"
 # MLflow 3.17 decides the screen from its GenAI / Model training switch instead (the URL's
 # `workflowType`, else the browser's last choice, GenAI by default): links we print carry it.
 UI_QUERY = "?workflowType=machine_learning"
-RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
-
-_PARAM_VALUE_LIMIT = 6000  # MLflow's cap on one param value
 
 def quiet_mlflow_logging() -> None:
     """The store announces its alembic migrations at INFO on first use; keep the CLI's output ours.
@@ -46,36 +48,6 @@ def quiet_mlflow_logging() -> None:
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration", "mlflow.tracking.fluent",
                  "mlflow.pyfunc", "mlflow.models", "mlflow.system_metrics"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def config_params(config: StudyConfig, **extra: Any) -> dict[str, Any]:
-    """Every resolved config value by dotted name (the parent run's and each trial's params).
-
-    The search space is not a value: its dimensions' paths are listed, and the space itself is in
-    `config/study.yaml`. Loss weights are logged resolved, also when left to the default."""
-    dumped = config.model_dump(mode="json")
-    space = dumped["search"].pop("space")
-    params = flatten(dumped)
-    params["search.space.dimensions"] = sorted(space)
-    params["model.exit_loss_weights"] = config.loss_weights
-    return params | extra
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}; lists stay values."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
-
-
-def param_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    return redact(text)[:_PARAM_VALUE_LIMIT]
 
 
 def ui_url(tracking_uri: str, route: str) -> str:
@@ -115,7 +87,6 @@ class StudyTracker:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self._experiment(experiment_name, artifact_location)
-        self.experiment_name = experiment_name
         self.source = source  # the study file: each run's "Source" in the UI
         # Set on existing experiments too, so a store made by an older ee-search opens on its runs.
         self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
@@ -170,7 +141,7 @@ class StudyTracker:
             self.client.delete_run(run.info.run_id)
             return winner
         self._log_params(winner, params)
-        self.client.log_text(winner, redact(study_yaml), "config/study.yaml")
+        self.client.log_text(winner, redact(study_yaml), STUDY_CONFIG)
         return winner
 
     def _parent_runs(self, study_name: str) -> list:
@@ -219,8 +190,7 @@ class StudyTracker:
     def download_last_checkpoint(self, run_id: str, directory: str | Path) -> Path | None:
         """The run's `last.pt`, downloaded (also from a remote tracking server), or None if the run
         never got to write one (killed during its first epoch)."""
-        folder = LAST_CHECKPOINT.rsplit("/", 1)[0]
-        if LAST_CHECKPOINT not in {f.path for f in self.client.list_artifacts(run_id, folder)}:
+        if LAST_CHECKPOINT not in {f.path for f in self.client.list_artifacts(run_id, folder(LAST_CHECKPOINT))}:
             return None
         return Path(self.client.download_artifacts(run_id, LAST_CHECKPOINT, str(directory)))
 
@@ -232,12 +202,11 @@ class StudyTracker:
 
 
 class TrialRun:
-    """One trial's MLflow run; `finish` sets the status Optuna's state maps to."""
+    """One trial's MLflow run; `finish` closes it with the status its ending maps to."""
 
     def __init__(self, client, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self.finished = False
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -256,7 +225,7 @@ class TrialRun:
         self.client.log_artifact(self.run_id, str(local_path), artifact_path)
 
     def delete_last_checkpoint(self) -> None:
-        """`last.pt` exists while a trial can still be resumed (DESIGN.md §5); a finished trial drops it.
+        """`last.pt` exists while a trial can still be resumed (docs/design.md §9); a finished trial drops it.
         Best effort: a store that cannot delete artifacts keeps a file nobody will read."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -297,23 +266,20 @@ class TrialRun:
                 if attempt == 1:
                     raise
 
-    def interrupted(self, detail: str) -> None:
-        """Closed to be resumed: KILLED, `ee_search.state=INTERRUPTED`; a retry reopens it."""
-        self.set_tags({STATE_TAG: "FAIL", RESUME_STATE_TAG: "INTERRUPTED", "ee_search.interrupt": detail[:500]})
-        self.client.set_terminated(self.run_id, status="KILLED")
-        self.finished = True
-
     def describe(self, text: str) -> None:
         """The run page's description (Markdown), in words: what the trial is, or how it ended."""
         self.set_tags({NOTE_TAG: redact(text)})
 
-    def finish(self, optuna_state: str, stop_reason: str | None = None) -> None:
-        tags = {STATE_TAG: optuna_state}
+    def finish(self, ending: Ending, stop_reason: str | None = None, detail: str | None = None) -> None:
+        """Close the run as `ending` says: its Optuna state as a tag, and its MLflow status. An
+        interrupted trial's run is KILLED with `ee_search.state=INTERRUPTED`: a retry reopens it."""
+        tags = {STATE_TAG: ending.optuna_state}
         if stop_reason:
             tags[STOP_TAG] = stop_reason
+        if ending is Ending.INTERRUPTED:
+            tags |= {RESUME_STATE_TAG: "INTERRUPTED", INTERRUPT_TAG: (detail or "interrupted")[:500]}
         self.set_tags(tags)
-        self.client.set_terminated(self.run_id, status=RUN_STATUS[optuna_state])
-        self.finished = True
+        self.client.set_terminated(self.run_id, status=ending.run_status)
 
 
 class SystemMetrics:
@@ -348,18 +314,3 @@ class SystemMetrics:
             self.monitor.mlflow_logger.flush()
         except Exception as exc:  # noqa: BLE001 - system metrics never cost a trial
             logging.getLogger(__name__).warning("could not log the last system metrics: %s", exc)
-
-
-class EpochLogger(Callback):
-    """Per-epoch metrics to the trial's run, `step` = epoch, as soon as validation ends.
-
-    `skip` holds epochs the run already has (a resumed trial redoing epochs that were logged after
-    its last.pt): a step is never logged twice."""
-
-    def __init__(self, run: TrialRun, skip: set[int] = frozenset()) -> None:
-        self.run = run
-        self.skip = set(skip)
-
-    def on_validation_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch not in self.skip:
-            self.run.log_metrics(metrics, step=epoch)

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ee_search.cli import app
-from ee_search.search.objective import Objective
+from ee_search.search.recorder import TrialRecorder
 from ee_search.train.trainer import Trainer
 
 runner = CliRunner()
@@ -29,15 +29,15 @@ def test_one_failing_trial_does_not_stop_the_study(tiny_study, workdir, monkeypa
 
         monkeypatch.setattr(Trainer, "train_epoch", flaky)
     else:
-        real_curve = Objective._log_curve
+        real_curve = TrialRecorder._log_curve
 
-        def flaky_curve(self, number, run, config, result):
+        def flaky_curve(self, config, result):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise RuntimeError("simulated artifact store outage")
-            return real_curve(self, number, run, config, result)
+            return real_curve(self, config, result)
 
-        monkeypatch.setattr(Objective, "_log_curve", flaky_curve)
+        monkeypatch.setattr(TrialRecorder, "_log_curve", flaky_curve)
 
     result = runner.invoke(app, ["run", str(tiny_study), "--n-trials", "3"])
     assert result.exit_code == 0, result.output

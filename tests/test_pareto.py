@@ -11,7 +11,6 @@ import optuna
 import pytest
 
 from ee_search.pareto import (
-    POINTS_ATTR,
     collect_operating_points,
     collect_points,
     front,
@@ -106,7 +105,7 @@ def _study_with_curves(curves):
             distributions={"x": optuna.distributions.FloatDistribution(0, 1000)},
             user_attrs={"accuracy": sampled[1], "avg_exit_depth": sampled[2], "relative_flops": sampled[3],
                         "thresholds": sampled[0], "mlflow_run_id": f"run{i}",
-                        POINTS_ATTR: [[list(t), a, d, f] for t, a, d, f in curve]},
+                        "operating_points": [[list(t), a, d, f] for t, a, d, f in curve]},
         ))
     return study
 

@@ -15,10 +15,11 @@ import torch
 from mlflow import MlflowClient
 
 from ee_search.config import load_study_file
-from ee_search.search import objective as objective_module
-from ee_search.search.resume import StudyInterrupted, counted_trials
+from ee_search.records import FINAL_METRICS
+from ee_search.search.budget import counted_trials
+from ee_search.search.recorder import EpochLogger, TrialRecorder
+from ee_search.search.signals import StudyInterrupted
 from ee_search.search.study import run_study
-from ee_search.tracking import EpochLogger
 from ee_search.train import Callback, load_checkpoint
 from ee_search.train.resume import ResumeCheckpoint
 
@@ -42,14 +43,14 @@ def _run(study_path):
 @pytest.fixture
 def dying(monkeypatch):
     """A dead worker closes nothing: the objective's one way out is skipped for WorkerDied."""
-    real_close = objective_module.Objective._close
+    real_close = TrialRecorder.close
 
-    def close(self, trial, run, ending, checkpoint):
-        if isinstance(ending.error, WorkerDied):
-            return
-        real_close(self, trial, run, ending, checkpoint)
+    def close(self, end, config, checkpoint):
+        if isinstance(end.error, WorkerDied):
+            return None
+        return real_close(self, end, config, checkpoint)
 
-    monkeypatch.setattr(objective_module.Objective, "_close", close)
+    monkeypatch.setattr(TrialRecorder, "close", close)
 
 
 def _outcome(workdir):
@@ -136,7 +137,7 @@ def test_a_dead_worker_is_resumed_from_last_pt_and_ends_identical(reference, tin
         if where == "after_final_metrics":
             def die(*args, **kwargs):
                 raise WorkerDied
-            mp.setattr(objective_module.Objective, "_log_curve", die)
+            mp.setattr(TrialRecorder, "_log_curve", die)
         elif where == "first_epoch":
             _with_callback(mp, DieAt(step=3))
         elif where == "before_epoch_3":
@@ -156,7 +157,7 @@ def test_a_dead_worker_is_resumed_from_last_pt_and_ends_identical(reference, tin
     _run(tiny_study)
     _same_as_reference(reference, workdir, resumed_at)
     _, client, _, run_id, _, _ = _outcome(workdir)
-    for key in objective_module.FINAL_METRICS:  # logged once, at step 0, however the trial was cut
+    for key in FINAL_METRICS:  # logged once, at step 0, however the trial was cut
         assert [m.step for m in client.get_metric_history(run_id, key)] == [0], key
 
 
@@ -218,7 +219,7 @@ def test_trials_to_start_counts_running_and_queued_trials_toward_the_target(tmp_
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    from ee_search.search.resume import StopAtTarget, trials_to_start
+    from ee_search.search.budget import StopAtTarget, trials_to_start
 
     storage = RDBStorage(f"sqlite:///{tmp_path}/optuna.db", heartbeat_interval=60, grace_period=120)
     study = optuna.create_study(study_name="target", storage=storage)

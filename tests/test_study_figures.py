@@ -9,7 +9,6 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from ee_search.pareto import POINTS_ATTR
 from ee_search.search.study_figures import hypervolume_history, optuna_figures, study_figures
 
 
@@ -28,7 +27,7 @@ def _study(seed: int) -> optuna.Study:
         curve = [[[float(t)], float(acc - 0.1 * t), float(depth - 0.2 * t), None] for t in rng.uniform(0, 1, 4)]
         study.add_trial(create_trial(values=[acc, depth], params={"train.lr": float(rng.uniform(0.001, 0.1))},
                                      distributions=dist,
-                                     user_attrs={"accuracy": acc, "avg_exit_depth": depth, POINTS_ATTR: curve}))
+                                     user_attrs={"accuracy": acc, "avg_exit_depth": depth, "operating_points": curve}))
     return study
 
 

@@ -158,14 +158,14 @@ def test_a_pruned_or_failed_trial_says_why_in_its_description():
     import yaml
 
     from ee_search.config import validate_raw
-    from ee_search.search.describe import describe_ending
+    from ee_search.records import Ending
     from tests.conftest import TINY_STUDY
 
     config = validate_raw(yaml.safe_load(TINY_STUDY), "tiny.yaml")
-    pruned = describe_ending(4, config, "PRUNED", 3, "pruned", detail="val_loss 1.2 is worse than the 50th percentile")
+    pruned = Ending.PRUNED.describe(4, config, 3, "pruned", detail="val_loss 1.2 is worse than the 50th percentile")
     assert pruned == ("**Pruned** after 3 epochs: val_loss 1.2 is worse than the 50th percentile. "
                       "Optuna trial 4 of study `tiny`.")
-    diverged = describe_ending(5, config, "PRUNED", 1, "non_finite_loss", detail="training diverged")
+    diverged = Ending.PRUNED.describe(5, config, 1, "non_finite_loss", detail="training diverged")
     assert diverged.startswith("**Pruned** after 1 epoch: the loss became non-finite")
-    failed = describe_ending(6, config, "FAIL", 0, detail="RuntimeError: CUDA out of memory")
+    failed = Ending.FAILED.describe(6, config, 0, detail="RuntimeError: CUDA out of memory")
     assert failed == "**Failed** after 0 epochs: RuntimeError: CUDA out of memory. Optuna trial 6 of study `tiny`."

@@ -25,7 +25,7 @@ from rich.text import Text
 from ee_search.console.progress_state import ProgressState
 from ee_search.console.tables import print_trial_line
 from ee_search.search import StudyEvents
-from ee_search.search.resume import counted_trials
+from ee_search.search.budget import counted_trials
 
 
 class _Progress(StudyEvents):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from optuna.trial import FrozenTrial, TrialState
 
 from ee_search.metrics import monitor_mode
-from ee_search.search.resume import RESUMED_BY_ATTR
+from ee_search.records import TrialRecord
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -116,7 +116,7 @@ class ProgressState:
         with self._lock:
             running = self.running.pop(trial.number, None)
             self.ended.append(trial)
-            if not (trial.state == TrialState.FAIL and RESUMED_BY_ATTR in trial.user_attrs):
+            if not (trial.state == TrialState.FAIL and TrialRecord.read(trial).resumed_by is not None):
                 self.counted += 1  # a FAIL that another trial resumes is not an outcome
             if running is not None:
                 self.durations.append(self.clock() - running.started)

@@ -9,6 +9,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
+from ee_search.records import PRUNED_BY_PRUNER, TrialRecord, state_counts
 
 _STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "WAITING": "dim"}
 
@@ -18,27 +19,26 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def _reason(trial: FrozenTrial) -> str:
-    attrs = trial.user_attrs
-    reason = attrs.get("stop_reason", "")
+    record = TrialRecord.read(trial)
     if trial.state == TrialState.FAIL:
-        return attrs.get("error", "failed")
-    detail = attrs.get("prune_detail")
-    return f"{reason}: {detail}" if reason == "pruned" and detail else reason
+        return record.error or "failed"
+    reason = record.stop_reason or ""
+    return f"{reason}: {record.prune_detail}" if reason == PRUNED_BY_PRUNER and record.prune_detail else reason
 
 
 def print_trial_line(console: Console, trial: FrozenTrial, objectives: Sequence[str]) -> None:
     state = trial.state.name
-    attrs = trial.user_attrs
+    record = TrialRecord.read(trial)
     parts = [f"trial {trial.number:>3}", f"[{_STATE_STYLE.get(state, '')}]{state:<8}[/]"]
     if trial.values and trial.state.name == "COMPLETE":  # a pruned trial's value is Optuna's last report
         parts += [f"{name} {value:.4f}" for name, value in zip(objectives, trial.values)]
-    if "epochs_trained" in attrs:
-        parts.append(f"{attrs['epochs_trained']} epochs")
+    if record.epochs_trained is not None:
+        parts.append(f"{record.epochs_trained} epochs")
     reason = _reason(trial)
     if reason:
         parts.append(f"({reason})")
-    if "mlflow_run_id" in attrs:
-        parts.append(f"run {attrs['mlflow_run_id'][:8]}")
+    if record.mlflow_run_id is not None:
+        parts.append(f"run {record.mlflow_run_id[:8]}")
     console.print("  ".join(parts), soft_wrap=True)
 
 
@@ -58,7 +58,7 @@ def print_run_summary(console: Console, study_file, summary, locating_flags: str
 
     config = study_file.config
     mine = summary.trials()
-    counts = {s: sum(t.state.name == s for t in mine) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    counts = state_counts(mine)
     total = len(summary.study.get_trials(deepcopy=False))
     minutes, seconds = divmod(int(round(summary.seconds)), 60)
     console.print(
@@ -126,6 +126,8 @@ def print_status(console: Console, study: optuna.Study) -> None:
         # objective, so it is not shown as one.
         values = [_fmt(v) for v in t.values] if t.values and t.state.name == "COMPLETE" else ["-"] * len(names)
         style = _STATE_STYLE.get(t.state.name, "")
+        record = TrialRecord.read(t)
         table.add_row(str(t.number), f"[{style}]{t.state.name}[/]", *values,
-                      str(t.user_attrs.get("epochs_trained", "-")), _reason(t), t.user_attrs.get("mlflow_run_id", "-"))
+                      str(record.epochs_trained if record.epochs_trained is not None else "-"), _reason(t),
+                      record.mlflow_run_id or "-")
     console.print(table)

@@ -1,8 +1,11 @@
-"""Everything that knows Optuna: the search space (space.py), the study and its run loop (study.py),
-one trial (objective.py) and the early-stopping pruner (pruning.py)."""
+"""The search: the space (space.py), the study and its run loop (study.py), one trial as a recipe
+(objective.py) and its one writer to both stores (recorder.py), the trial budget (budget.py), retries
+of stopped trials (retry.py), signals (signals.py) and the early-stopping pruner (pruning.py)."""
 
+from ee_search.records import FINAL_METRICS
+from ee_search.search.budget import FINISHED_STATES
 from ee_search.search.events import StudyEvents
-from ee_search.search.objective import FINAL_METRICS, Objective
+from ee_search.search.objective import TrialObjective
 from ee_search.search.pruning import (
     EarlyStoppingPruner,
     PruneDecision,
@@ -13,7 +16,6 @@ from ee_search.search.pruning import (
 )
 from ee_search.search.space import SearchDimension, dimensions, sample, values_from_params
 from ee_search.search.study import (
-    FINISHED_STATES,
     RunSummary,
     build_sampler,
     check_search_components,
@@ -27,7 +29,7 @@ __all__ = [
     "FINAL_METRICS",
     "FINISHED_STATES",
     "EarlyStoppingPruner",
-    "Objective",
+    "TrialObjective",
     "PruneDecision",
     "PruningCallback",
     "RunSummary",

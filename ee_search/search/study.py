@@ -2,7 +2,7 @@
 
 `search.n_trials` is the number of trials the study should end up with, counted over every
 invocation and worker (as Optuna's MaxTrialsCallback does, except that a FAIL with a retry does not
-count: resume.counted_trials), so a resumed study runs only what is missing and several workers can
+count: budget.counted_trials), so a resumed study runs only what is missing and several workers can
 share one target. RDB storages (SQLite, PostgreSQL) get heartbeats, so a worker that dies mid-trial
 leaves its trial to be retried (`search.retries` times) from its last.pt, or FAILED, never RUNNING
 forever. SIGTERM / Ctrl-C stop every running trial at a batch boundary and leave them to be resumed.
@@ -12,7 +12,6 @@ The parent MLflow run is terminal only once the study has its `n_trials` (shared
 from __future__ import annotations
 
 import inspect
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from ee_search.config import HeartbeatConfig, LoadedStudy, SamplerConfig, StudyConfig
 from ee_search.errors import UserInputError
@@ -28,18 +27,12 @@ from ee_search.search.events import StudyEvents
 from ee_search.search.pruning import build_optuna_pruner
 from ee_search.search.study_figures import refresh_study_figures
 from ee_search.config import redact
-from ee_search.search.resume import (
-    FINISHED_STATES,
-    StopAtTarget,
-    trials_to_start,
-    StopRequest,
-    StudyInterrupted,
-    counted_trials,
-    stale_trial_callback,
-)
-from ee_search.tracking import StudyTracker, config_params
-
-logger = logging.getLogger(__name__)
+from ee_search.config.params import config_params
+from ee_search.records import StudyRecord
+from ee_search.search.budget import StopAtTarget, counted_trials, trials_to_start
+from ee_search.search.retry import stale_trial_callback
+from ee_search.search.signals import StopRequest, StudyInterrupted
+from ee_search.tracking import StudyTracker
 
 
 def build_sampler(cfg: SamplerConfig) -> optuna.samplers.BaseSampler:
@@ -154,7 +147,7 @@ class RunSummary:
 def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: float | None,
               events: StudyEvents | None = None) -> RunSummary:
     """Create or resume the study and run trials until the study has `n_trials` (or time is up)."""
-    from ee_search.search.objective import Objective
+    from ee_search.search.objective import TrialObjective
 
     config = study_file.config
     events = events or StudyEvents()
@@ -165,8 +158,7 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
                            heartbeat=config.search.heartbeat)
     study = load_or_create(config, study_file.path, storage)
     parent = tracker.parent_run(config.name, config_params(config), study_file.raw_text)
-    study.set_user_attr("mlflow_parent_run_id", parent)
-    study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)
+    StudyRecord(mlflow_parent_run_id=parent, mlflow_experiment_id=tracker.experiment_id).write(study)
     summary = RunSummary(study, parent, tracker.experiment_id)
 
     remaining = None if n_trials is None else trials_to_start(study, n_trials)
@@ -177,11 +169,11 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
         if stop.signum is not None:
             study_.stop()  # a signal came between two trials' batches: start nothing new
         summary.trial_numbers.append(trial.number)
-        refresh_study_figures(tracker.client, parent, study_, trial, n_trials)
+        refresh_study_figures(tracker, parent, study_, trial, n_trials)
         events.trial_ended(trial)
 
     started = time.perf_counter()
-    objective = Objective(study_file, tracker, parent, device, stop, events)
+    objective = TrialObjective(study_file, tracker, parent, device, stop, events)
     events.study_started(study, n_trials, remaining)
     try:
         with stop.installed():

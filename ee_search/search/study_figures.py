@@ -34,6 +34,7 @@ from ee_search.pareto import (
     front_hypervolume,
     hypervolume,
 )
+from ee_search.records import state_counts
 from ee_search.search.describe import describe_study
 
 logger = logging.getLogger(__name__)
@@ -139,19 +140,20 @@ def study_figures(study: optuna.Study, dense: list[FrontPoint] | None = None,
     return {"figures": figures, "pareto": pareto}
 
 
-def refresh_study_figures(client, parent_run_id: str, study: optuna.Study, trial: FrozenTrial,
+def refresh_study_figures(tracker, parent_run_id: str, study: optuna.Study, trial: FrozenTrial,
                           target: int | None = None) -> None:
-    """Rewrite the parent run's description and figures after a finished trial. A figure is never
-    worth a trial: a failure here is logged as a warning and the study goes on."""
-    from ee_search.tracking import NOTE_TAG, log_files
+    """Rewrite the parent run's description and figures after a finished trial (`tracker`: the
+    study's tracking.StudyTracker). A figure is never worth a trial: a failure here is logged as a
+    warning and the study goes on."""
+    from ee_search.tracking import log_files
 
+    client = tracker.client
     dense: list[FrontPoint] = []
     try:
-        trials = study.get_trials(deepcopy=False)
-        counts = {state: sum(t.state.name == state for t in trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
+        counts = state_counts(study.get_trials(deepcopy=False))
         dense = collect_operating_points(study)
         best = [p for p in dense if p.on_front]
-        client.set_tag(parent_run_id, NOTE_TAG, describe_study(
+        tracker.describe(parent_run_id, describe_study(
             study.study_name, counts, target, len(best), len({p.trial_number for p in best}),
             front_hypervolume(dense) if dense else None))
     except Exception as exc:  # noqa: BLE001 - see the docstring

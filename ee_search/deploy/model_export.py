@@ -28,6 +28,7 @@ from ee_search.config import LoadedStudy
 from ee_search.deploy.program import PROGRAM_FILE, DeployedEarlyExit, full_depth, load_program, save_program
 from ee_search.errors import UserInputError
 from ee_search.models import is_user_model
+from ee_search.records import BEST_CHECKPOINT, VAL_LOGITS, TrialRecord, load_best_checkpoint, load_val_logits
 
 CARD_FILE = "card.json"
 _LATENCY_BATCHES = (1, 256)
@@ -46,7 +47,7 @@ def export_model(study_file: LoadedStudy, trial_number: int, out_dir: Path, thre
     study = load_existing(config, study_file.path, config.search.storage)
     trial = _completed_trial(study, trial_number, study_file.path)
     client = MlflowClient(tracking_uri=config.tracking.uri)
-    run_id = trial.user_attrs["mlflow_run_id"]
+    run_id = TrialRecord.read(trial).mlflow_run_id
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists() else None))
     try:
         card = _build(study_file, trial, client, run_id, thresholds, staging)
@@ -71,7 +72,7 @@ def _completed_trial(study, number: int, source: str):
         raise UserInputError(source, "--trial", f"study '{study.study_name}' has no trial {number} "
                              f"(it has 0..{len(trials) - 1}; see ee-search status)")
     trial = trials[number]
-    if trial.state != TrialState.COMPLETE or "mlflow_run_id" not in trial.user_attrs:
+    if trial.state != TrialState.COMPLETE or TrialRecord.read(trial).mlflow_run_id is None:
         raise UserInputError(source, "--trial", f"trial {number} is {trial.state.name}, not a completed "
                              "ee-search trial: export one from ee-search pareto or status")
     return trial
@@ -80,15 +81,15 @@ def _completed_trial(study, number: int, source: str):
 def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, staging: Path) -> dict:
     from ee_search.exits import evaluate
     from ee_search.experiment import model_from_checkpoint
-    from ee_search.train import load_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="ee-search-export-") as tmp:
-        payload = load_checkpoint(client.download_artifacts(run_id, "checkpoints/best.pt", tmp))
-        cached = load_checkpoint(client.download_artifacts(run_id, "exits/val_logits.pt", tmp))
+        payload = load_best_checkpoint(client.download_artifacts(run_id, BEST_CHECKPOINT, tmp))
+        cached = load_val_logits(client.download_artifacts(run_id, VAL_LOGITS, tmp))
     meta = payload["metadata"]
     network = model_from_checkpoint(payload).to(memory_format=torch.channels_last)
     k_exits = network.num_exits
-    chosen = list(trial.user_attrs.get("thresholds", meta["thresholds"])) if thresholds is None else thresholds
+    sampled = TrialRecord.read(trial).thresholds
+    chosen = list(sampled if sampled is not None else meta["thresholds"]) if thresholds is None else thresholds
     _check_thresholds(chosen, k_exits, meta["criterion"], study_file.path)
     point = evaluate(cached["logits"], cached["labels"], chosen, meta["criterion"], cached["relative_flops"])
     program = DeployedEarlyExit(network, chosen, meta["criterion"], meta["mean"], meta["std"]).eval()

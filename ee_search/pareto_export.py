@@ -1,5 +1,6 @@
 """`ee-search pareto`: read the study, build the front (dense by default, or the sampled one),
-optionally report it on the test split, write the three files.
+optionally report it on the test split, write its files (pareto.csv, .json, .html, .png, and
+plotly.min.js beside them).
 
 With `--split test`, each trial on the front has its best checkpoint fetched from MLflow and run over
 the held-out test split once; every one of its front points is then evaluated on those logits at
@@ -46,7 +47,7 @@ def _add_test_metrics(study_file: LoadedStudy, study, best) -> None:
     from ee_search.exits import evaluate
     from ee_search.experiment import checkpoint_logits, resolve_device
     from ee_search.search import values_from_params
-    from ee_search.train import load_checkpoint
+    from ee_search.records import BEST_CHECKPOINT, load_best_checkpoint
 
     config = study_file.config
     client = MlflowClient(tracking_uri=config.tracking.uri)
@@ -59,8 +60,7 @@ def _add_test_metrics(study_file: LoadedStudy, study, best) -> None:
     for number, points in by_trial.items():
         trial_config = study_file.with_values(values_from_params(config, trials[number].params))
         with tempfile.TemporaryDirectory(prefix="ee-search-front-") as tmp:
-            local = client.download_artifacts(points[0].mlflow_run_id, "checkpoints/best.pt", tmp)
-            payload = load_checkpoint(local)
+            payload = load_best_checkpoint(client.download_artifacts(points[0].mlflow_run_id, BEST_CHECKPOINT, tmp))
         logits, costs = checkpoint_logits(payload, trial_config, "test", device)  # once per trial
         criterion = payload["metadata"]["criterion"]
         for point in points:
