@@ -1,5 +1,6 @@
-"""Datasets for trials: load a source once, split it (train / val carved from train / held-out test),
-upload each split to the training device once, and hand every trial its own seeded batch iterators.
+"""Preparing a study's data: load the dataset its registry entry names (`config/datasets.py`), check
+it has the declared shape, split it (train / val carved from train / held-out test), upload each split
+to the training device once, and hand every trial its own seeded, augmented batch iterators.
 
 Trials in one process share the uploaded tensors, so a study pays the load and the host-to-device
 copy once, not once per trial.
