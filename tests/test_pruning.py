@@ -14,9 +14,9 @@ from ee_search.search.pruning import (
     EarlyStoppingPruner,
     PruningCallback,
     best_so_far,
-    build_optuna_pruner,
     decide_prune,
 )
+from ee_search.search.pruners import build_optuna_pruner
 from ee_search.train.early_stopping import EarlyStopping
 
 RULE = dict(n_startup_trials=2, n_warmup_epochs=1, min_stale_epochs=1, percentile=50.0)

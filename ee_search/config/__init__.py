@@ -1,5 +1,6 @@
 """The study file: schema (pydantic models only), loading with `--set` overrides and the search-space
-checks, the one-line messages for mistakes, dotted paths, and the storage/tracking URL checks."""
+checks, the one-line messages for mistakes, dotted paths, the storage/tracking URL checks, and the
+registries of named choices (datasets.py, objectives.py, search_registry.py)."""
 
 from ee_search.config.dotted import config_value, get_path, parse_override, set_path, split_path, walk_schema
 from ee_search.config.load import (
@@ -13,9 +14,8 @@ from ee_search.config.load import (
     validate_raw,
 )
 from ee_search.config.messages import format_loc, to_user_error
+from ee_search.config.objectives import DIRECTIONS, OBJECTIVES, ObjectiveName, ObjectiveSpec
 from ee_search.config.schema import (
-    DIRECTIONS,
-    OPTUNA_PRUNERS,
     AugmentConfig,
     AveragingConfig,
     CategoricalDimension,
@@ -36,11 +36,15 @@ from ee_search.config.schema import (
     TrackingConfig,
     TrainConfig,
 )
+from ee_search.config.search_registry import OPTUNA_PRUNERS, PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
 from ee_search.config.urls import absolute_sqlite, check_storage_url, check_tracking_uri, redact
 
 __all__ = [
     "DIRECTIONS",
+    "OBJECTIVES",
     "OPTUNA_PRUNERS",
+    "PRUNERS",
+    "SAMPLERS",
     "SEARCHABLE_ROOTS",
     "AugmentConfig",
     "AveragingConfig",
@@ -55,8 +59,12 @@ __all__ = [
     "IntDimension",
     "LoadedStudy",
     "ModelConfig",
+    "ObjectiveName",
+    "ObjectiveSpec",
     "PrunerConfig",
+    "PrunerSpec",
     "SamplerConfig",
+    "SamplerSpec",
     "SearchConfig",
     "StudyConfig",
     "SyntheticConfig",

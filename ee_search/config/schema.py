@@ -3,7 +3,10 @@
 Loading, `--set` overrides and the search-space checks live in `load.py`; turning a validation error
 into one line for the user lives in `messages.py`. Facts owned elsewhere are read, never restated:
 model depths, side heads and default loss weights from `models.registry`, monitor names from
-`ee_search.metrics`, dataset shapes from `config/datasets.py`.
+`ee_search.metrics`. Every named choice comes from its registry's keys: datasets (with their shapes
+and default augmentation) from `config/datasets.py`, objectives and their directions from
+`config/objectives.py`, samplers and pruners from `config/search_registry.py`, optimizers from
+`ee_search/optimizers.py`.
 
 One validator does more than compare fields: a user's model (`model.name: package.module:function`)
 declares no exit count, so it is imported and built once, on the CPU, to learn K (`config/user_model.py`,
@@ -27,11 +30,14 @@ from pydantic import (
     model_validator,
 )
 
-from ee_search.config.datasets import DATASETS, image_size
+from ee_search.config.datasets import DATASETS, default_augment, image_size
+from ee_search.config.objectives import DIRECTIONS, ObjectiveName
+from ee_search.config.search_registry import OPTUNA_PRUNERS, PRUNERS, SAMPLERS
 from ee_search.config.user_model import user_model_exits
 from ee_search.errors import FieldError
 from ee_search.metrics import MONITOR_PATTERN, monitored_exit
 from ee_search.models.registry import MODELS, default_loss_weights, is_user_model, num_exits, valid_user_model_name
+from ee_search.optimizers import OPTIMIZERS
 
 
 class Strict(BaseModel):
@@ -40,7 +46,11 @@ class Strict(BaseModel):
 
 # ---------------------------------------------------------------------------------------- data
 class AugmentConfig(Strict):
+    """In a study file, each field left out takes its dataset's default (`config/datasets.py`): SVHN's
+    28px crop, or for image_folder a crop at the image's own size with an eighth of it as padding."""
+
     crop: PositiveInt | None = 28  # random crop for training, centre crop for evaluation; null = none
+    padding: NonNegativeInt = 0  # training only: zero padding on each side before the random crop
     rotation: NonNegativeFloat = 0.0  # degrees, uniform in [-rotation, +rotation]
 
 
@@ -50,9 +60,7 @@ class SyntheticConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Literal[
-        "svhn", "synthetic_svhn", "digits", "cifar10", "mnist", "fashion_mnist", "image_folder"
-    ] = "synthetic_svhn"
+    dataset: Literal[tuple(DATASETS)] = "synthetic_svhn"
     root: str = "data"
     download: bool = False
     image_size: PositiveInt = 32  # image_folder: images resized and centre-cropped to this once, at load
@@ -69,6 +77,9 @@ class DataConfig(Strict):
         if self.dataset == "image_folder" and self.download:
             raise FieldError("data.download", "image_folder reads your own files, there is nothing to download: "
                              "set download: false")
+        left_out = {k: v for k, v in default_augment(self).items() if k not in self.augment.model_fields_set}
+        if left_out:
+            self.augment = self.augment.model_copy(update=left_out)
         size = image_size(self)
         if self.augment.crop is not None and self.augment.crop > size:
             raise FieldError("data.augment.crop", f"{self.augment.crop} is larger than the {size}px {self.dataset} "
@@ -136,7 +147,7 @@ class ResumeConfig(Strict):
 
 class TrainConfig(Strict):
     max_epochs: PositiveInt = 30
-    optimizer: Literal["sgd", "rmsprop", "adamw"] = "sgd"
+    optimizer: Literal[tuple(OPTIMIZERS)] = "sgd"
     lr: PositiveFloat = 0.01
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD and RMSprop
     alpha: float = Field(0.99, gt=0.0, lt=1.0)  # RMSprop smoothing constant
@@ -212,28 +223,14 @@ Dimension = Annotated[
     FloatDimension | IntDimension | CategoricalDimension, Field(discriminator="type")
 ]
 
-OPTUNA_PRUNERS = (
-    "median",
-    "percentile",
-    "hyperband",
-    "successive_halving",
-    "patient",
-    "wilcoxon",
-    "threshold",
-)
-
-
 class SamplerConfig(Strict):
-    type: Literal["tpe", "nsga2", "random", "gp"] = "tpe"
+    type: Literal[tuple(SAMPLERS)] = "tpe"
     seed: int | None = None
     options: dict[str, Any] = {}  # extra keyword arguments for the Optuna sampler
 
 
 class PrunerConfig(Strict):
-    type: Literal[
-        "early_stopping", "none", "median", "percentile", "hyperband", "successive_halving",
-        "patient", "wilcoxon", "threshold",
-    ] = "early_stopping"
+    type: Literal[tuple(PRUNERS)] = "early_stopping"
     n_startup_trials: int = Field(4, ge=0)  # completed trials before anything is pruned
     n_warmup_epochs: int = Field(1, ge=0)  # epochs a trial always gets
     min_stale_epochs: PositiveInt = 1  # early_stopping: epochs without improvement before a prune
@@ -259,21 +256,10 @@ class HeartbeatConfig(Strict):
         return self
 
 
-# curve_hypervolume: the area under the trial's own operating points (DESIGN.md §4); it ranks
-# training recipes, whatever thresholds the trial sampled.
-Objective = Literal["accuracy", "avg_exit_depth", "relative_flops", "curve_hypervolume"]
-DIRECTIONS: dict[str, str] = {
-    "accuracy": "maximize",
-    "avg_exit_depth": "minimize",
-    "relative_flops": "minimize",
-    "curve_hypervolume": "maximize",
-}
-
-
 class SearchConfig(Strict):
     n_trials: PositiveInt | None = 50
     timeout_s: PositiveFloat | None = None
-    objectives: list[Objective] = Field(["accuracy", "avg_exit_depth"], min_length=1)
+    objectives: list[ObjectiveName] = Field(["accuracy", "avg_exit_depth"], min_length=1)
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     storage: str = "sqlite:///optuna.db"

@@ -1,8 +1,8 @@
 """Batched crop + rotation + normalisation, done with tensor ops on the device that holds the data.
 
-Semantics are torchvision's, per sample: `RandomCrop(crop)` then `RandomRotation(rotation)` with
+Semantics are torchvision's, per sample: `RandomCrop(crop, padding)` (zero padding) then `RandomRotation(rotation)` with
 nearest interpolation and fill 0, then `Normalize(mean, std)`; evaluation is `CenterCrop(crop)` then
-`Normalize`. Written by hand because torchvision's transforms work one image (or one shared random
+`Normalize` (no padding). Written by hand because torchvision's transforms work one image (or one shared random
 draw) at a time. With nearest interpolation, crop-then-rotate is pure index arithmetic: for every
 output pixel we compute torchvision's inverse rotation, round to the source pixel, and gather it from
 the uint8 images. So there is no float copy of the full-size batch and no grid_sample, and normalising
@@ -36,9 +36,12 @@ class BatchTransform:
         train: bool,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        padding: int = 0,
     ) -> None:
         if crop is not None and not 0 < crop <= image_size:
             raise ValueError(f"crop must be in (0, {image_size}] but got {crop}")
+        if padding < 0:
+            raise ValueError(f"padding cannot be negative but got {padding}")
         if rotation < 0:
             raise ValueError(f"rotation cannot be negative but got {rotation}")
         if len(mean) != len(std):
@@ -46,6 +49,7 @@ class BatchTransform:
         self.image_size = image_size
         self.size = crop or image_size
         self.rotation = float(rotation) if train else 0.0
+        self.padding = int(padding) if train else 0  # torchvision's recipes pad the random crop only
         self.train = train
         self.channels_last = channels_last
         device = torch.device(device)
@@ -66,10 +70,11 @@ class BatchTransform:
 
     def draw(self, n: int, generator: torch.Generator | None) -> AugmentParams:
         device = self.scale.device
-        span = self.image_size - self.size + 1
+        span = self.image_size + 2 * self.padding - self.size + 1
         if self.train:
-            top = torch.randint(0, span, (n,), device=device, generator=generator)
-            left = torch.randint(0, span, (n,), device=device, generator=generator)
+            # Offsets into the padded image, shifted back to the unpadded one (negative: in the padding).
+            top = torch.randint(0, span, (n,), device=device, generator=generator) - self.padding
+            left = torch.randint(0, span, (n,), device=device, generator=generator) - self.padding
         else:
             # torchvision's CenterCrop rounds the offset: int(round((32 - 28) / 2)) = 2.
             offset = int(round(self._centre))
@@ -99,6 +104,10 @@ class BatchTransform:
             valid = None
         rows = rows + params.top.view(-1, 1, 1)
         cols = cols + params.left.view(-1, 1, 1)
+        if self.padding > 0:  # pixels of the zero padding: gather any pixel, then zero them as fill
+            inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+            valid = inside if valid is None else valid & inside
+            rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
         flat = (index.view(-1, 1, 1) * (h * w) + rows * w + cols).reshape(-1)
         pixels = images.reshape(n * h * w, c).index_select(0, flat).view(b, size, size, c)
         if valid is not None:

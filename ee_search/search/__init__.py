@@ -11,13 +11,13 @@ from ee_search.search.pruning import (
     PruneDecision,
     PruningCallback,
     best_so_far,
-    build_optuna_pruner,
     decide_prune,
 )
+from ee_search.search.pruners import build_optuna_pruner
+from ee_search.search.samplers import build_sampler
 from ee_search.search.space import SearchDimension, dimensions, sample, values_from_params
 from ee_search.search.study import (
     RunSummary,
-    build_sampler,
     check_search_components,
     load_existing,
     load_or_create,

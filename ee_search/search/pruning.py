@@ -177,34 +177,3 @@ class PruningCallback(Callback):
         higher_is_better = self.stopper.mode == "max"
         return value if maximize == higher_is_better else -value
 
-
-def build_optuna_pruner(cfg: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePruner:
-    """The pruner the Optuna study itself holds: one of Optuna's, or NopPruner when pruning is ours
-    (early_stopping) or off. Raises TypeError/ValueError on bad options (checked at load time)."""
-    p = optuna.pruners
-    opts = dict(cfg.options)
-    # Pruners see step = epoch (1-based), so "the first n epochs are safe" is n_warmup_steps = n + 1.
-    warmup = cfg.n_warmup_epochs + 1
-    if cfg.type in ("early_stopping", "none"):
-        if opts:
-            raise ValueError(f"options are for Optuna's own pruners; '{cfg.type}' takes none")
-        return p.NopPruner()
-    if cfg.type == "median":
-        return p.MedianPruner(**{"n_startup_trials": cfg.n_startup_trials, "n_warmup_steps": warmup, **opts})
-    if cfg.type == "percentile":
-        return p.PercentilePruner(**{"percentile": cfg.percentile, "n_startup_trials": cfg.n_startup_trials,
-                                     "n_warmup_steps": warmup, **opts})
-    if cfg.type == "hyperband":
-        return p.HyperbandPruner(**{"min_resource": 1, "max_resource": max_epochs, **opts})
-    if cfg.type == "successive_halving":
-        return p.SuccessiveHalvingPruner(**opts)
-    if cfg.type == "patient":
-        wrapped = p.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=warmup)
-        return p.PatientPruner(**{"wrapped_pruner": wrapped, "patience": cfg.min_stale_epochs, **opts})
-    if cfg.type == "wilcoxon":
-        return p.WilcoxonPruner(**opts)
-    if cfg.type == "threshold":
-        if not {"lower", "upper"} & set(opts):
-            raise ValueError("the threshold pruner needs options.lower or options.upper")
-        return p.ThresholdPruner(**opts)
-    raise ValueError(f"unknown pruner type {cfg.type!r}")

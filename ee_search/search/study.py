@@ -24,7 +24,8 @@ from optuna.trial import FrozenTrial
 from ee_search.config import HeartbeatConfig, LoadedStudy, SamplerConfig, StudyConfig
 from ee_search.errors import UserInputError
 from ee_search.search.events import StudyEvents
-from ee_search.search.pruning import build_optuna_pruner
+from ee_search.search.pruners import build_optuna_pruner
+from ee_search.search.samplers import build_sampler
 from ee_search.search.study_figures import refresh_study_figures
 from ee_search.config import redact
 from ee_search.config.params import config_params
@@ -33,21 +34,6 @@ from ee_search.search.budget import StopAtTarget, counted_trials, trials_to_star
 from ee_search.search.retry import stale_trial_callback
 from ee_search.search.signals import StopRequest, StudyInterrupted
 from ee_search.tracking import StudyTracker
-
-
-def build_sampler(cfg: SamplerConfig) -> optuna.samplers.BaseSampler:
-    s = optuna.samplers
-    opts = dict(cfg.options)
-    if cfg.type == "tpe":
-        # multivariate + group: TPE models the joint space and handles `when` (conditional) params.
-        return s.TPESampler(**{"seed": cfg.seed, "multivariate": True, "group": True, **opts})
-    if cfg.type == "nsga2":
-        return s.NSGAIISampler(**{"seed": cfg.seed, **opts})
-    if cfg.type == "random":
-        return s.RandomSampler(**{"seed": cfg.seed, **opts})
-    if cfg.type == "gp":
-        return s.GPSampler(**{"seed": cfg.seed, **opts})
-    raise ValueError(f"unknown sampler type {cfg.type!r}")
 
 
 def check_search_components(config: StudyConfig, source: str) -> None:

@@ -1,12 +1,14 @@
-"""Optimizers of the seed recipe: SGD with momentum, RMSprop (alpha, momentum), AdamW; weight decay for all."""
+"""Optimizers of the seed recipe: SGD with momentum, RMSprop (alpha, momentum), AdamW; weight decay
+for all. Which settings each takes is declared in the registry, `ee_search/optimizers.py`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from importlib import import_module
 
 import torch
 
-OPTIMIZERS = ("sgd", "rmsprop", "adamw")
+from ee_search.optimizers import OPTIMIZERS
 
 
 def build_optimizer(
@@ -19,10 +21,10 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     if lr <= 0:
         raise ValueError(f"lr must be positive but got {lr}")
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=alpha, momentum=momentum, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS} but got {name!r}")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)} but got {name!r}")
+    spec = OPTIMIZERS[name]
+    module, cls = spec.torch_class.split(":")
+    settings = {"momentum": momentum, "alpha": alpha}
+    taken = {setting: settings[setting] for setting in spec.settings}
+    return getattr(import_module(module), cls)(params, lr=lr, weight_decay=weight_decay, **taken)

@@ -89,8 +89,38 @@ def test_channels_last_output_is_the_same_tensor_values():
     torch.testing.assert_close(xa, xb, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("bad", [{"crop": 40}, {"rotation": -1.0}])
+@pytest.mark.parametrize("bad", [{"crop": 40}, {"rotation": -1.0}, {"padding": -3}])
 def test_bad_arguments_fail_at_once(bad):
     kwargs = {"crop": 28, "rotation": 0.0} | bad
     with pytest.raises(ValueError, match=str(list(bad.values())[0])):
         BatchTransform(IMAGENET_MEAN, IMAGENET_STD, 32, train=True, **kwargs)
+
+
+def test_padded_crop_matches_torchvision_random_crop_with_padding():
+    """RandomCrop(16, padding=2) with fill 0: pad, then crop at the drawn offset (shifted by the padding)."""
+    images = _images(n=32, size=16, seed=2)
+    t = BatchTransform(IMAGENET_MEAN, IMAGENET_STD, 16, 16, 0.0, train=True, padding=2)
+    index = torch.arange(len(images))
+    params = t.draw(len(index), torch.Generator().manual_seed(4))
+    out = t.apply(images, index, params)
+    assert out.shape == (32, 3, 16, 16)
+    for i in range(len(images)):
+        padded = TF.pad(images[i].permute(2, 0, 1), [2], fill=0)
+        ref = TF.normalize(TF.crop(padded, int(params.top[i]) + 2, int(params.left[i]) + 2, 16, 16).float() / 255.0,
+                           IMAGENET_MEAN, IMAGENET_STD)
+        torch.testing.assert_close(out[i], ref, rtol=0, atol=1e-5)
+    many = t.draw(4000, torch.Generator().manual_seed(0))
+    assert set(many.top.tolist()) == set(range(-2, 3)) and set(many.left.tolist()) == set(range(-2, 3))
+
+
+def test_padding_is_for_training_only_and_changes_nothing_when_zero():
+    images = _images(n=8, seed=3)
+    ev = BatchTransform(IMAGENET_MEAN, IMAGENET_STD, 32, 32, 0.0, train=False, padding=4)
+    expected = TF.normalize(images.permute(0, 3, 1, 2).float() / 255.0, IMAGENET_MEAN, IMAGENET_STD)
+    torch.testing.assert_close(ev(images, torch.arange(8)), expected, rtol=0, atol=1e-5)
+    # padding=0 is today's transform: the same draws from the same generator, the same batch.
+    today = BatchTransform(IMAGENET_MEAN, IMAGENET_STD, 32, 28, 10.0, train=True)
+    unpadded = BatchTransform(IMAGENET_MEAN, IMAGENET_STD, 32, 28, 10.0, train=True, padding=0)
+    a = today(images, torch.arange(8), torch.Generator().manual_seed(9))
+    b = unpadded(images, torch.arange(8), torch.Generator().manual_seed(9))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

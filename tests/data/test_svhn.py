@@ -16,7 +16,7 @@ import scipy.io
 from torchvision.datasets import SVHN
 
 from ee_search.config import DataConfig
-from ee_search.data import _prepare
+from ee_search.data.prepare import _prepare
 from ee_search.data.sources import load_svhn
 from ee_search.errors import UserInputError
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from ee_search.config import DataConfig, load_study_file
 from ee_search.config.datasets import DATASETS
-from ee_search.data import _prepare, build_batches
+from ee_search.data import build_batches
+from ee_search.data.prepare import _prepare
 from ee_search.data.image_folder import load_image_folder
 from ee_search.data.sources import CIFAR10_MEAN, MNIST_MEAN, load_cifar10, load_mnist
 from ee_search.errors import UserInputError
@@ -147,7 +148,8 @@ def test_mnist_batches_take_the_default_crop_of_28(tmp_path):
     ("data", "field", "words"),
     [
         ("{dataset: mnist, augment: {crop: 32}}", "data.augment.crop", "larger than the 28px mnist images"),
-        ("{dataset: image_folder, image_size: 24}", "data.augment.crop", "larger than the 24px image_folder images"),
+        ("{dataset: image_folder, image_size: 24, augment: {crop: 28}}", "data.augment.crop",
+         "larger than the 24px image_folder images"),
         ("{dataset: cifar10, image_size: 64}", "data.image_size", "applies to image_folder only"),
         ("{dataset: image_folder, download: true}", "data.download", "nothing to download"),
         ("{dataset: cifar100}", "data.dataset", "image_folder"),
