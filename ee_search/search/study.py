@@ -21,7 +21,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
-from ee_search.config import HeartbeatConfig, LoadedStudy, SamplerConfig, StudyConfig
+from ee_search.config import HeartbeatConfig, LoadedStudy, StudyConfig
 from ee_search.errors import UserInputError
 from ee_search.search.events import StudyEvents
 from ee_search.search.pruners import build_optuna_pruner
