@@ -79,7 +79,7 @@ def _completed_trial(study, number: int, source: str):
 
 def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, staging: Path) -> dict:
     from ee_search.exits import evaluate
-    from ee_search.experiment import model_from_checkpoint
+    from ee_search.checkpoints import model_from_checkpoint
     from ee_search.train import load_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="ee-search-export-") as tmp:

@@ -28,7 +28,7 @@ from ee_search.config import LoadedStudy, StudyConfig, redact
 from ee_search.data import prepare_data
 from ee_search.exits.report import csv_text, tradeoff_figure, tradeoff_rows
 from ee_search.figures import figure_files
-from ee_search.experiment import ExperimentResult, run_experiment
+from ee_search.fit import TrainedNetwork, train_network
 from ee_search.pareto import POINTS_ATTR
 from ee_search.search import space
 from ee_search.search.describe import describe_ending
@@ -42,7 +42,7 @@ from ee_search.search.resume import (
     start_or_continue,
 )
 from ee_search.tracking import EpochLogger, StudyTracker, SystemMetrics, TrialRun, config_params
-from ee_search.train import NON_FINITE_LOSS, Callback, EarlyStopping, InterruptWhen, ResumeSpec, TrainingInterrupted
+from ee_search.train import NON_FINITE_LOSS, Callback, InterruptWhen, ResumeSpec, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +92,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         values = space.sample(trial, self.study_file.config)  # a retry gets its predecessor's params back
         config = self.study_file.with_values(values)
-        es = config.train.early_stopping
-        stopper = EarlyStopping(es.monitor, es.patience, es.tol)
-        pruning = PruningCallback(trial, stopper, self.es_pruner)
+        pruning = PruningCallback(trial, self.es_pruner)
         with tempfile.TemporaryDirectory(prefix=f"ee-search-trial-{trial.number}-") as tmp:
             cont = start_or_continue(trial, self.tracker, self.parent_run_id,
                                      lambda n: config_params(config, **{"trial.seed": config.seed + n}), Path(tmp))
@@ -105,9 +103,7 @@ class Objective:
             # Sampled while the trial trains, flushed before the run is closed.
             with SystemMetrics(self.tracker.uri, run.run_id, resumed=not cont.new_run):
                 try:
-                    if cont.state is not None:
-                        pruning.restore(cont.state["pruner_history"])
-                    ending = self._train(trial, run, config, seed, stopper, pruning, checkpoint, cont, Path(tmp))
+                    ending = self._train(trial, run, config, seed, pruning, checkpoint, cont, Path(tmp))
                 except optuna.TrialPruned as pruned:
                     ending = Ending("PRUNED", len(pruning.history), PRUNED, detail=str(pruned))
                 except (TrainingInterrupted, KeyboardInterrupt) as error:  # left to be resumed, not failed
@@ -127,7 +123,7 @@ class Objective:
             raise TrialInterrupted(ending.detail)
         raise ending.error
 
-    def _train(self, trial: optuna.Trial, run: TrialRun, config: StudyConfig, seed: int, stopper: EarlyStopping,
+    def _train(self, trial: optuna.Trial, run: TrialRun, config: StudyConfig, seed: int,
                pruning: PruningCallback, checkpoint: Path, cont: Continuation, tmp: Path) -> Ending:
         """Train, then decide how the trial ended; exceptions (pruning, errors) are the caller's."""
         trial.set_user_attr("mlflow_run_id", run.run_id)
@@ -135,19 +131,19 @@ class Objective:
         run.describe(f"Optuna trial {trial.number} of study `{config.name}`: training"
                      + (f", resumed from trial {cont.origin} at epoch {cont.resumed_epoch}" if not cont.new_run else "")
                      + f" (up to {config.train.max_epochs} epochs).")
+        prepared = prepare_data(config.data, config.seed)  # once per trial, passed to the fit
         if cont.new_run:  # a retry's reopened run has these already
             run.log_text(redact(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)), "config/trial.yaml")
-            prepared = prepare_data(config.data, config.seed)  # cached: run_experiment reuses it
             run.log_dataset(config.data.dataset, prepared.fingerprint, config.data.root, prepared.split_sizes)
         publish = lambda path: run.log_artifact(path, "checkpoints")  # noqa: E731
         resume = ResumeSpec(tmp / "last.pt", config.train.resume.every_epochs, cont.state, on_written=publish,
-                            on_best=publish, extra=lambda: {"trial_number": trial.number, "origin_trial": cont.origin,
+                            extra=lambda: {"trial_number": trial.number, "origin_trial": cont.origin,
                                                             "mlflow_run_id": run.run_id})
         recorders = [EpochLogger(run, skip=cont.logged_steps), EpochEvents(self.events, trial.number),
                      InterruptWhen(self.stop.reason)]
         self.events.trial_started(trial.number, config.train.max_epochs, cont.resumed_epoch)
-        result = run_experiment(config, device=self.device, seed=seed, stopper=stopper, recorders=recorders,
-                                pruning=pruning, checkpoint_path=checkpoint, resume=resume)
+        result = train_network(config, device=self.device, seed=seed, prepared=prepared, recorders=recorders,
+                               pruning=pruning, checkpoint_path=checkpoint, on_best_saved=publish, resume=resume)
         if resume.write_seconds:
             trial.set_user_attr("last_pt_write_seconds", max(resume.write_seconds))
         fit = result.fit
@@ -216,7 +212,7 @@ class Objective:
             run.set_tags({"ee_search.resumed_by_trial": successor})
         self.interrupted.append(trial.number)
 
-    def _log_curve(self, number: int, run: TrialRun, config: StudyConfig, result: ExperimentResult) -> None:
+    def _log_curve(self, number: int, run: TrialRun, config: StudyConfig, result: TrainedNetwork) -> None:
         cached = result.val_logits
         with tempfile.TemporaryDirectory(prefix="ee-search-logits-") as tmp:
             path = Path(tmp) / "val_logits.pt"

@@ -27,7 +27,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from ee_search.tracking import STATE_TAG, StudyTracker, TrialRun
-from ee_search.train import load_state
+from ee_search.train import completed_epochs, load_checkpoint, saved_history
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Continuation:
 
     @property
     def resumed_epoch(self) -> int:
-        return 0 if self.state is None else int(self.state["epoch"])
+        return 0 if self.state is None else completed_epochs(self.state)
 
 
 def start_or_continue(trial: optuna.Trial, tracker: StudyTracker, parent_run_id: str,
@@ -139,7 +139,7 @@ def start_or_continue(trial: optuna.Trial, tracker: StudyTracker, parent_run_id:
     previous = history[-1]
     run = tracker.reopen_trial(run_id, trial.number)
     path = tracker.download_last_checkpoint(run_id, directory)
-    state = load_state(path) if path is not None else None
+    state = load_checkpoint(path) if path is not None else None
     cont = Continuation(run, origin, False, state, frozenset(run.logged_steps("val_loss")))
     trial.set_user_attr(RESUMED_FROM_ATTR, previous)
     trial.set_user_attr(RESUMED_AT_ATTR, cont.resumed_epoch)
@@ -147,7 +147,7 @@ def start_or_continue(trial: optuna.Trial, tracker: StudyTracker, parent_run_id:
     if state is not None:
         # Epochs saved in last.pt but not logged (killed between the two): log them now, so the
         # run's history has no gap; the ones it has are never logged twice.
-        for epoch, metrics in enumerate(state["history"], start=1):
+        for epoch, metrics in enumerate(saved_history(state), start=1):
             if epoch not in cont.logged_steps:
                 run.log_metrics(metrics, step=epoch)
     logger.info("trial %d continues trial %d from epoch %d", trial.number, previous, cont.resumed_epoch)
