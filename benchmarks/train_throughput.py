@@ -48,19 +48,8 @@ from torchvision import transforms as T
 from torchvision.datasets.vision import VisionDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
-    Take,
-    alternate,
-    clock,
-    conv_reference,
-    gemm_reference,
-    paired_ratios,
-    peak_flops,
-    references,
-    resolve,
-    spread,
-    write_json,
-)
+from _common import (Take, alternate, clock, conv_reference, gemm_reference, paired_ratios, peak_flops, references,
+                     resolve, spread, write_json)
 
 from ee_search.config import StudyConfig
 from ee_search.data import prepare_data
