@@ -138,7 +138,7 @@ class Objective:
         publish = lambda path: run.log_artifact(path, "checkpoints")  # noqa: E731
         resume = ResumeSpec(tmp / "last.pt", config.train.resume.every_epochs, cont.state, on_written=publish,
                             extra=lambda: {"trial_number": trial.number, "origin_trial": cont.origin,
-                                                            "mlflow_run_id": run.run_id})
+                                           "mlflow_run_id": run.run_id})
         recorders = [EpochLogger(run, skip=cont.logged_steps), EpochEvents(self.events, trial.number),
                      InterruptWhen(self.stop.reason)]
         self.events.trial_started(trial.number, config.train.max_epochs, cont.resumed_epoch)

@@ -73,8 +73,7 @@ def restore(trainer: TrainerView, state: dict[str, Any]) -> None:
     (weight averaging has its averaged copy by then). The callbacks' tensors go to the model's
     device; a callback without its saved state, or a saved state without its callback, is an error:
     either would silently break the bit-for-bit continuation."""
-    if state.get("format") != FORMAT:
-        raise ValueError(f"last.pt has format {state.get('format')!r}; this version reads {FORMAT}")
+    _check_format(state)
     stateful = trainer.callbacks.stateful()
     saved = state["callbacks"]
     if saved.keys() != stateful.keys():
@@ -86,13 +85,20 @@ def restore(trainer: TrainerView, state: dict[str, Any]) -> None:
         cb.load_state_dict(moved(saved[key], device))
 
 
+def _check_format(state: dict[str, Any]) -> None:
+    if state.get("format") != FORMAT:
+        raise ValueError(f"last.pt has format {state.get('format')!r}; this version reads {FORMAT}")
+
+
 def completed_epochs(state: dict[str, Any]) -> int:
     """How many epochs a loaded last.pt had finished."""
+    _check_format(state)
     return int(state["trainer"]["epoch"])
 
 
 def saved_history(state: dict[str, Any]) -> list[dict[str, float]]:
     """The per-epoch metrics a loaded last.pt holds, epoch 1 first."""
+    _check_format(state)
     return state["trainer"]["history"]
 
 
