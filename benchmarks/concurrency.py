@@ -2,7 +2,7 @@
 
 Each trial is what `search.n_jobs` runs: a thread with its own model, optimizer and CUDA stream,
 training on the shared device-resident dataset (the same code path as a study's trials). Every trial
-trains the same number of batches of 128; aggregate images/s = all images / wall time. Small models
+trains the same number of batches of 128 (16 with --tiny); aggregate images/s = all images / wall time. Small models
 leave a big GPU idle between kernel launches; concurrent trials fill those gaps.
 
 The groups (1, 2, 4 trials) are built once, warmed up once (cudnn autotuning, allocator, compile),
@@ -12,6 +12,7 @@ group timed in the same repeat.
 
     python benchmarks/concurrency.py --json benchmarks/results/concurrency-h100.json
     python benchmarks/concurrency.py --device cpu --quick --json /tmp/conc.json   # smoke run only
+    python benchmarks/concurrency.py --device cpu --tiny --json /tmp/conc.json    # seconds: checks the code path
 Goal (H100/H200): 4 trials >= 2x the aggregate images/s of 1.
 """
 
@@ -30,20 +31,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Take, alternate, paired_ratios, resolve, spread, write_json
 
 from ee_search.config import StudyConfig
-from ee_search.data import build_batches, prepare_data
-from ee_search.experiment import autocast_dtype
-from ee_search.models import build_model
-from ee_search.train import ExitPolicy, Trainer, build_optimizer
+from ee_search.data import prepare_data
+from ee_search.fit import build_fit
 
 
-def config(width: int, n_train: int, root: Path, compile_model: bool) -> StudyConfig:
+def config(width: int, n_train: int, root: Path, compile_model: bool, batch: int = 128) -> StudyConfig:
     return StudyConfig.model_validate({
         "name": "concurrency", "seed": 0,
         "data": {"dataset": "synthetic_svhn", "root": str(root), "val_fraction": 0.1,
                  "augment": {"crop": 28, "rotation": 30},
-                 "synthetic": {"train_size": round(n_train / 0.9), "test_size": 256}},
+                 # at least 200 images: a --tiny run still has every class in its validation split
+                 "synthetic": {"train_size": max(round(n_train / 0.9), 200), "test_size": 256}},
         "model": {"name": "ee_resnet", "width": width},
-        "train": {"batch_size": 128, "lr": 0.02, "compile": compile_model},
+        "train": {"batch_size": batch, "eval_batch_size": 1024, "lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4,
+                  "optimizer": "sgd", "compile": compile_model},
         "exits": {"thresholds": [0.9, 0.9]},
     })
 
@@ -53,12 +54,9 @@ def trial_group(n: int, prepared, cfg: StudyConfig, device: torch.device, batche
     each (in threads, one CUDA stream per trial) and returns when the last is done."""
     trainers, streams = [], []
     for i in range(n):
-        data = build_batches(prepared, cfg.data.augment, device, 128, 1024, seed=i, channels_last=True)
-        torch.manual_seed(i)
-        model = build_model(cfg.model, 3, 10).to(device=device, memory_format=torch.channels_last)
-        opt = build_optimizer(model.parameters(), "sgd", 0.02, 0.9, 5e-4)
-        trainers.append(Trainer(model, opt, Take(data.train, batches_per_trial), [], max_epochs=1, policy=ExitPolicy((0.9, 0.9), "max_softmax"),
-                                autocast_dtype=autocast_dtype("auto", device), compile_model=cfg.train.compile))
+        trainer = build_fit(cfg, device=device, seed=i, prepared=prepared).trainer  # as a trial builds it
+        trainer.train_batches = Take(trainer.train_batches, batches_per_trial)
+        trainers.append(trainer)
         streams.append(torch.cuda.Stream(device) if device.type == "cuda" else None)
 
     def work(i: int) -> None:
@@ -77,10 +75,12 @@ def trial_group(n: int, prepared, cfg: StudyConfig, device: torch.device, batche
     return run
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a smoke run of seconds: width 4, batch 16, 2 batches, 1 and 2 trials, 1 repeat")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--batches", type=int, default=None, help="batches each trial trains (default 200, quick 10)")
@@ -88,19 +88,29 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per group, after one warm-up")
     args = parser.parse_args()
+    args.batch = 128
+    if args.tiny:
+        args.quick = True
+        args.width, args.batches, args.trials, args.repeats, args.batch = 4, 2, [1, 2], 1, 16
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     device = resolve(args.device)
     batches = args.batches or (10 if args.quick else 200)
     with tempfile.TemporaryDirectory(prefix="ee-search-bench-conc-") as tmp:
-        cfg = config(args.width, batches * 128, Path(tmp), args.compile)
+        cfg = config(args.width, batches * args.batch, Path(tmp), args.compile, args.batch)
         prepared = prepare_data(cfg.data, cfg.seed)
         groups = {str(n): trial_group(n, prepared, cfg, device, batches) for n in args.trials}
         timing = alternate(groups, device, repeats=args.repeats, warmup=1)
-    rates = {int(k): [int(k) * batches * 128 / s for s in v] for k, v in timing["seconds"].items()}
+    rates = {int(k): [int(k) * batches * args.batch / s for s in v] for k, v in timing["seconds"].items()}
     base = args.trials[0]
     result = {
         "model": f"ee_resnet width {args.width}",
-        "batch_size": 128,
+        "batch_size": args.batch,
         "batches_per_trial": batches,
+        "tiny": args.tiny,
         "mechanism": "threads (search.n_jobs), one CUDA stream per trial, shared device-resident data",
         "repeats": args.repeats,
         "order": timing["order"],

@@ -35,7 +35,7 @@ from ee_search.config import ModelConfig
 from ee_search.data.augment import BatchTransform
 from ee_search.data.sources import IMAGENET_MEAN, IMAGENET_STD
 from ee_search.data.synthetic_svhn import render_house_numbers
-from ee_search.exits import confidence, exit_costs, predict_dense, predict_early_exit
+from ee_search.exits import criterion_score, exit_costs, predict_dense, predict_early_exit
 from ee_search.models import build_model
 
 
@@ -49,7 +49,7 @@ def full_depth(model, x):
 def half_early_thresholds(model, x, criterion: str, early_share: float = 0.5) -> list[float]:
     """Thresholds that let `early_share` of the batch leave, spread evenly over the side exits."""
     with torch.no_grad():
-        scores = confidence(torch.stack([z.float() for z in model(x)]), criterion)
+        scores = criterion_score(torch.stack([z.float() for z in model(x)]), criterion)
     k_side = model.num_exits - 1
     remaining = torch.ones(scores.shape[1], dtype=torch.bool, device=scores.device)
     thresholds = []

@@ -38,7 +38,7 @@ import torch
 
 from ee_search.config import load_study_file
 from ee_search.data import prepare_data
-from ee_search.experiment import resolve_device
+from ee_search.device import resolve_device
 from ee_search.pareto import collect_operating_points, collect_points, front_hypervolume, hypervolume
 from ee_search.search.study import run_study
 

@@ -37,7 +37,7 @@ from ee_search.search.pruning import HISTORY_ATTR, best_so_far, decide_prune
 from ee_search.search.study import load_existing
 from ee_search.config import redact
 from ee_search.metrics import monitor_mode
-from ee_search.train.early_stopping import StopState, decide
+from ee_search.train.early_stopping import StopState, judge_epoch
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def replay(trials: list[RecordedTrial], setting: Setting, mode: str) -> tuple[in
         for epoch, value in enumerate(trial.history, 1):
             if value is None:
                 break  # a non-finite value stops the trial anyway
-            state = decide(state, value, epoch, mode=mode, patience=trial.patience, tol=trial.tol).state
+            state = judge_epoch(state, value, epoch, mode=mode, patience=trial.patience, tol=trial.tol).state
             if epoch == len(trial.history):
                 break  # the trial ends here on its own: nothing left to save
             others = [b for b in (best_so_far(h, epoch, mode) for h in finished) if b is not None]

@@ -39,7 +39,8 @@ from _common import write_json
 from ee_search.config import load_study_file
 from ee_search.data import prepare_data
 from ee_search.exits import evaluate, front_indices, hypervolume
-from ee_search.experiment import checkpoint_logits, resolve_device
+from ee_search.checkpoints import checkpoint_logits
+from ee_search.device import resolve_device
 from ee_search.search import run_study, values_from_params
 from ee_search.train import load_checkpoint
 

@@ -120,7 +120,7 @@ def run(
     try:
         loaded = _load(study, set_, storage, tracking_uri, device, n_trials)
         from ee_search.data import prepare_data
-        from ee_search.experiment import resolve_device
+        from ee_search.device import resolve_device
 
         config = loaded.config
         try:

@@ -45,7 +45,8 @@ def _add_test_metrics(study_file: LoadedStudy, study, best) -> None:
     from mlflow import MlflowClient
 
     from ee_search.exits import evaluate
-    from ee_search.experiment import checkpoint_logits, resolve_device
+    from ee_search.checkpoints import checkpoint_logits
+    from ee_search.device import resolve_device
     from ee_search.search import values_from_params
     from ee_search.records import BEST_CHECKPOINT, load_best_checkpoint
 

@@ -22,9 +22,9 @@ from ee_search.cli import app
 from ee_search.config import load_study_file
 from ee_search.data import build_batches, prepare_data
 from ee_search.exits import exit_costs
-from ee_search.experiment import model_from_checkpoint
+from ee_search.checkpoints import model_from_checkpoint
 from ee_search.search.space import values_from_params
-from ee_search.train.checkpoint import load_checkpoint
+from ee_search.train import load_checkpoint
 from tests.conftest import TINY_STUDY
 
 runner = CliRunner()

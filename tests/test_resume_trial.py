@@ -21,7 +21,7 @@ from ee_search.search.recorder import EpochLogger, TrialRecorder
 from ee_search.search.signals import StudyInterrupted
 from ee_search.search.study import run_study
 from ee_search.train import Callback, load_checkpoint
-from ee_search.train.resume import ResumeCheckpoint
+from ee_search.train.last_checkpoint import LastCheckpoint
 
 CPU = torch.device("cpu")
 SETS = ["train.max_epochs=3", "train.early_stopping.patience=50", "search.n_trials=1",
@@ -108,7 +108,7 @@ class DieAt(Callback):
 
 
 def _with_callback(monkeypatch, callback: Callback) -> None:
-    real_init = ResumeCheckpoint.__init__
+    real_init = LastCheckpoint.__init__
 
     def init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
@@ -120,9 +120,9 @@ def _with_callback(monkeypatch, callback: Callback) -> None:
     def on_epoch_start(self, trainer, epoch):
         self.killer.on_epoch_start(trainer, epoch)
 
-    monkeypatch.setattr(ResumeCheckpoint, "__init__", init)
-    monkeypatch.setattr(ResumeCheckpoint, "on_train_batch_end", on_train_batch_end, raising=False)
-    monkeypatch.setattr(ResumeCheckpoint, "on_epoch_start", on_epoch_start, raising=False)
+    monkeypatch.setattr(LastCheckpoint, "__init__", init)
+    monkeypatch.setattr(LastCheckpoint, "on_train_batch_end", on_train_batch_end, raising=False)
+    monkeypatch.setattr(LastCheckpoint, "on_epoch_start", on_epoch_start, raising=False)
 
 
 @pytest.mark.parametrize("where, resumed_at", [

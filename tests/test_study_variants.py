@@ -4,7 +4,7 @@ autocast (the CPU takes the same code path CUDA does).
 
 Where a test can, it checks the run against an oracle rather than "it completed": an independent
 Optuna pruner replaying the recorded values, a second sink written by the same trial, the bare
-`run_experiment` at the trial's seed (deterministic on CPU), or `torch.optim` itself."""
+`train_network` at the trial's seed (deterministic on CPU), or `torch.optim` itself."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from ee_search.cli import app
 from ee_search.config import load_study_file
-from ee_search.experiment import model_from_checkpoint, run_experiment
+from ee_search.checkpoints import model_from_checkpoint
+from ee_search.fit import train_network
 from ee_search.models import build_model
 from ee_search.train import build_optimizer, load_checkpoint
 
@@ -201,7 +202,7 @@ OPTIMIZER_SETS = ("train.lr=0.001", "train.momentum=0.5", "train.alpha=0.9", "tr
 
 @pytest.mark.parametrize("optimizer", ["rmsprop", "adamw"])
 def test_other_optimizers(tiny_study, workdir, optimizer):
-    """Oracle: torch.optim.<optimizer> stepped by hand, and run_experiment at the trial's seed (vs sgd at that seed)."""
+    """Oracle: torch.optim.<optimizer> stepped by hand, and train_network at the trial's seed (vs sgd at that seed)."""
     sets = (f"train.optimizer={optimizer}", *OPTIMIZER_SETS)
     study = run(tiny_study, *sets, n_trials=1)
     t = study.trials[0]
@@ -212,9 +213,9 @@ def test_other_optimizers(tiny_study, workdir, optimizer):
 
     # The CLI trial trained exactly what the bare experiment trains at its seed, and not what sgd does.
     trained = checkpoint_state(workdir, t)
-    assert_same_weights(trained, cpu_state(run_experiment(config, device=CPU, seed=seed).model))
+    assert_same_weights(trained, cpu_state(train_network(config, device=CPU, seed=seed).model))
     sgd = config_of(tiny_study, *sets, "train.optimizer=sgd")
-    assert max_abs_diff(trained, cpu_state(run_experiment(sgd, device=CPU, seed=seed).model)) > 1e-3
+    assert max_abs_diff(trained, cpu_state(train_network(sgd, device=CPU, seed=seed).model)) > 1e-3
 
     # build_optimizer steps exactly as torch's own optimizer with the configured hyper-parameters.
     torch.manual_seed(0)
@@ -232,7 +233,7 @@ def test_other_optimizers(tiny_study, workdir, optimizer):
 
 
 def test_bf16_autocast_path(tiny_study, workdir):
-    """Oracle: run_experiment in fp32 at the trial's seed: the bf16 trial must differ from it, yet stay close."""
+    """Oracle: train_network in fp32 at the trial's seed: the bf16 trial must differ from it, yet stay close."""
     sets = ("train.precision=bf16", "train.max_epochs=2", "train.early_stopping.patience=10", "search.space={}",
             "device=cpu", *SMALL)
     study = run(tiny_study, *sets, n_trials=1)
@@ -241,7 +242,7 @@ def test_bf16_autocast_path(tiny_study, workdir):
     seed = config_of(tiny_study, *sets).seed + t.number
     # fp32 on CPU is reproduced bit for bit (test_other_optimizers holds the CLI to that), so any
     # difference from it is autocast's.
-    fp32 = run_experiment(config_of(tiny_study, *sets, "train.precision=fp32"), device=CPU, seed=seed)
+    fp32 = train_network(config_of(tiny_study, *sets, "train.precision=fp32"), device=CPU, seed=seed)
     history = mlflow_client(workdir).get_metric_history(t.user_attrs["mlflow_run_id"], "val_loss")
     logged = [m.value for m in sorted(history, key=lambda m: m.step)]
     reference = [h["val_loss"] for h in fp32.fit.history]

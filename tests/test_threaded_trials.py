@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from ee_search.config import validate_raw
-from ee_search import experiment
-from ee_search.experiment import run_experiment
+from ee_search import fit
+from ee_search.fit import train_network
 from tests.conftest import TINY_STUDY
 
 CPU = torch.device("cpu")
@@ -24,19 +24,19 @@ def test_two_trials_in_threads_end_exactly_as_they_do_alone(monkeypatch):
     raw["train"]["max_epochs"] = 1
     config = validate_raw(raw, "tiny")
     seeds = [11, 12]
-    alone = [run_experiment(config, device=CPU, seed=s) for s in seeds]
+    alone = [train_network(config, device=CPU, seed=s) for s in seeds]
     start = threading.Barrier(2)  # both trials build their models and train at the same moment
-    real_build = experiment.build_model
+    real_build = fit.build_model
 
     def slow_build(*args, **kwargs):  # widens the window in which another thread could reseed
         time.sleep(0.2)
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "build_model", slow_build)
+    monkeypatch.setattr(fit, "build_model", slow_build)
 
     def together(seed):
         start.wait()
-        return run_experiment(config, device=CPU, seed=seed)
+        return train_network(config, device=CPU, seed=seed)
 
     with ThreadPoolExecutor(2) as pool:
         side_by_side = list(pool.map(together, seeds))

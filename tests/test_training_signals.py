@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from ee_search.cli import app
 from ee_search.config import load_study_file
-from ee_search.experiment import model_from_checkpoint, run_experiment
+from ee_search.checkpoints import model_from_checkpoint
+from ee_search.fit import train_network
 from ee_search.models import build_model
 from ee_search.train import Callback, WeightAveraging, load_checkpoint
 
@@ -146,7 +147,7 @@ def test_each_averaging_method_completes_a_trial(tiny_study, workdir, method):
     plain_config = load_study_file(tiny_study, base).config  # method: none
     seed = plain_config.seed + t.number
     steps = StepWeights()
-    plain = run_experiment(plain_config, device=CPU, seed=seed, recorders=[steps])
+    plain = train_network(plain_config, device=CPU, seed=seed, recorders=[steps])
     last = weights(plain.model)
     assert distance(last, steps.after_step[max(steps.after_step)]) == 0.0
     torch.manual_seed(seed)

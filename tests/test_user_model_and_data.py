@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from ee_search.cli import app
 from ee_search.exits import evaluate
-from ee_search.train.checkpoint import load_checkpoint
+from ee_search.train import load_checkpoint
 from tests.conftest import write_study
 from tests.data.dataset_files import register_cifar10, write_cifar10, write_image_folder, write_mnist
 

@@ -40,7 +40,7 @@ class DeviceBatches:
         self.generator = torch.Generator(device=images.device)
         self.generator.manual_seed(seed)
         # The epoch in progress (its order and the next batch), so a trial interrupted mid-epoch
-        # resumes at exactly the batch it stopped before (train/resume.py saves this).
+        # resumes at exactly the batch it stopped before (the trainer files this state in last.pt).
         self._order: torch.Tensor | None = None
         self._next = 0
         self._restored = False  # only a restored epoch is continued; any other __iter__ starts afresh

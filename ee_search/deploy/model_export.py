@@ -80,7 +80,7 @@ def _completed_trial(study, number: int, source: str):
 
 def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, staging: Path) -> dict:
     from ee_search.exits import evaluate
-    from ee_search.experiment import model_from_checkpoint
+    from ee_search.checkpoints import model_from_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="ee-search-export-") as tmp:
         payload = load_best_checkpoint(client.download_artifacts(run_id, BEST_CHECKPOINT, tmp))

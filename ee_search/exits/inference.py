@@ -3,7 +3,7 @@ dropped from the batch, and later stages run only on the survivors.
 
 Predictions and exit indices are scattered back into batch order. In eval mode every layer treats
 samples independently (BatchNorm uses its running statistics), so this path must agree with the dense
-all-exits path (`policy.decide` over `model(x)`). The tests and the benchmark check that it does.
+all-exits path (`policy.exit_predictions` over `model(x)`). The tests and the benchmark check that it does.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ee_search.exits.policy import CRITERIA, decide, leaves, score_logits
+from ee_search.exits.policy import CRITERIA, exit_predictions, may_leave, score_logits
 from ee_search.models.base import EarlyExitNetwork
 
 
@@ -57,7 +57,7 @@ class CompactedEarlyExit(nn.Module):
         for stage, head in zip(self.stages, self.heads):
             x = stage(x)
             logits = head(x).float()
-            leave = leaves(score_logits(logits, self.max_softmax), self.thresholds[k], self.max_softmax)
+            leave = may_leave(score_logits(logits, self.max_softmax), self.thresholds[k], self.max_softmax)
             gone = alive[leave]
             prediction[gone] = logits[leave].argmax(dim=-1)
             top[gone] = torch.softmax(logits[leave], dim=-1).amax(dim=-1)
@@ -89,4 +89,4 @@ def predict_dense(
     model: EarlyExitNetwork, x: torch.Tensor, thresholds: Sequence[float], criterion: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference: run every exit on every sample, then decide as the evaluation does."""
-    return decide(torch.stack([z.float() for z in model(x)]), thresholds, criterion)
+    return exit_predictions(torch.stack([z.float() for z in model(x)]), thresholds, criterion)

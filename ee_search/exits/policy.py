@@ -27,25 +27,31 @@ def score_logits(logits: torch.Tensor, max_softmax: bool) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(dim=-1)
 
 
-def leaves(score: torch.Tensor, threshold: torch.Tensor, max_softmax: bool) -> torch.Tensor:
-    """Whether a sample may leave: confident enough (max_softmax >= t) or certain enough (entropy <= t)."""
+def may_leave(score: torch.Tensor, threshold: torch.Tensor, max_softmax: bool) -> torch.Tensor:
+    """Whether a sample may leave: confident enough (max_softmax >= t) or certain enough (entropy <= t).
+    A bool rather than the criterion's name for the same reason as `score_logits` (it must script)."""
     return score >= threshold if max_softmax else score <= threshold
 
 
-def confidence(logits: torch.Tensor, criterion: str) -> torch.Tensor:
+def criterion_score(logits: torch.Tensor, criterion: str) -> torch.Tensor:
+    """The criterion's per-sample score by its name: max softmax, or entropy (lower = more certain)."""
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA} but got {criterion!r}")
     return score_logits(logits, criterion == "max_softmax")
 
 
-def passes(score: torch.Tensor, threshold: torch.Tensor | float, criterion: str) -> torch.Tensor:
-    return leaves(score, threshold, criterion == "max_softmax")
+@dataclass(frozen=True)
+class ExitPolicy:
+    """A trial's exit rule: one threshold per side exit, compared with the criterion's score."""
+
+    thresholds: tuple[float, ...]
+    criterion: str
 
 
 def exit_index(scores: torch.Tensor, thresholds: torch.Tensor, criterion: str) -> torch.Tensor:
     """0-based exit taken by each sample. `scores`: [..., K, N] (the last exit's row is ignored);
     `thresholds`: [..., K-1] broadcastable against the leading dims. Returns [..., N]."""
-    side = passes(scores[..., :-1, :], thresholds.unsqueeze(-1), criterion)
+    side = may_leave(scores[..., :-1, :], thresholds.unsqueeze(-1), criterion == "max_softmax")
     final = torch.ones_like(side[..., :1, :])
     # argmax over the exit axis returns the first True: the first exit whose criterion passes.
     return torch.cat([side, final], dim=-2).to(torch.uint8).argmax(dim=-2)
@@ -112,17 +118,18 @@ def outcomes(
 
 
 def scores_and_correct(logits: torch.Tensor, labels: torch.Tensor, criterion: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-exit confidence [K, N] and correctness [K, N] of cached logits [K, N, C].
+    """Per-exit criterion score [K, N] and correctness [K, N] of cached logits [K, N, C].
 
     Scores stay float32, and thresholds are compared in float32 too, as compacted inference and the
     exported model compare them: a sample on a threshold's edge exits at the same place everywhere."""
-    return confidence(logits, criterion), logits.argmax(dim=-1).eq(labels.unsqueeze(0))
+    return criterion_score(logits, criterion), logits.argmax(dim=-1).eq(labels.unsqueeze(0))
 
 
-def decide(logits: torch.Tensor, thresholds: Sequence[float], criterion: str) -> tuple[torch.Tensor, torch.Tensor]:
+def exit_predictions(logits: torch.Tensor, thresholds: Sequence[float],
+                     criterion: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Prediction [N] and 0-based exit taken [N] of every sample, from all exits' logits [K, N, C]."""
     t = torch.tensor(list(thresholds), dtype=torch.float32, device=logits.device)
-    taken = exit_index(confidence(logits, criterion), t, criterion)
+    taken = exit_index(criterion_score(logits, criterion), t, criterion)
     return logits.argmax(dim=-1).gather(0, taken.unsqueeze(0)).squeeze(0), taken
 
 

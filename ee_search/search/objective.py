@@ -22,7 +22,7 @@ import torch
 from ee_search.config import LoadedStudy, StudyConfig
 from ee_search.config.params import config_params
 from ee_search.data import prepare_data
-from ee_search.experiment import run_experiment
+from ee_search.fit import train_network
 from ee_search.records import PRUNED_BY_PRUNER, Ending
 from ee_search.search import space
 from ee_search.search.events import StudyEvents
@@ -30,7 +30,7 @@ from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
 from ee_search.search.recorder import Continuation, TrialEnd, TrialRecorder
 from ee_search.search.signals import StopRequest
 from ee_search.tracking import StudyTracker, SystemMetrics
-from ee_search.train import NON_FINITE_LOSS, EarlyStopping, InterruptWhen, ResumeSpec, TrainingInterrupted
+from ee_search.train import NON_FINITE_LOSS, InterruptWhen, ResumeSpec, TrainingInterrupted
 
 
 class TrialInterrupted(Exception):
@@ -76,14 +76,10 @@ class TrialObjective:
 
     def _train_and_judge(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig,
                          cont: Continuation, tmp: Path) -> TrialEnd:
-        es = config.train.early_stopping
-        stopper = EarlyStopping(es.monitor, es.patience, es.tol)
-        pruning = PruningCallback(trial, stopper, self.es_pruner)
+        pruning = PruningCallback(trial, self.es_pruner)
         epochs = lambda: len(pruning.history)  # noqa: E731 - epochs judged so far, resumed ones included
         try:
-            if cont.state is not None:
-                pruning.restore(cont.state["pruner_history"])
-            return self._train(trial, recorder, config, cont, tmp, stopper, pruning)
+            return self._train(trial, recorder, config, cont, tmp, pruning)
         except optuna.TrialPruned as pruned:
             return TrialEnd(Ending.PRUNED, epochs(), PRUNED_BY_PRUNER, detail=str(pruned))
         except (TrainingInterrupted, KeyboardInterrupt) as error:  # left to be resumed, not failed
@@ -92,18 +88,19 @@ class TrialObjective:
             return TrialEnd(Ending.FAILED, epochs(), detail=f"{type(error).__name__}: {error}", error=error)
 
     def _train(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig, cont: Continuation,
-               tmp: Path, stopper: EarlyStopping, pruning: PruningCallback) -> TrialEnd:
+               tmp: Path, pruning: PruningCallback) -> TrialEnd:
         """Train, then judge the result; exceptions (pruning, errors) are the caller's."""
-        prepared = prepare_data(config.data, config.seed)  # the same split for every trial of the study
+        prepared = prepare_data(config.data, config.seed)  # once per trial, passed to the fit
         recorder.started(config, prepared.fingerprint, prepared.split_sizes)
         resume = ResumeSpec(tmp / "last.pt", config.train.resume.every_epochs, cont.state,
-                            on_written=recorder.publish_checkpoint, on_best=recorder.publish_checkpoint,
+                            on_written=recorder.publish_checkpoint,
                             extra=lambda: {"trial_number": trial.number, "origin_trial": cont.origin,
                                            "mlflow_run_id": cont.run.run_id})
         # The original trial's seed: a resumed trial ends exactly where it would have.
-        result = run_experiment(config, device=self.device, seed=config.seed + cont.origin, stopper=stopper,
-                                recorders=[*recorder.epoch_callbacks(), InterruptWhen(self.stop.reason)],
-                                pruning=pruning, checkpoint_path=tmp / "best.pt", resume=resume)
+        result = train_network(config, device=self.device, seed=config.seed + cont.origin, prepared=prepared,
+                               recorders=[*recorder.epoch_callbacks(), InterruptWhen(self.stop.reason)],
+                               pruning=pruning, checkpoint_path=tmp / "best.pt",
+                               on_best_saved=recorder.publish_checkpoint, resume=resume)
         recorder.trained(result.best_epoch, resume.write_seconds)
         fit = result.fit
         if fit.stop_reason == NON_FINITE_LOSS or result.outcome is None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import optuna
@@ -30,10 +31,9 @@ from optuna.trial import TrialState
 
 from ee_search.config import PrunerConfig
 from ee_search.metrics import monitor_mode
-from ee_search.train import Callback, EarlyStopping
+from ee_search.records import TrialRecord
+from ee_search.train import Callback, EarlyStopping, TrainerView
 
-HISTORY_ATTR = "monitor_history"  # list, index = epoch - 1; None where the value was not finite
-MONITOR_ATTR = "monitor"
 
 
 def best_so_far(history: Sequence[float | None], epoch: int, mode: str) -> float | None:
@@ -106,15 +106,17 @@ class EarlyStoppingPruner:
     def from_config(cls, cfg: PrunerConfig) -> EarlyStoppingPruner:
         return cls(cfg.n_startup_trials, cfg.n_warmup_epochs, cfg.min_stale_epochs, cfg.percentile)
 
-    def decide(self, study: optuna.Study, epoch: int, own_best: float | None, stale_epochs: int,
+    def judge(self, study: optuna.Study, epoch: int, own_best: float | None, stale_epochs: int,
                monitor: str) -> PruneDecision:
+        """This trial at `epoch` against the completed trials' records in the storage (decide_prune)."""
         mode = monitor_mode(monitor)
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         others = []
         for t in completed:
-            if t.user_attrs.get(MONITOR_ATTR, monitor) != monitor:
+            record = TrialRecord.read(t)
+            if (record.monitor or monitor) != monitor:
                 continue  # a trial that monitored something else (the monitor itself was searched)
-            best = best_so_far(t.user_attrs.get(HISTORY_ATTR, []), epoch, mode)
+            best = best_so_far(record.monitor_history or [], epoch, mode)
             if best is not None:
                 others.append(best)
         return decide_prune(
@@ -128,40 +130,52 @@ class EarlyStoppingPruner:
 class PruningCallback(Callback):
     """Records the monitored value each epoch and raises `optuna.TrialPruned` when told to.
 
-    Runs last among the callbacks: by then the epoch's metrics are logged and the best weights kept.
+    It records at validation end, before last.pt is written (its record is its state in last.pt, so a
+    resumed trial's pruner judges the whole history), and decides at epoch end, after every callback
+    has seen the epoch: by then the epoch's metrics are logged and the best weights kept. It judges by
+    the trainer's own early stopper, found at fit start.
     """
 
-    def __init__(self, trial: optuna.Trial, stopper: EarlyStopping, pruner: EarlyStoppingPruner | None) -> None:
+    def __init__(self, trial: optuna.Trial, pruner: EarlyStoppingPruner | None) -> None:
         self.trial = trial
-        self.stopper = stopper
         self.pruner = pruner  # None: Optuna's own pruner (study.pruner), or no pruning at all
+        self.stopper: EarlyStopping | None = None
         self.history: list[float | None] = []
         self.single_objective = len(trial.study.directions) == 1
         self.last_decision: PruneDecision | None = None
-        trial.set_user_attr(MONITOR_ATTR, stopper.monitor)
 
-    def restore(self, history: Sequence[float | None]) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
+        self.stopper = trainer.find_callback(EarlyStopping)
+        TrialRecord(monitor=self.stopper.monitor).write(self.trial)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.stopper.monitor, "history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """A resumed trial: the saved epochs' monitored values, recorded and re-reported to this (new)
         Optuna trial, so pruners judge its whole history, not just the epochs it trains itself."""
-        self.history = list(history)
-        self.trial.set_user_attr(HISTORY_ATTR, self.history)
+        self.history = list(state["history"])
+        TrialRecord(monitor_history=self.history).write(self.trial)
         if self.single_objective:
+            mode = monitor_mode(state["monitor"])  # restored before this callback's on_fit_start
             for epoch, value in enumerate(self.history, start=1):
                 if value is not None:
-                    self.trial.report(self._aligned(value), step=epoch)
+                    self.trial.report(self._aligned(value, mode), step=epoch)
 
-    def on_validation_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, float]) -> None:
         value = float(metrics[self.stopper.monitor])
         self.history.append(value if math.isfinite(value) else None)
-        self.trial.set_user_attr(HISTORY_ATTR, self.history)
+        TrialRecord(monitor_history=self.history).write(self.trial)
         if self.single_objective and math.isfinite(value):
-            self.trial.report(self._aligned(value), step=epoch)
+            self.trial.report(self._aligned(value, self.stopper.mode), step=epoch)
+
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, float]) -> None:
         if trainer.should_stop or epoch >= trainer.max_epochs:
             # Stopping anyway (patience, divergence, or the last epoch): that is the truer reason, and
             # pruning now would save nothing but throw away a finished trial's result.
             return
         if self.pruner is not None:
-            self.last_decision = self.pruner.decide(
+            self.last_decision = self.pruner.judge(
                 self.trial.study, epoch, self.stopper.state.best, self.stopper.state.stale, self.stopper.monitor
             )
             if self.last_decision.prune:
@@ -169,11 +183,11 @@ class PruningCallback(Callback):
         elif self.single_objective and self.trial.should_prune():
             raise optuna.TrialPruned(f"epoch {epoch}: {type(self.trial.study.pruner).__name__} pruned it")
 
-    def _aligned(self, value: float) -> float:
+    def _aligned(self, value: float, mode: str) -> float:
         # Optuna's pruners read "better" from the study's direction. When the monitor points the
         # other way (val_loss in a maximize-accuracy study) the reported value is negated, so that
         # "better" means the same thing to both.
         maximize = self.trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
-        higher_is_better = self.stopper.mode == "max"
+        higher_is_better = mode == "max"
         return value if maximize == higher_is_better else -value
 

@@ -49,7 +49,7 @@ from ee_search.tracking import (
     StudyTracker,
     TrialRun,
 )
-from ee_search.train import Callback, load_state
+from ee_search.train import Callback, completed_epochs, load_checkpoint, saved_history
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Continuation:
 
     @property
     def resumed_epoch(self) -> int:
-        return 0 if self.state is None else int(self.state["epoch"])
+        return 0 if self.state is None else completed_epochs(self.state)
 
 
 @dataclass
@@ -111,14 +111,14 @@ class TrialRecorder:
     def _reopen(self, run_id: str, previous: int, origin: int, directory: Path) -> Continuation:
         run = self.tracker.reopen_trial(run_id, self.trial.number)
         path = self.tracker.download_last_checkpoint(run_id, directory)
-        state = load_state(path) if path is not None else None
+        state = load_checkpoint(path) if path is not None else None
         cont = Continuation(run, origin, False, state, frozenset(run.logged_steps("val_loss")))
         TrialRecord(resumed_from=previous, resumed_at_epoch=cont.resumed_epoch).write(self.trial)
         run.set_tags({RESUMED_FROM_TAG: previous, RESUMED_AT_TAG: cont.resumed_epoch})
         if state is not None:
             # Epochs saved in last.pt but not logged (killed between the two): log them now, so the
             # run's history has no gap; the ones it has are never logged twice.
-            for epoch, metrics in enumerate(state["history"], start=1):
+            for epoch, metrics in enumerate(saved_history(state), start=1):
                 if epoch not in cont.logged_steps:
                     run.log_metrics(metrics, step=epoch)
         logger.info("trial %d continues trial %d from epoch %d", self.trial.number, previous, cont.resumed_epoch)

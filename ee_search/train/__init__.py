@@ -5,11 +5,13 @@ The order in which callbacks see each hook is written down once, in `standard_or
 1. weight averaging: swaps its averaged weights in before validation (and refreshes SWA's BN stats),
    so everything after it judges the model that will be kept;
 2. early stopping: decides improvement / stop on that model;
-3. best checkpoint: snapshots the weights early stopping just called an improvement;
-3b. resume checkpoint: writes last.pt (resume.py) before the epoch is logged, so no logged epoch
-   is missing from it, and publishes best.pt when it improved;
-4. tracking and anything else that records the epoch;
-5. pruning last: it may raise, and by then the epoch is logged and the best weights are kept.
+3. best checkpoint: snapshots (and writes) the weights early stopping just called an improvement;
+4. pruning: records the epoch's monitored value before last.pt holds its record; it decides (and
+   may raise) only at epoch end, when the epoch is logged and the best weights are kept;
+5. last checkpoint: writes last.pt (last_checkpoint.py) after 1-4 have judged the epoch and before
+   it is logged, so no logged epoch is missing from it; at fit start it restores a saved one, once
+   1-4 have set up;
+6. tracking and anything else that records the epoch.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ee_search.train.averaging import WeightAveraging
-from ee_search.train.callbacks import Callback, CallbackList
-from ee_search.train.checkpoint import BestCheckpoint, load_checkpoint
-from ee_search.train.early_stopping import EarlyStopping, decide
+from ee_search.train.best_checkpoint import BestCheckpoint
+from ee_search.train.callbacks import Callback, CallbackList, InterruptWhen, TrainerView
+from ee_search.train.checkpoint_files import load_checkpoint, write_atomically
+from ee_search.train.early_stopping import EarlyStopping, judge_epoch
+from ee_search.train.last_checkpoint import LastCheckpoint, ResumeSpec, completed_epochs, saved_history
 from ee_search.train.optim import build_optimizer
 from ee_search.train.outcome import MAX_EPOCHS, NON_FINITE_LOSS, PATIENCE_EXHAUSTED, FitResult, TrainingInterrupted
-from ee_search.train.resume import InterruptWhen, ResumeCheckpoint, ResumeSpec, load_state
-from ee_search.train.trainer import ExitPolicy, Trainer
+from ee_search.train.trainer import Trainer
 
 __all__ = [
     "MAX_EPOCHS",
@@ -33,19 +36,21 @@ __all__ = [
     "Callback",
     "CallbackList",
     "EarlyStopping",
-    "ExitPolicy",
     "FitResult",
     "InterruptWhen",
-    "ResumeCheckpoint",
+    "LastCheckpoint",
     "ResumeSpec",
     "Trainer",
+    "TrainerView",
     "TrainingInterrupted",
     "WeightAveraging",
     "build_optimizer",
-    "decide",
+    "completed_epochs",
+    "judge_epoch",
     "load_checkpoint",
-    "load_state",
+    "saved_history",
     "standard_order",
+    "write_atomically",
 ]
 
 
@@ -55,10 +60,10 @@ def standard_order(
     checkpoint: BestCheckpoint,
     recorders: Sequence[Callback] = (),
     pruning: Callback | None = None,
-    resume: ResumeCheckpoint | None = None,
+    last: LastCheckpoint | None = None,
 ) -> list[Callback]:
     ordered: list[Callback] = [averaging] if averaging is not None else []
-    ordered += [early_stopping, checkpoint, *([resume] if resume is not None else []), *recorders]
-    if pruning is not None:
-        ordered.append(pruning)
-    return ordered
+    ordered += [early_stopping, checkpoint]
+    ordered += [pruning] if pruning is not None else []
+    ordered += [last] if last is not None else []
+    return [*ordered, *recorders]

@@ -16,6 +16,7 @@ its counter on the host, so updating less often also syncs less often). The aver
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.optim.swa_utils import (
@@ -79,6 +80,13 @@ class WeightAveraging(Callback):
     def on_fit_start(self, trainer) -> None:
         self.averaged = averaged_model(trainer.model, self.method, self.decay)
         trainer.eval_model = self.averaged.module
+
+    def state_dict(self) -> dict[str, Any]:
+        # Before fit start there is no average yet; once there is, it is the whole state.
+        return {} if self.averaged is None else {"averaged": self.averaged.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.averaged.load_state_dict(state["averaged"])
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
         self._epoch = epoch

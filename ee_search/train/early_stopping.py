@@ -1,4 +1,4 @@
-"""Early stopping: a pure decision function that returns a reason, and the callback around it.
+"""Early stopping: a pure judgement of each epoch (`judge_epoch`), and the callback around it.
 
 An epoch improves when the monitored value beats the best so far by MORE than `tol` (so an
 improvement of exactly `tol` does not count: the seed code let that case fall through both branches
@@ -11,7 +11,8 @@ never stopped at all.)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from ee_search.metrics import monitor_mode
 from ee_search.train.callbacks import Callback
@@ -33,7 +34,7 @@ class Decision:
     reason: str | None
 
 
-def decide(
+def judge_epoch(
     state: StopState,
     value: float,
     epoch: int,
@@ -43,6 +44,7 @@ def decide(
     tol: float,
     train_loss: float | None = None,
 ) -> Decision:
+    """Whether `value` at `epoch` improves on `state`, and whether training should stop now."""
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max' but got {mode!r}")
     if patience < 1:
@@ -85,8 +87,14 @@ class EarlyStopping(Callback):
     def improved(self) -> bool:
         return self.last is not None and self.last.improved
 
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self.state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = StopState(**state)
+
     def on_validation_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
-        self.last = decide(
+        self.last = judge_epoch(
             self.state,
             metrics[self.monitor],
             epoch,

@@ -1,31 +1,32 @@
-"""The training loop: forward -> loss -> backward -> step -> hooks. Everything else is a callback.
+"""The training loop (forward -> loss -> backward -> step -> hooks) and the validation of every exit.
 
-The trainer imports neither optuna nor mlflow. Metrics are accumulated on the device and read once
-per epoch (one host sync per epoch, not per step). Validation runs every exit over the validation
-split once; the cached logits give the validation loss, per-exit accuracy and the exit policy's
-accuracy at the trial's thresholds.
+The loop and the exit metrics are the trainer's own; everything else (averaging, early stopping, the
+best and the last checkpoint, recording, pruning) is a callback. Validation runs every exit over the
+validation split once; the cached logits give the validation loss, per-exit accuracy, the exit
+policy's accuracy and depth at the trial's thresholds, and the curve's hypervolume: the metrics every
+callback reads. The trainer imports neither optuna nor mlflow. Metrics are accumulated on the device
+and read once per epoch (one host sync per epoch, not per step).
+
+Its own resumable state (`state_dict`) is the loop's: epoch, step, stop flag, history, the running
+sums of an epoch in progress, model, optimizer, the data order and torch's RNG states.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 
 from ee_search.exits.logits import ExitLogits, collect_exit_logits
 from ee_search.exits.operating_points import curve_hypervolume, operating_points
-from ee_search.exits.policy import evaluate, per_exit_accuracy
+from ee_search.exits.policy import ExitPolicy, evaluate, per_exit_accuracy
 from ee_search.models.base import EarlyExitNetwork
 from ee_search.train.callbacks import Callback, CallbackList
 from ee_search.train.outcome import MAX_EPOCHS, FitResult, TrainingInterrupted
 
-
-@dataclass(frozen=True)
-class ExitPolicy:
-    thresholds: tuple[float, ...]
-    criterion: str
+C = TypeVar("C", bound=Callback)
 
 
 class Trainer:
@@ -64,8 +65,16 @@ class Trainer:
         self.val_logits: ExitLogits | None = None
         self.interrupt_reason: str | None = None
         # Running sums of the epoch in progress (loss sum, correct, seen): what an interrupted epoch
-        # saves, and what a resumed one starts from (train/resume.py), so its train_loss is exact.
+        # saves, and what a resumed one starts from, so its train_loss is exact.
         self.epoch_sums: tuple[torch.Tensor | None, torch.Tensor | None, int] = (None, None, 0)
+        self.mid_epoch = False  # inside train_epoch's loop: a state saved now continues that epoch
+
+    def find_callback(self, kind: type[C]) -> C:
+        """This trainer's one callback of type `kind` (how a callback finds a sibling it reads)."""
+        found = [cb for cb in self.callbacks.callbacks if isinstance(cb, kind)]
+        if len(found) != 1:
+            raise LookupError(f"the trainer has {len(found)} {kind.__name__} callbacks; exactly one is needed")
+        return found[0]
 
     def request_stop(self, reason: str | None) -> None:
         """Callbacks end training through this; the first reason given is kept."""
@@ -105,6 +114,7 @@ class Trainer:
         model, opt = self.model, self.optimizer
         model.train()
         loss_sum, correct, seen = self.epoch_sums
+        self.mid_epoch = True
         for x, y in self.train_batches:
             with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
                 logits = self._forward(x)
@@ -126,6 +136,7 @@ class Trainer:
         if seen == 0:
             raise ValueError("the training split produced no batches: lower train.batch_size")
         self.epoch_sums = (None, None, 0)
+        self.mid_epoch = False
         totals = torch.stack([loss_sum.float(), correct.float()]).tolist()
         return {"train_loss": totals[0] / seen, "train_accuracy": totals[1] / seen}
 
@@ -145,3 +156,49 @@ class Trainer:
         for k, acc in enumerate(per_exit_accuracy(cached.logits, cached.labels), start=1):
             metrics[f"val_accuracy_exit_{k}"] = acc
         return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's resumable state now: at an epoch boundary, or mid-epoch after a batch."""
+        mid = self.mid_epoch
+        batches = self.train_batches
+        data = batches.state_dict() if hasattr(batches, "state_dict") else None
+        if data is not None and not mid:  # the finished epoch's order is spent: the next draws anew
+            data = {**data, "order": None, "next": 0}
+        loss_sum, correct, seen = self.epoch_sums if mid else (None, None, 0)
+        device = _device(self.model)
+        return {
+            "epoch": self.epoch - 1 if mid else self.epoch,  # epochs completed
+            "mid_epoch": mid,
+            "global_step": self.global_step,
+            "should_stop": self.should_stop,
+            "stop_reason": self.stop_reason,
+            "history": [dict(h) for h in self.history],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch_sums": {"loss_sum": loss_sum, "correct": correct, "seen": seen},
+            "rng": {"torch": torch.get_rng_state(), "data": data,
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = _device(self.model)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = state["epoch"]
+        self.global_step = state["global_step"]
+        self.should_stop = state["should_stop"]
+        self.stop_reason = state["stop_reason"]
+        self.history = [dict(h) for h in state["history"]]
+        sums = state["epoch_sums"]
+        on_device = (lambda t: None if t is None else t.to(device))  # noqa: E731
+        self.epoch_sums = (on_device(sums["loss_sum"]), on_device(sums["correct"]), sums["seen"])
+        rng = state["rng"]
+        if rng["data"] is not None and hasattr(self.train_batches, "load_state_dict"):
+            self.train_batches.load_state_dict(rng["data"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], device)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

@@ -24,8 +24,8 @@ from ee_search.cli import app
 from ee_search.config import load_study_file
 from ee_search.data import build_batches, prepare_data
 from ee_search.data.augment import BatchTransform
-from ee_search.exits import decide
-from ee_search.experiment import model_from_checkpoint
+from ee_search.exits import exit_predictions
+from ee_search.checkpoints import model_from_checkpoint
 from ee_search.search import values_from_params
 from ee_search.train import load_checkpoint
 
@@ -86,7 +86,7 @@ def _inputs_and_oracle(root: Path, row: dict):
     x = unit(images, torch.arange(len(images))).contiguous()
     model = model_from_checkpoint(payload)
     with torch.no_grad():
-        dense_pred, dense_taken = decide(torch.stack([z.float() for z in model(normalised)]),
+        dense_pred, dense_taken = exit_predictions(torch.stack([z.float() for z in model(normalised)]),
                                          json.loads(row["thresholds"]), "max_softmax")
     return x, labels, dense_pred, dense_taken
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ee_search.config import ModelConfig
-from ee_search.exits import confidence, predict_dense, predict_early_exit
+from ee_search.exits import criterion_score, predict_dense, predict_early_exit
 from ee_search.models import MODELS, build_model
 
 
@@ -27,7 +27,7 @@ def _model(name: str, channels: int = 3):
 def _thresholds_for_half(model, x, criterion):
     """Per side exit, the median score on this batch: about half the samples can leave at each."""
     with torch.no_grad():
-        scores = confidence(torch.stack(model(x)), criterion)
+        scores = criterion_score(torch.stack(model(x)), criterion)
     return [float(scores[k].median()) for k in range(model.num_exits - 1)]
 
 

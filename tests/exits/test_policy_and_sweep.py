@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ee_search.exits import (
-    confidence,
+    criterion_score,
     evaluate,
     exit_index,
     threshold_grid,
@@ -38,7 +38,7 @@ def test_hand_computed_decisions_and_metrics():
     logits = _logits_from_probs(PROBS)
     # thresholds (0.9, 0.85): sample 0 leaves at exit 1 (0.95), sample 1 at exit 2 (0.90),
     # samples 2 and 3 reach exit 3.
-    taken = exit_index(confidence(logits, "max_softmax"), torch.tensor([0.9, 0.85]), "max_softmax")
+    taken = exit_index(criterion_score(logits, "max_softmax"), torch.tensor([0.9, 0.85]), "max_softmax")
     assert taken.tolist() == [0, 1, 2, 2]
     out = evaluate(logits, LABELS, [0.9, 0.85], "max_softmax", COSTS)
     # right: sample 0 (exit 1 says 0), 1 (exit 2 says 0), 2 (exit 3 says 0); sample 3 wrong.
@@ -51,7 +51,7 @@ def test_hand_computed_decisions_and_metrics():
 def test_threshold_equal_to_score_passes_and_entropy_compares_downwards():
     logits = _logits_from_probs(PROBS)
     assert evaluate(logits, LABELS, [0.95, 2.0], "max_softmax").exit_fractions == [0.25, 0.0, 0.75]
-    ent = confidence(logits, "entropy")
+    ent = criterion_score(logits, "entropy")
     p = 0.95
     assert ent[0, 0].item() == pytest.approx(-(p * math.log(p) + (1 - p) * math.log(1 - p)), rel=1e-5)
     # entropy <= t leaves: only sample 0 at exit 1 is that certain

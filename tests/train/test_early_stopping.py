@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from ee_search.train.early_stopping import EarlyStopping, StopState, decide
+from ee_search.train.early_stopping import EarlyStopping, StopState, judge_epoch
 
 NAN, INF = math.nan, math.inf
 
@@ -23,7 +23,7 @@ def run_sequence(values, *, mode="min", patience=2, tol=0.0, train_losses=None):
     improved = []
     for epoch, value in enumerate(values, start=1):
         train_loss = None if train_losses is None else train_losses[epoch - 1]
-        d = decide(state, value, epoch, mode=mode, patience=patience, tol=tol, train_loss=train_loss)
+        d = judge_epoch(state, value, epoch, mode=mode, patience=patience, tol=tol, train_loss=train_loss)
         state = d.state
         if d.improved:
             improved.append(epoch)

@@ -1,28 +1,47 @@
 """last.pt: a fit killed at any point and continued from its last.pt ends bit for bit where an
 uninterrupted fit with the same seed ends (CPU): weights, averaged weights, history, best epoch,
-validation logits and exit metrics. Killed during epoch 1 (nothing saved yet), right after epoch k's
-last.pt, and interrupted mid-epoch at a batch boundary (SIGTERM's path)."""
+validation logits, exit metrics, and the final state of the trainer and of every stateful callback.
+Killed during epoch 1 (nothing saved yet), right after epoch k's last.pt, and interrupted mid-epoch
+at a batch boundary (SIGTERM's path). And the converse: leave any one state out and it does not."""
 
 from __future__ import annotations
 
+import optuna
 import pytest
 import torch
 import yaml
 
 from ee_search.config import validate_raw
-from ee_search.experiment import run_experiment
-from ee_search.train import Callback, InterruptWhen, ResumeSpec, TrainingInterrupted, load_state
+from ee_search.fit import train_network
+from ee_search.search.pruning import PruningCallback
+from ee_search.train import (
+    BestCheckpoint,
+    Callback,
+    EarlyStopping,
+    InterruptWhen,
+    ResumeSpec,
+    Trainer,
+    TrainingInterrupted,
+    WeightAveraging,
+    load_checkpoint,
+)
+from ee_search.train.last_checkpoint import moved
 from tests.conftest import TINY_STUDY
 
 CPU = torch.device("cpu")
+STUDY = optuna.create_study(pruner=optuna.pruners.NopPruner())  # trials for the pruning callback
+
+
+def _config(**early_stopping):
+    raw = yaml.safe_load(TINY_STUDY)
+    raw["train"].update(max_epochs=3, early_stopping={"monitor": "val_loss", **early_stopping},
+                        averaging={"method": "ema", "decay": 0.9})
+    return validate_raw(raw, "tiny")
 
 
 @pytest.fixture(scope="module")
 def config():
-    raw = yaml.safe_load(TINY_STUDY)
-    raw["train"].update(max_epochs=3, early_stopping={"monitor": "val_loss", "patience": 50, "tol": 0.0},
-                        averaging={"method": "ema", "decay": 0.9})
-    return validate_raw(raw, "tiny")
+    return _config(patience=50, tol=0.0)
 
 
 class Crash(Exception):
@@ -49,7 +68,37 @@ class CrashAt(Callback):
             raise Crash(f"epoch {epoch}")
 
 
+class FinalStates(Callback):
+    """The trainer's and every stateful callback's state as the fit ends (epoch times left out)."""
+
+    def on_fit_end(self, trainer, result) -> None:
+        own = trainer.state_dict()
+        own["history"] = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in own["history"]]
+        self.states = moved({"trainer": own, **{k: cb.state_dict() for k, cb in trainer.callbacks.stateful().items()}},
+                            "cpu")
+
+
+def _fit(config, tmp, name: str, state=None, recorders=()):
+    """A fit as a trial runs it (best.pt, last.pt, a pruning callback), and its final states."""
+    final = FinalStates()
+    spec = ResumeSpec(tmp / f"{name}-last.pt", state=state)
+    result = train_network(config, device=CPU, seed=7, checkpoint_path=tmp / f"{name}-best.pt",
+                           recorders=[*recorders, final], pruning=PruningCallback(STUDY.ask(), None), resume=spec)
+    return result, final.states
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def _same(a, b) -> None:
+    (a, a_states), (b, b_states) = a, b
     assert a.best_epoch == b.best_epoch
     assert a.fit.epochs_trained == b.fit.epochs_trained and a.fit.stop_reason == b.fit.stop_reason
     drop = lambda h: [{k: v for k, v in e.items() if k != "epoch_seconds"} for e in h]  # noqa: E731
@@ -58,17 +107,18 @@ def _same(a, b) -> None:
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert torch.equal(a.val_logits.logits, b.val_logits.logits)
     assert a.metrics == b.metrics
+    assert a_states.keys() == b_states.keys()
+    for key in a_states:
+        assert _equal(a_states[key], b_states[key]), key
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(config, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("plain")
-    return run_experiment(config, device=CPU, seed=7, checkpoint_path=tmp / "best.pt",
-                          resume=ResumeSpec(tmp / "last.pt"))
+    return _fit(config, tmp_path_factory.mktemp("plain"), "plain")
 
 
 def _resume_after(config, tmp_path, crash: Callback | None = None, interrupt_at: int | None = None):
-    spec = ResumeSpec(tmp_path / "last.pt")
+    """Kill a fit, then continue it from its last.pt: the saved state, and the continued fit."""
     recorders = [crash] if crash is not None else []
     if interrupt_at is not None:
         steps = {"n": 0}
@@ -78,18 +128,18 @@ def _resume_after(config, tmp_path, crash: Callback | None = None, interrupt_at:
             return "SIGTERM" if steps["n"] >= interrupt_at else None
         recorders.append(InterruptWhen(reason))
     with pytest.raises((Crash, TrainingInterrupted)):
-        run_experiment(config, device=CPU, seed=7, checkpoint_path=tmp_path / "best.pt", recorders=recorders,
-                       resume=spec)
-    state = load_state(spec.path) if spec.path.exists() else None
-    again = ResumeSpec(tmp_path / "last2.pt", state=state)
-    return state, run_experiment(config, device=CPU, seed=7, checkpoint_path=tmp_path / "best2.pt", resume=again)
+        _fit(config, tmp_path, "killed", recorders=recorders)
+    path = tmp_path / "killed-last.pt"
+    state = load_checkpoint(path) if path.exists() else None
+    return state, _fit(config, tmp_path, "again", state=state)
 
 
 @pytest.mark.parametrize("crash, epoch", [(CrashAt(epoch=1), 1), (CrashAt(next_epoch=3), 2)])
 def test_killed_after_epoch_k_resumes_at_k_plus_1_and_ends_identical(config, uninterrupted, tmp_path, crash, epoch):
     state, resumed = _resume_after(config, tmp_path, crash)
-    assert state["epoch"] == epoch and not state["mid_epoch"] and len(state["history"]) == epoch
-    assert state["pruner_history"] == [h["val_loss"] for h in state["history"]]
+    own = state["trainer"]
+    assert own["epoch"] == epoch and not own["mid_epoch"] and len(own["history"]) == epoch
+    assert state["callbacks"]["PruningCallback"]["history"] == [h["val_loss"] for h in own["history"]]
     _same(resumed, uninterrupted)
 
 
@@ -102,20 +152,61 @@ def test_killed_during_the_first_epoch_starts_over_and_ends_identical(config, un
 @pytest.mark.parametrize("step", [3, 30])  # in epoch 1, and in epoch 2 (17 batches an epoch)
 def test_interrupted_mid_epoch_resumes_at_that_batch_and_ends_identical(config, uninterrupted, tmp_path, step):
     state, resumed = _resume_after(config, tmp_path, interrupt_at=step)
-    assert state["mid_epoch"] and state["global_step"] == step
-    assert state["rng"]["data"]["next"] == state["global_step"] - 17 * state["epoch"] > 0
+    own = state["trainer"]
+    assert own["mid_epoch"] and own["global_step"] == step
+    assert own["rng"]["data"]["next"] == own["global_step"] - 17 * own["epoch"] > 0
     _same(resumed, uninterrupted)
 
 
-def test_last_pt_reads_with_weights_only_and_holds_the_contract(uninterrupted, tmp_path_factory, config):
-    tmp = tmp_path_factory.mktemp("every")
-    spec = ResumeSpec(tmp / "last.pt", every_epochs=2)
-    run_experiment(config, device=CPU, seed=7, checkpoint_path=tmp / "best.pt", resume=spec)
+def test_last_pt_reads_with_weights_only_and_holds_the_contract(config, tmp_path):
+    spec = ResumeSpec(tmp_path / "last.pt", every_epochs=2)
+    train_network(config, device=CPU, seed=7, checkpoint_path=tmp_path / "best.pt", resume=spec,
+                  pruning=PruningCallback(STUDY.ask(), None))
     state = torch.load(spec.path, weights_only=True)
-    assert len(spec.write_seconds) == 1 and state["epoch"] == 2  # every 2 epochs of 3
-    for key in ("model", "optimizer", "averaged", "early_stopping", "best", "history", "rng", "epoch"):
-        assert state[key] is not None, key
-    assert state["best"]["val_logits"]["logits"].shape[0] == 2
+    assert len(spec.write_seconds) == 1 and state["format"] == 2 and state["trainer"]["epoch"] == 2  # every 2 of 3
+    assert set(state["callbacks"]) == {"EarlyStopping", "BestCheckpoint", "WeightAveraging", "PruningCallback"}
+    for key in ("model", "optimizer", "history", "rng", "epoch"):
+        assert state["trainer"][key] is not None, key
+    assert state["callbacks"]["BestCheckpoint"]["val_logits"]["logits"].shape[0] == 2
+
+
+def test_a_last_pt_of_another_format_or_missing_a_state_is_refused(config, tmp_path):
+    state, _ = _resume_after(config, tmp_path, CrashAt(epoch=1))
+    with pytest.raises(ValueError, match="format 1"):
+        _fit(config, tmp_path, "old", state={**state, "format": 1})
+    del state["callbacks"]["EarlyStopping"]
+    with pytest.raises(ValueError, match="EarlyStopping"):
+        _fit(config, tmp_path, "partial", state=state)
+
+
+# Each state filed in last.pt, and the class whose load_state_dict takes it back.
+OWNERS = {"trainer": Trainer, "EarlyStopping": EarlyStopping, "BestCheckpoint": BestCheckpoint,
+          "WeightAveraging": WeightAveraging, "PruningCallback": PruningCallback}
+
+
+@pytest.fixture(scope="module")
+def nothing_improves_after_epoch_1(tmp_path_factory):
+    """A fit whose every state differs from its initial one by the middle of epoch 3: early stopping is
+    stale, the best epoch is 1 (not the latest), the average and the pruner's record are two epochs
+    long, and the loop is mid-epoch. Interrupted there, last.pt, and the same fit uninterrupted."""
+    config = _config(patience=5, tol=10.0)
+    tmp = tmp_path_factory.mktemp("stale")
+    state, resumed = _resume_after(config, tmp, interrupt_at=40)  # epoch 3 runs steps 35..51
+    plain = _fit(config, tmp, "plain")
+    _same(resumed, plain)  # with every state carried over: identical
+    return config, state, plain
+
+
+@pytest.mark.parametrize("left_out", sorted(OWNERS))
+def test_leaving_any_one_state_out_of_the_resume_changes_the_continuation(nothing_improves_after_epoch_1,
+                                                                          tmp_path, monkeypatch, left_out):
+    """The converse of the tests above, so that none of them passes by accident: with one state not
+    carried over (its owner keeps its initial state), the continued fit no longer ends identical."""
+    config, state, plain = nothing_improves_after_epoch_1
+    assert left_out == "trainer" or left_out in state["callbacks"]
+    monkeypatch.setattr(OWNERS[left_out], "load_state_dict", lambda self, saved: None)
+    with pytest.raises(AssertionError):
+        _same(_fit(config, tmp_path, "partial", state=state), plain)
 
 
 def test_a_dropout_model_interrupted_mid_epoch_ends_identical(tmp_path):
@@ -125,8 +216,8 @@ def test_a_dropout_model_interrupted_mid_epoch_ends_identical(tmp_path):
     raw["exits"] = {"criterion": "entropy", "thresholds": [0.8, 0.8]}
     raw["train"].update(max_epochs=2, early_stopping={"monitor": "val_loss", "patience": 50, "tol": 0.0})
     config = validate_raw(raw, "tiny")
-    plain = run_experiment(config, device=CPU, seed=7, checkpoint_path=tmp_path / "plain.pt")
+    plain = _fit(config, tmp_path, "plain")
     torch.manual_seed(123)  # whatever the global RNG holds before the resumed fit must not matter
     state, resumed = _resume_after(config, tmp_path, interrupt_at=20)
-    assert state["mid_epoch"] and state["epoch"] == 1
+    assert state["trainer"]["mid_epoch"] and state["trainer"]["epoch"] == 1
     _same(resumed, plain)

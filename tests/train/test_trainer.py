@@ -3,18 +3,19 @@ loads with weights_only=True, the exception path, and metrics that match a recom
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
 from ee_search.config import AugmentConfig, DataConfig, ModelConfig
 from ee_search.data import build_batches, prepare_data
-from ee_search.exits import collect_exit_logits
+from ee_search.exits import ExitPolicy, collect_exit_logits
 from ee_search.models import build_model
 from ee_search.train import (
     BestCheckpoint,
     Callback,
     EarlyStopping,
-    ExitPolicy,
     Trainer,
     build_optimizer,
     load_checkpoint,
@@ -78,7 +79,7 @@ def test_hooks_run_in_order(digits):
 
 def test_best_weights_are_restored_and_checkpoint_reloads(digits, tmp_path):
     stopper = EarlyStopping("val_accuracy", patience=10, tol=0.0)
-    ckpt = BestCheckpoint(stopper, tmp_path / "best.pt", metadata={"note": "x"})
+    ckpt = BestCheckpoint(tmp_path / "best.pt", metadata={"note": "x"})
     trainer = _trainer(digits, standard_order(None, stopper, ckpt), max_epochs=4)
     result = trainer.fit()
     history = [h["val_accuracy"] for h in result.history]
@@ -137,7 +138,7 @@ def test_validation_metrics_match_a_recomputation(digits, criterion):
                        model=ModelConfig(name="branchy_alexnet", width=16), exit_loss_weights=weights,
                        policy=ExitPolicy((0.0, 0.0), criterion))
     m = trainer.fit().history[0]
-    assert m["lr"] == 0.003 and m["epoch_seconds"] > 0
+    assert m["lr"] == 0.003
     assert trainer.model.exit_loss_weights == weights
 
     # The model as validation saw it (nothing trains after the last validation), in eval mode.
@@ -184,6 +185,45 @@ def test_validation_metrics_match_a_recomputation(digits, criterion):
     assert m["val_avg_exit_depth"] == pytest.approx(sum(k / K for k in taken) / n)
 
 
+class Clocked(Callback):
+    """Sleeps where an epoch's clock must not run (before it starts, after it ends) and where it must
+    (between training and validation), and reads the clock at the edges of both."""
+
+    OUTSIDE, INSIDE = 0.15, 0.1
+
+    def __init__(self):
+        self.started, self.first_step, self.validating, self.ended = [], [], [], []
+
+    def on_epoch_start(self, trainer, epoch):
+        time.sleep(self.OUTSIDE)
+        self.started.append(time.perf_counter())
+
+    def on_train_batch_end(self, trainer, step):
+        if len(self.first_step) < len(self.started):
+            self.first_step.append(time.perf_counter())
+
+    def on_validation_start(self, trainer, epoch):
+        time.sleep(self.INSIDE)
+        self.validating.append(time.perf_counter())
+
+    def on_validation_end(self, trainer, epoch, metrics):
+        self.ended.append(time.perf_counter())
+        time.sleep(self.OUTSIDE)
+
+
+def test_epoch_seconds_is_the_epochs_own_wall_time(digits):
+    """Oracle: the clock read by a callback around each epoch. An epoch's time covers its training and
+    validation (from its first step to the start of validation, which sleeps inside it) and nothing
+    before it starts or after it ends (where the callback sleeps too); together they fit in the fit's."""
+    clock = Clocked()
+    before = time.perf_counter()
+    history = _trainer(digits, [clock], max_epochs=2).fit().history
+    wall = time.perf_counter() - before
+    for k, m in enumerate(history):
+        assert clock.validating[k] - clock.first_step[k] <= m["epoch_seconds"] <= clock.ended[k] - clock.started[k]
+    assert Clocked.INSIDE * 2 < sum(m["epoch_seconds"] for m in history) <= wall - 4 * Clocked.OUTSIDE
+
+
 class Boom(Callback):
     def on_validation_end(self, trainer, epoch, metrics):
         if epoch == 2:
@@ -193,7 +233,7 @@ class Boom(Callback):
 def test_exception_reaches_every_callback_and_the_best_checkpoint_is_still_written(digits, tmp_path):
     log = []
     stopper = EarlyStopping("val_loss", patience=5, tol=0.0)
-    ckpt = BestCheckpoint(stopper, tmp_path / "best.pt")
+    ckpt = BestCheckpoint(tmp_path / "best.pt")
     trainer = _trainer(digits, standard_order(None, stopper, ckpt, [Recorder(log)], pruning=Boom()), max_epochs=5)
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit()
