@@ -103,6 +103,21 @@ def _same_command(study: Path, flags: dict[str, object], sets: list[str] | None)
 
 
 # ------------------------------------------------------------------------------------------- run
+def _device_and_data(study: Path, config):
+    """The device, and the data loaded before any store exists, so a missing dataset creates nothing."""
+    from ee_search.data import prepare_data
+    from ee_search.device import resolve_device
+
+    try:
+        torch_device = resolve_device(config.device)
+    except RuntimeError as exc:
+        raise UserInputError(str(study), "device", str(exc)) from None
+    try:
+        return torch_device, prepare_data(config.data, config.seed)
+    except UserInputError as exc:
+        raise UserInputError(str(study), exc.field, exc.message) from None
+
+
 @app.command()
 def run(
     study: StudyArg,
@@ -119,21 +134,10 @@ def run(
     On a terminal a live area shows the study and each running trial; piped, one plain line per epoch."""
     try:
         loaded = _load(study, set_, storage, tracking_uri, device, n_trials)
-        from ee_search.data import prepare_data
-        from ee_search.device import resolve_device
-
-        config = loaded.config
-        try:
-            torch_device = resolve_device(config.device)
-        except RuntimeError as exc:
-            raise UserInputError(str(study), "device", str(exc)) from None
-        # Load the data before any store exists, so a missing dataset creates nothing.
-        try:
-            prepared = prepare_data(config.data, config.seed)
-        except UserInputError as exc:
-            raise UserInputError(str(study), exc.field, exc.message) from None
+        torch_device, prepared = _device_and_data(study, loaded.config)
     except UserInputError as error:
         _fail(error)
+    config = loaded.config
     from ee_search.console import print_run_summary, run_progress
     from ee_search.config import redact
     from ee_search.search.signals import StudyInterrupted

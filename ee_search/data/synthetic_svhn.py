@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
@@ -167,16 +168,10 @@ def _backgrounds(rng, k, kind, amp):
     return tex * amp[:, None, None]
 
 
-def render_house_numbers(n: int, seed: int, *, return_difficulty: bool = False):
-    """Return (images, labels) or (images, labels, difficulty).
-
-    images: np.ndarray uint8, shape (n, 3, 32, 32) (CHW, like torchvision.datasets.SVHN.data)
-    labels: np.ndarray int64, shape (n,), values 0..9 (the centre digit; SVHN's '10' is 0 as in torchvision)
-    difficulty: np.ndarray float32, shape (n,), in [0, 1], the generator's own nuisance level for each sample
-    """
-    _check_args(n, seed)
-    rng = np.random.default_rng(seed)
-    # All per-sample parameters are drawn up front, in a fixed order, so the output depends only on (n, seed).
+def _draw_parameters(rng: np.random.Generator, n: int) -> SimpleNamespace:
+    """Every per-sample parameter, drawn up front in a fixed order, so the output depends only on
+    (n, seed); the glyph ones as plain Python lists (the per-glyph loop is much faster without numpy
+    scalars)."""
     labels = rng.permutation(np.arange(n) % 10).astype(np.int64)  # exactly balanced
     diff = rng.random(n).astype(np.float32)
 
@@ -210,39 +205,64 @@ def render_house_numbers(n: int, seed: int, *, return_difficulty: bool = False):
     bg_l = np.where(dark_on_light, lum[:, 0], lum[:, 1])
     cols = np.clip(np.stack([bg_l, fg_l], 1)[:, :, None] + tints, 0, 1)
 
-    # Plain Python lists: the per-glyph loop is much faster without numpy scalars.
-    labels_l, style, height, xscale, shear, rot, centre, has_nb, nb_digit, gap = (
-        v.tolist() for v in (labels, style, height, xscale, shear, rot, centre, has_nb, nb_digit, gap))
-    images = np.empty((n, 3, _SIZE, _SIZE), np.uint8)
+    glyphs = {name: value.tolist() for name, value in (
+        ("labels_l", labels), ("style", style), ("height", height), ("xscale", xscale), ("shear", shear),
+        ("rot", rot), ("centre", centre), ("has_nb", has_nb), ("nb_digit", nb_digit), ("gap", gap))}
+    return SimpleNamespace(labels=labels, diff=diff, cols=cols, blur=blur, noise=noise, bg_kind=bg_kind,
+                           bg_amp=bg_amp, light=light, **glyphs)
+
+
+def _glyph_sheet(p: SimpleNamespace, sl: slice) -> np.ndarray:
+    """The chunk's digits (centre and neighbours) as coverage masks in [0, 1], (k, 32, 32)."""
+    k = sl.stop - sl.start
+    sheet = Image.new("L", (_CANVAS, _CANVAS * k))  # one array conversion per chunk, not per glyph
+    for j, i in enumerate(range(sl.start, sl.stop)):
+        glyph = _glyph(p.style[i], p.labels_l[i])
+        h, xs, args = p.height[i], p.xscale[i], (p.shear[i], p.rot[i], p.centre[i][0], p.centre[i][1])
+        out = _place(glyph, h, xs, *args, 0.0)
+        half = 0.5 * glyph.size[0] * h / glyph.size[1] * xs
+        for side, sign in ((0, -1.0), (1, 1.0)):
+            if p.has_nb[i][side]:
+                nb = _glyph(p.style[i], p.nb_digit[i][side])
+                dx = sign * (half + 0.5 * nb.size[0] * h / nb.size[1] * xs + p.gap[i] * h)
+                out = ImageChops.lighter(out, _place(nb, h, xs, *args, dx))
+        sheet.paste(out, (0, j * _CANVAS))
+    return np.asarray(sheet.reduce(_SS), dtype=np.float64).reshape(k, _SIZE, _SIZE) / 255.0
+
+
+def _render_chunk(rng: np.random.Generator, p: SimpleNamespace, sl: slice) -> np.ndarray:
+    """One chunk's images: glyphs over textured backgrounds, blurred, unevenly lit, noisy; uint8."""
+    k = sl.stop - sl.start
+    m = _glyph_sheet(p, sl)
+    tex = _backgrounds(rng, k, p.bg_kind[sl], p.bg_amp[sl])
+    bg = p.cols[sl, 0, :, None, None] + tex[:, None]
+    img = bg + (p.cols[sl, 1, :, None, None] - bg) * m[:, None]
+    bmat = _blur_matrices(p.blur[sl])[:, None]
+    # float64 keeps BLAS/SIMD rounding differences between machines far from the uint8 rounding step.
+    img = bmat @ img @ bmat.swapaxes(-1, -2)
+    # Uneven lighting across the whole crop, as on a photographed facade.
     ramp = np.linspace(-1, 1, _SIZE)
+    lx, ly = p.light[sl, 0, None, None, None], p.light[sl, 1, None, None, None]
+    img *= 1 + lx * ramp[None, None, None, :] + ly * ramp[None, None, :, None]
+    img += rng.standard_normal(img.shape) * p.noise[sl, None, None, None]
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_house_numbers(n: int, seed: int, *, return_difficulty: bool = False):
+    """Return (images, labels) or (images, labels, difficulty).
+
+    images: np.ndarray uint8, shape (n, 3, 32, 32) (CHW, like torchvision.datasets.SVHN.data)
+    labels: np.ndarray int64, shape (n,), values 0..9 (the centre digit; SVHN's '10' is 0 as in torchvision)
+    difficulty: np.ndarray float32, shape (n,), in [0, 1], the generator's own nuisance level for each sample
+    """
+    _check_args(n, seed)
+    rng = np.random.default_rng(seed)
+    p = _draw_parameters(rng, n)
+    images = np.empty((n, 3, _SIZE, _SIZE), np.uint8)
     for start in range(0, n, _CHUNK):
         sl = slice(start, min(n, start + _CHUNK))
-        k = sl.stop - sl.start
-        sheet = Image.new("L", (_CANVAS, _CANVAS * k))  # one array conversion per chunk, not per glyph
-        for j, i in enumerate(range(sl.start, sl.stop)):
-            glyph = _glyph(style[i], labels_l[i])
-            h, xs, args = height[i], xscale[i], (shear[i], rot[i], centre[i][0], centre[i][1])
-            out = _place(glyph, h, xs, *args, 0.0)
-            half = 0.5 * glyph.size[0] * h / glyph.size[1] * xs
-            for side, sign in ((0, -1.0), (1, 1.0)):
-                if has_nb[i][side]:
-                    nb = _glyph(style[i], nb_digit[i][side])
-                    dx = sign * (half + 0.5 * nb.size[0] * h / nb.size[1] * xs + gap[i] * h)
-                    out = ImageChops.lighter(out, _place(nb, h, xs, *args, dx))
-            sheet.paste(out, (0, j * _CANVAS))
-        m = np.asarray(sheet.reduce(_SS), dtype=np.float64).reshape(k, _SIZE, _SIZE) / 255.0
-        tex = _backgrounds(rng, k, bg_kind[sl], bg_amp[sl])
-        bg = cols[sl, 0, :, None, None] + tex[:, None]
-        img = bg + (cols[sl, 1, :, None, None] - bg) * m[:, None]
-        bmat = _blur_matrices(blur[sl])[:, None]
-        # float64 keeps BLAS/SIMD rounding differences between machines far from the uint8 rounding step.
-        img = bmat @ img @ bmat.swapaxes(-1, -2)
-        # Uneven lighting across the whole crop, as on a photographed facade.
-        lx, ly = light[sl, 0, None, None, None], light[sl, 1, None, None, None]
-        img *= 1 + lx * ramp[None, None, None, :] + ly * ramp[None, None, :, None]
-        img += rng.standard_normal(img.shape) * noise[sl, None, None, None]
-        images[sl] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
+        images[sl] = _render_chunk(rng, p, sl)
+    labels, diff = p.labels, p.diff
     if return_difficulty:
         return images, labels, diff
     return images, labels
