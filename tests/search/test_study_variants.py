@@ -23,6 +23,7 @@ from ee_search.cli import app
 from ee_search.config import load_study_file
 from ee_search.experiment import model_from_checkpoint, run_experiment
 from ee_search.models import build_model
+from ee_search.search.space import sample
 from ee_search.train import build_optimizer, load_checkpoint
 
 runner = CliRunner()
@@ -83,12 +84,41 @@ def assert_same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Tens
         assert torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-7), (k, (got[k] - want[k]).abs().max().item())
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp"])
-def test_each_sampler_completes_trials(tiny_study, workdir, sampler):
-    study = run(tiny_study, f"search.sampler={{type: {sampler}, seed: 3}}")
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+# Each sampler past its random start-up after one or two trials, so the third trial's params are its own.
+SAMPLERS = {
+    "tpe": ({"n_startup_trials": 1}, lambda seed, o: optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                                                                 group=True, **o)),
+    "nsga2": ({"population_size": 2}, lambda seed, o: optuna.samplers.NSGAIISampler(seed=seed, **o)),
+    "gp": ({"n_startup_trials": 1}, lambda seed, o: optuna.samplers.GPSampler(seed=seed, **o)),
+}
+
+
+def replayed_params(sampler: optuna.samplers.BaseSampler, config, trials) -> list[dict]:
+    """The params `sampler` draws for each trial in turn over the study's space, told the recorded
+    values of the trials before it."""
+    oracle = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    drawn = []
+    for recorded in trials:
+        trial = oracle.ask()
+        sample(trial, config)
+        drawn.append(trial.params)
+        oracle.tell(trial, recorded.values)
+    return drawn
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_each_sampler_draws_what_optunas_own_sampler_draws(tiny_study, workdir, sampler):
+    """Oracle: Optuna's sampler of that type, seed and options, replayed over the same space and values,
+    draws exactly the trials' params; a random sampler with the seed does not (so the check can fail)."""
+    options, build = SAMPLERS[sampler]
+    sets = (f"search.sampler={{type: {sampler}, seed: 3, options: {options}}}", "data.train_subset=256")
+    study = run(tiny_study, *sets, n_trials=3)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    config = config_of(tiny_study, *sets)
+    assert [t.params for t in trials] == replayed_params(build(3, options), config, trials)
+    assert trials[-1].params != replayed_params(optuna.samplers.RandomSampler(seed=3), config, trials)[-1]
+    parent = mlflow_client(workdir).get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.data.params["search.sampler.type"] == sampler
 
 
