@@ -173,9 +173,13 @@ def test_pareto_exports_exactly_the_nondominated_trials(ran, tmp_path):
 def test_status_lists_every_trial(ran):
     result = cli("status", ran.study)
     assert result.exit_code == 0
-    study = ran.optuna_study()
-    for t in study.trials:
-        assert t.user_attrs["mlflow_run_id"] in result.output
+    assert "Study 'tiny': 3 trial(s)" in result.output
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.output.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip().isdigit()]
+    # trial, state, accuracy, avg_exit_depth, epochs, reason, run id: one row per trial, from its record.
+    assert [(r[0], r[1], r[4], r[-1]) for r in rows] == [
+        (str(t.number), t.state.name, str(t.user_attrs["epochs_trained"]), t.user_attrs["mlflow_run_id"])
+        for t in ran.optuna_study().trials]
 
 
 def test_validate_prints_the_space(tiny_study):

@@ -135,6 +135,14 @@ def test_every_run_names_the_study_file_as_its_source(tracked):
     assert parent.data.tags["mlflow.source.name"] == str(study_file.resolve())
 
 
+def test_patience_and_tol_end_the_trial_and_the_record_says_so(tracked):
+    """patience 1 with tol 10 (no epoch improves by 10): trained 2 of 3 epochs, in Optuna and MLflow."""
+    for trial, run in _trial_runs(tracked):
+        assert trial.user_attrs["epochs_trained"] == 2 and trial.user_attrs["stop_reason"] == "patience_exhausted"
+        assert run.data.tags["ee_search.stop_reason"] == "patience_exhausted"
+        assert [m.step for m in tracked[2].get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
+
+
 def test_a_trials_description_says_how_it_ended_and_which_trial_it_is(tracked):
     for trial, run in _trial_runs(tracked):
         note = run.data.tags["mlflow.note.content"]

@@ -19,8 +19,9 @@ from ee_search.search import objective as objective_module
 from ee_search.search.resume import StudyInterrupted, counted_trials
 from ee_search.search.study import run_study
 from ee_search.tracking import EpochLogger
-from ee_search.train import Callback, load_checkpoint
+from ee_search.train import Callback
 from ee_search.train.resume import ResumeCheckpoint
+from tests.conftest import download_best
 
 CPU = torch.device("cpu")
 SETS = ["train.max_epochs=3", "train.early_stopping.patience=50", "search.n_trials=1",
@@ -58,7 +59,7 @@ def _outcome(workdir):
     final = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(final) == 1
     run_id = final[0].user_attrs["mlflow_run_id"]
-    best = load_checkpoint(client.download_artifacts(run_id, "checkpoints/best.pt", str(workdir)))
+    best = download_best(client, final[0], workdir)
     history = {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
                for key in ("val_loss", "train_loss", "val_accuracy")}
     return study, client, final[0], run_id, best, history
