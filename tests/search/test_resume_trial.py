@@ -30,8 +30,14 @@ SETS = ["train.max_epochs=3", "train.early_stopping.patience=50", "search.n_tria
 
 
 class WorkerDied(BaseException):
-    """Nothing catches it (the objective closes nothing for it, Optuna records nothing): the trial is
-    left RUNNING with a heartbeat that stops, as after a SIGKILL."""
+    """Nothing catches it (Optuna records nothing for it): the trial is left RUNNING with a heartbeat
+    that stops, as after a SIGKILL. Raising it marks the process dead (see `dying`)."""
+
+    dead = False
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        WorkerDied.dead = True
 
 
 def _run(study_path):
@@ -42,15 +48,20 @@ def _run(study_path):
 
 @pytest.fixture
 def dying(monkeypatch):
-    """A dead worker closes nothing: the objective's one way out is skipped for WorkerDied."""
-    real_close = objective_module.Objective._close
+    """A dead worker closes nothing: once WorkerDied is raised, the trial's next write to its Optuna
+    record (the first thing a trial's ending writes, through Optuna's public Trial.set_user_attr)
+    dies too, and takes the rest of the ending with it."""
+    real = optuna.trial.Trial.set_user_attr
+    WorkerDied.dead = False
 
-    def close(self, trial, run, ending, checkpoint):
-        if isinstance(ending.error, WorkerDied):
-            return
-        real_close(self, trial, run, ending, checkpoint)
+    def set_user_attr(self, key, value):
+        if WorkerDied.dead:
+            error = WorkerDied()
+            WorkerDied.dead = False  # the process is gone; the next run is a new one
+            raise error
+        real(self, key, value)
 
-    monkeypatch.setattr(objective_module.Objective, "_close", close)
+    monkeypatch.setattr(optuna.trial.Trial, "set_user_attr", set_user_attr)
 
 
 def _outcome(workdir):
