@@ -235,12 +235,24 @@ def references(device: torch.device, dtypes: Sequence[torch.dtype]) -> dict[str,
     return out
 
 
-def write_json(path: Path, benchmark: str, device: torch.device, quick: bool, payload: dict) -> dict:
+# `--tiny` runs of the benchmarks that search the quick start's data: a few hundred rendered images
+# and one epoch, so the test suite's smoke run of every benchmark takes seconds, not minutes.
+TINY_QUICKSTART_SETS = ("data.synthetic={train_size: 240, test_size: 120}", "train.max_epochs=1")
+
+
+def add_tiny_argument(parser) -> None:
+    parser.add_argument("--tiny", action="store_true",
+                        help="seconds on a CPU: checks that the script runs and writes its JSON (the test suite's smoke run)")
+
+
+def write_json(path: Path, benchmark: str, device: torch.device, quick: bool, payload: dict,
+               tiny: bool = False) -> dict:
     record = {
         "benchmark": benchmark,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": device_info(device),
         "quick": quick,
+        "tiny": tiny,
         # The load average says how far to trust the timings: on a 2-core machine a test suite running
         # beside a benchmark halves its throughput, and the spreads widen accordingly.
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(),

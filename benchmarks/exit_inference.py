@@ -16,6 +16,7 @@ outputs_match_dense: compacted predictions and exit indices == dense.
 
     python benchmarks/exit_inference.py --json benchmarks/results/exit-inference-cpu.json
     python benchmarks/exit_inference.py --quick --json /tmp/exit.json
+    python benchmarks/exit_inference.py --tiny --json /tmp/exit.json    # width 8, batch 32: a smoke run
 Goals: measured >= 0.7 x flops_speedup on CPU, >= 0.8 x on an H100/H200.
 """
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import alternate, paired_ratios, resolve, spread, write_json
+from _common import add_tiny_argument, alternate, paired_ratios, resolve, spread, write_json
 
 from ee_search.config import ModelConfig
 from ee_search.data.augment import BatchTransform
@@ -65,10 +66,11 @@ def half_early_thresholds(model, x, criterion: str, early_share: float = 0.5) ->
     return thresholds
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="5 timing repeats instead of 10")
+    add_tiny_argument(parser)
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per path (default 10, quick 5)")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--batch", type=int, default=1024)
@@ -76,23 +78,32 @@ def main() -> None:
     parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
-    device = resolve(args.device)
-    repeats = args.repeats or (5 if args.quick else 10)
+    if args.tiny:
+        args.batch, args.width, args.repeats = 32, 8, args.repeats or 2
+    args.repeats = args.repeats or (5 if args.quick else 10)
+    return args
 
+
+def model_and_batch(width: int, batch: int, device: torch.device):
+    """ee_resnet at `width` (random weights, data-like BN statistics) and a normalised batch of
+    synthetic house numbers, both on `device`, channels_last."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="ee_resnet", width=args.width), 3, 10)
+    model = build_model(ModelConfig(name="ee_resnet", width=width), 3, 10)
     model = model.to(device=device, memory_format=torch.channels_last).eval()
     with torch.no_grad():  # data-like BN statistics so random-init exits differ in confidence
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-    images, _ = render_house_numbers(args.batch, seed=0)
+    images, _ = render_house_numbers(batch, seed=0)
     store = torch.from_numpy(images.transpose(0, 2, 3, 1).copy()).to(device)
     transform = BatchTransform(IMAGENET_MEAN, IMAGENET_STD, 32, 28, 0.0, train=False, device=device, channels_last=True)
-    x = transform(store, torch.arange(args.batch, device=device))
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext())
+    return model, transform(store, torch.arange(batch, device=device))
 
+
+def measure(model, x, args, device: torch.device) -> dict:
+    """The three paths timed side by side, and what the compacted one decided against the dense one."""
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext())
     with autocast:
         thresholds = half_early_thresholds(model, x, args.criterion)
         compact = predict_early_exit(model, x, thresholds, args.criterion)
@@ -102,11 +113,15 @@ def main() -> None:
             "full_depth": lambda: full_depth(model, x),
             "dense_all_exits": lambda: model(x),
             "compacted": lambda: predict_early_exit(model, x, thresholds, args.criterion),
-        }, device, repeats=repeats, warmup=1)
-    t = timing["seconds"]
-
+        }, device, repeats=args.repeats, warmup=1)
     taken = compact.exit_index
     share = [float((taken == k).float().mean()) for k in range(model.num_exits)]
+    return {"thresholds": thresholds, "compact": compact, "costs": costs, "timing": timing, "share": share,
+            "outputs_match_dense": bool(torch.equal(compact.prediction, dense_pred) and torch.equal(taken, dense_taken))}
+
+
+def summarize(m: dict, args, device: torch.device) -> dict:
+    t, costs, share = m["timing"]["seconds"], m["costs"], m["share"]
     mean_cost = sum(s * c for s, c in zip(share, costs.cumulative))
     flops_speedup = costs.full_network / mean_cost
     measured = paired_ratios(t["full_depth"], t["compacted"])
@@ -116,14 +131,14 @@ def main() -> None:
         "batch": args.batch,
         "criterion": args.criterion,
         "precision": args.precision,
-        "thresholds": thresholds,
+        "thresholds": m["thresholds"],
         "exit_fractions": share,
         "early_share": 1 - share[-1],
-        "survivors_per_stage": compact.survivors,
+        "survivors_per_stage": m["compact"].survivors,
         "flops_per_image": {"full_depth": costs.full_network, "per_exit_cumulative": costs.cumulative},
         "seconds": {k: spread(v)["median"] for k, v in t.items()},
         "seconds_spread": {k: spread(v) for k, v in t.items()},
-        "order": timing["order"],
+        "order": m["timing"]["order"],
         "flops_speedup": flops_speedup,
         "measured_speedup": measured["median"],
         "measured_speedup_spread": measured,
@@ -131,12 +146,20 @@ def main() -> None:
         "measured_over_flops_spread": {k: v / flops_speedup for k, v in measured.items() if k != "values"},
         "speedup_vs_dense_all_exits": vs_dense["median"],
         "speedup_vs_dense_all_exits_spread": vs_dense,
-        "outputs_match_dense": bool(torch.equal(compact.prediction, dense_pred) and torch.equal(taken, dense_taken)),
-        "repeats": repeats,
+        "outputs_match_dense": m["outputs_match_dense"],
+        "repeats": args.repeats,
     }
     goal = 0.8 if device.type == "cuda" else 0.7
     result["goal"] = {"measured_over_flops_at_least": goal, "met": result["measured_over_flops"] >= goal}
-    record = write_json(args.json, "exit_inference", device, args.quick, result)
+    return result
+
+
+def main() -> None:
+    args = parse_args()
+    device = resolve(args.device)
+    model, x = model_and_batch(args.width, args.batch, device)
+    result = summarize(measure(model, x, args, device), args, device)
+    record = write_json(args.json, "exit_inference", device, args.quick, result, tiny=args.tiny)
     for key in ("exit_fractions", "flops_speedup", "measured_speedup_spread", "measured_over_flops", "outputs_match_dense",
                 "seconds_spread"):
         print(f"{key}: {record[key]}")

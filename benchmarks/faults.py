@@ -1,10 +1,11 @@
-"""Load-and-fault proof (issue 10, part 4): N `ee-search run` workers share one study while this
+"""Load-and-fault proof: N `ee-search run` workers share one study while this
 driver SIGKILLs a random worker at K random moments and restarts it; afterwards it checks that the
 study came out as if nothing had happened.
 
     python benchmarks/faults.py --backend sqlite --json benchmarks/results/faults-sqlite.json
     python benchmarks/faults.py --backend postgres --json benchmarks/results/faults-postgres.json
     python benchmarks/faults.py --quick --json /tmp/faults-quick.json
+    python benchmarks/faults.py --tiny --json /tmp/faults-tiny.json    # sqlite, 2 workers, 2 short trials, 1 kill
 
 Checks (each pass/fail in the JSON; exit 1 if any fails): exactly n_trials counted trials, all
 COMPLETE; one MLflow run per logical trial (a retry chain shares its run, no orphan run, no trial
@@ -36,8 +37,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_json  # noqa: E402
-from _servers import free_port, start_mlflow_server, start_postgres, stop_servers  # noqa: E402
+from _common import add_tiny_argument, write_json  # noqa: E402
+from _servers import start_mlflow_server, start_postgres, stop_servers  # noqa: E402
 
 STUDY = """\
 name: faults
@@ -118,8 +119,44 @@ def running_snapshot(engine, study: optuna.Study) -> dict[int, dict]:
 
 
 def counted(study: optuna.Study) -> list:
-    from ee_search.search.resume import counted_trials
+    from ee_search.search.budget import counted_trials
     return counted_trials(study)
+
+
+def wait_for_study(workers: Workers, storage_url: str) -> optuna.Study:
+    """The study once worker 0 has created it and started its first trial (the parent run exists then)."""
+    while True:
+        time.sleep(0.5)
+        if workers.procs[0].poll() is not None:
+            raise RuntimeError(f"worker 0 exited early: see {workers.logs[0]}")
+        try:
+            study = optuna.load_study(study_name="faults", storage=optuna.storages.RDBStorage(storage_url))
+            if study.get_trials(deepcopy=False):
+                return study
+        except Exception:
+            pass  # not created yet
+
+
+def kill_one(workers: Workers, slot: int, engine, study: optuna.Study, attributed: set[int], t0: float) -> dict:
+    """SIGKILL the worker in `slot` and find the trial it was running (the one RUNNING before whose
+    heartbeat stopped after); restart the slot."""
+    before = running_snapshot(engine, study)
+    t_kill = time.time()
+    workers.kill(slot)
+    # Past the grace period: the killed trial's heartbeat has stopped, the others' moved on.
+    time.sleep(GRACE_S + 1.5)
+    after = running_snapshot(engine, study)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    hit = [n for n, s in before.items() if n not in attributed and states[n] not in
+           (TrialState.COMPLETE, TrialState.PRUNED)
+           and (n not in after or after[n]["heartbeat"] == s["heartbeat"])]
+    hit = [n for n in hit if n in after or states[n] == TrialState.FAIL]
+    trial = hit[0] if len(hit) == 1 else None
+    if trial is not None:
+        attributed.add(trial)
+    workers.start(slot)  # the machine comes back
+    return {"t_s": round(time.monotonic() - t0, 2), "unix_time": t_kill, "worker": slot, "trial": trial,
+            "candidates": hit, "epochs_in_optuna_at_kill": before[trial]["epochs"] if trial is not None else None}
 
 
 def drive(args, study_path: Path, storage_url: str, work: Path) -> tuple[list[dict], float, Workers]:
@@ -127,18 +164,7 @@ def drive(args, study_path: Path, storage_url: str, work: Path) -> tuple[list[di
     workers = Workers(study_path, work)
     started = time.monotonic()
     workers.start(0)  # alone first: it creates the storage, the study and the parent run (no race there)
-    storage = engine = study = None
-    while study is None:
-        time.sleep(0.5)
-        if workers.procs[0].poll() is not None:
-            raise RuntimeError(f"worker 0 exited early: see {workers.logs[0]}")
-        try:
-            storage = optuna.storages.RDBStorage(storage_url)
-            study = optuna.load_study(study_name="faults", storage=storage)
-            if not study.get_trials(deepcopy=False):
-                study = None  # the parent run is created before the first trial: wait for one
-        except Exception:
-            study = None
+    study = wait_for_study(workers, storage_url)
     # A process needs this long (imports, data) before it runs a trial: killing one younger than that
     # hits no trial and proves nothing, so kills pick among workers at least this old.
     startup_s = time.monotonic() - started
@@ -146,47 +172,32 @@ def drive(args, study_path: Path, storage_url: str, work: Path) -> tuple[list[di
     for slot in range(1, args.workers):
         workers.start(slot)
 
+    def unfinished() -> bool:
+        return len(counted(study)) < args.trials
+
     kills: list[dict] = []
     attributed: set[int] = set()
     deadline = started + args.max_wall
-    while len(counted(study)) < args.trials and time.monotonic() < deadline:
+    while unfinished() and time.monotonic() < deadline:
         if len(kills) < args.kills:
             # A random moment, 0.3 to 1.5 kill-gaps after the last restart (a worker may still be starting).
-            gap = rng.uniform(0.3, 1.5) * args.kill_gap
-            t_end = time.monotonic() + gap
-            while time.monotonic() < t_end and len(counted(study)) < args.trials:
+            t_end = time.monotonic() + rng.uniform(0.3, 1.5) * args.kill_gap
+            while time.monotonic() < t_end and unfinished():
                 time.sleep(0.2)
             live = [s for s in workers.alive() if time.monotonic() - workers.started[s] >= startup_s]
-            if not live or len(counted(study)) >= args.trials:
+            if not live or not unfinished():
                 time.sleep(0.5)
                 continue
-            slot = rng.choice(live)
-            before = running_snapshot(engine, study)
-            t_kill = time.time()
-            workers.kill(slot)
-            # Past the grace period: the killed trial's heartbeat has stopped, the others' moved on.
-            time.sleep(GRACE_S + 1.5)
-            after = running_snapshot(engine, study)
-            states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
-            hit = [n for n, s in before.items() if n not in attributed and states[n] not in
-                   (TrialState.COMPLETE, TrialState.PRUNED)
-                   and (n not in after or after[n]["heartbeat"] == s["heartbeat"])]
-            hit = [n for n in hit if n in after or states[n] == TrialState.FAIL]
-            trial = hit[0] if len(hit) == 1 else None
-            if trial is not None:
-                attributed.add(trial)
-            kills.append({"t_s": round(time.monotonic() - started, 2),
-                          "unix_time": t_kill, "worker": slot, "trial": trial, "candidates": hit,
-                          "epochs_in_optuna_at_kill": before[trial]["epochs"] if trial is not None else None})
-            print(f"kill {len(kills)}: worker {slot} at {kills[-1]['t_s']} s, trial {trial}", flush=True)
-            workers.start(slot)  # the machine comes back
+            kills.append(kill_one(workers, rng.choice(live), engine, study, attributed, started))
+            print(f"kill {len(kills)}: worker {kills[-1]['worker']} at {kills[-1]['t_s']} s, trial {kills[-1]['trial']}",
+                  flush=True)
         else:
             time.sleep(1.0)
             if not workers.alive():
                 # Every worker ended but a killed trial may still be RUNNING (stale): an operator runs
                 # again, and the new worker's first trial retries it.
                 time.sleep(GRACE_S + 1)
-                if len(counted(study)) < args.trials:
+                if unfinished():
                     workers.start(0)
     # Let workers end on their own (each stops once the study has n_trials), then stop stragglers.
     t_end = time.monotonic() + 120
@@ -196,37 +207,35 @@ def drive(args, study_path: Path, storage_url: str, work: Path) -> tuple[list[di
     return kills, time.monotonic() - started, workers
 
 
-def verify(args, storage_url: str, tracking: str, kills: list[dict], workers: Workers) -> tuple[dict, dict]:
-    study = optuna.load_study(study_name="faults", storage=optuna.storages.RDBStorage(storage_url))
-    trials = study.get_trials(deepcopy=False)
-    final = counted(study)
-    client = MlflowClient(tracking)
-    exp = client.get_experiment_by_name("faults")
-    runs = client.search_runs([exp.experiment_id], "tags.`ee_search.role` = 'trial'", max_results=10000)
-    parent = client.search_runs([exp.experiment_id], "tags.`ee_search.role` = 'study'")
-    checks: dict[str, dict] = {}
+class Checks(dict):
+    """name -> {"pass": bool, **detail}, in the order checked."""
 
-    def check(name: str, ok: bool, **detail) -> None:
-        checks[name] = {"pass": bool(ok), **detail}
+    def check(self, name: str, ok: bool, **detail) -> None:
+        self[name] = {"pass": bool(ok), **detail}
 
-    check("exactly_n_trials_finished", len(final) == args.trials and all(t.state == TrialState.COMPLETE for t in final),
-          finished=len(final), wanted=args.trials, states=sorted({t.state.name for t in final}),
-          all_trials={s.name: sum(t.state == s for t in trials) for s in TrialState})
-    # Logical trials: a counted trial plus the FAILs it retried (retry_history); they share one run.
-    run_of = {t.number: t.user_attrs.get("mlflow_run_id") for t in trials}
+
+def check_trials_and_runs(checks: Checks, args, trials, final, runs, run_of: dict) -> None:
+    """Exactly n_trials counted, all COMPLETE; one MLflow run per logical trial (a counted trial plus
+    the FAILs it retried, which share its run), no orphan run, no trial number twice."""
+    checks.check("exactly_n_trials_finished",
+                 len(final) == args.trials and all(t.state == TrialState.COMPLETE for t in final),
+                 finished=len(final), wanted=args.trials, states=sorted({t.state.name for t in final}),
+                 all_trials={s.name: sum(t.state == s for t in trials) for s in TrialState})
     logical = {t.number: [*t.system_attrs.get("retry_history", []), t.number] for t in final}
     chain_runs = {n: {run_of[m] for m in chain} for n, chain in logical.items()}
     final_runs = [run_of[n] for n in logical]
     mlflow_ids = [r.info.run_id for r in runs]
-    tags = {r.info.run_id: r.data.tags for r in runs}
-    check("one_mlflow_run_per_logical_trial",
-          all(len(v) == 1 for v in chain_runs.values()) and len(set(final_runs)) == len(final_runs)
-          and sorted(mlflow_ids) == sorted(final_runs) and len(set(t.number for t in trials)) == len(trials),
-          logical_trials=len(logical), trial_runs_in_mlflow=len(mlflow_ids),
-          orphan_runs=sorted(set(mlflow_ids) - set(final_runs)),
-          chains_with_several_runs={n: sorted(map(str, v)) for n, v in chain_runs.items() if len(v) != 1})
+    checks.check("one_mlflow_run_per_logical_trial",
+                 all(len(v) == 1 for v in chain_runs.values()) and len(set(final_runs)) == len(final_runs)
+                 and sorted(mlflow_ids) == sorted(final_runs) and len(set(t.number for t in trials)) == len(trials),
+                 logical_trials=len(logical), trial_runs_in_mlflow=len(mlflow_ids),
+                 orphan_runs=sorted(set(mlflow_ids) - set(final_runs)),
+                 chains_with_several_runs={n: sorted(map(str, v)) for n, v in chain_runs.items() if len(v) != 1})
 
-    # Kills: what the retry found in last.pt vs the epoch the killed worker was in.
+
+def check_kills(checks: Checks, args, client, trials, run_of: dict, kills: list[dict]) -> list[dict]:
+    """What each retry found in last.pt against the epoch the killed worker was in; returns the kills
+    that hit a trial."""
     successor = {t.system_attrs["retry_history"][-1]: t for t in trials if t.system_attrs.get("retry_history")}
     for k in kills:
         n = k["trial"]
@@ -243,55 +252,70 @@ def verify(args, storage_url: str, tracking: str, kills: list[dict], workers: Wo
         k.update(epochs_completed_before_kill=done, epoch_reached=reached, resumed_by=nxt.number if nxt else None,
                  resumed_at=at, redone=None if at is None else reached - at)
     hits = [k for k in kills if k["trial"] is not None]
-    check("every_killed_trial_resumed_from_last_epoch",
-          all(k["resumed_at"] is not None and k["resumed_at"] >= k["epochs_completed_before_kill"] for k in hits),
-          kills_on_a_trial=len(hits), kills=len(kills),
-          not_resumed=[k["trial"] for k in hits if k["resumed_at"] is None])
-    check("at_most_one_epoch_redone_per_kill", all(k["redone"] is not None and k["redone"] <= 1 for k in hits),
-          redone=[k["redone"] for k in hits], total_redone=sum(k["redone"] or 0 for k in hits))
-    check("kills_landed_on_trials", len(hits) >= 1 and len(kills) == args.kills,
-          kills_made=len(kills), wanted=args.kills, unattributed=[k for k in kills if k["trial"] is None])
+    checks.check("every_killed_trial_resumed_from_last_epoch",
+                 all(k["resumed_at"] is not None and k["resumed_at"] >= k["epochs_completed_before_kill"] for k in hits),
+                 kills_on_a_trial=len(hits), kills=len(kills),
+                 not_resumed=[k["trial"] for k in hits if k["resumed_at"] is None])
+    checks.check("at_most_one_epoch_redone_per_kill", all(k["redone"] is not None and k["redone"] <= 1 for k in hits),
+                 redone=[k["redone"] for k in hits], total_redone=sum(k["redone"] or 0 for k in hits))
+    checks.check("kills_landed_on_trials", len(hits) >= 1 and len(kills) == args.kills,
+                 kills_made=len(kills), wanted=args.kills, unattributed=[k for k in kills if k["trial"] is None])
+    return hits
 
-    # Metric histories: every per-epoch metric has each step 1..epochs_trained exactly once.
+
+def check_histories(checks: Checks, client, runs, final, run_of: dict) -> None:
+    """Every per-epoch metric has each step 1..epochs_trained exactly once."""
     bad: list[dict] = []
-    final_by_run = {run_of[n]: t for n, t in zip(logical, final)}
+    final_by_run = {run_of[t.number]: t for t in final}
     for r in runs:
         t = final_by_run.get(r.info.run_id)
         epochs = t.user_attrs.get("epochs_trained") if t is not None else None
-        for key in r.data.metrics:
+        # MLflow's system metrics are stepped per sampling window, not per epoch.
+        for key in (k for k in r.data.metrics if not k.startswith("system/")):
             steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, key))
             if steps == [0]:
                 continue  # a final (per-trial) metric
             if epochs is None or steps != list(range(1, epochs + 1)):
-                bad.append({"run": r.info.run_id, "trial": tags[r.info.run_id].get("ee_search.trial_number"),
+                bad.append({"run": r.info.run_id, "trial": r.data.tags.get("ee_search.trial_number"),
                             "metric": key, "steps": steps, "epochs_trained": epochs})
-    check("metric_histories_complete", not bad and len(runs) > 0, runs_checked=len(runs), problems=bad[:20])
-    check("parent_run_finished", len(parent) == 1 and parent[0].info.status == "FINISHED",
-          parents=[p.info.status for p in parent])
+    checks.check("metric_histories_complete", not bad and len(runs) > 0, runs_checked=len(runs), problems=bad[:20])
 
-    locked, tracebacks = [], []
-    for log in workers.logs:
-        text = log.read_text(errors="replace")
-        if "database is locked" in text.lower():
-            locked.append(log.name)
-        if "Traceback" in text:
-            tracebacks.append(log.name)
-    check("no_database_locked_in_worker_logs", not locked, logs=locked)
-    check("no_traceback_in_worker_logs", not tracebacks, logs=tracebacks)
+
+def check_worker_logs(checks: Checks, workers: Workers) -> None:
+    locked = [log.name for log in workers.logs if "database is locked" in log.read_text(errors="replace").lower()]
+    tracebacks = [log.name for log in workers.logs if "Traceback" in log.read_text(errors="replace")]
+    checks.check("no_database_locked_in_worker_logs", not locked, logs=locked)
+    checks.check("no_traceback_in_worker_logs", not tracebacks, logs=tracebacks)
     codes = {log.name: p.returncode for log, p in zip(workers.logs, workers.all)}
     killed_logs = {workers.logs[i].name for i in workers.killed}
-    check("unkilled_workers_exit_0", all(rc == 0 for name, rc in codes.items() if name not in killed_logs),
-          exit_codes=codes)
+    checks.check("unkilled_workers_exit_0", all(rc == 0 for name, rc in codes.items() if name not in killed_logs),
+                 exit_codes=codes)
 
-    epochs_trained = sum(t.user_attrs.get("epochs_trained", 0) for t in final)
+
+def verify(args, storage_url: str, tracking: str, kills: list[dict], workers: Workers) -> tuple[dict, dict]:
+    study = optuna.load_study(study_name="faults", storage=optuna.storages.RDBStorage(storage_url))
+    trials = study.get_trials(deepcopy=False)
+    final = counted(study)
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name("faults")
+    runs = client.search_runs([exp.experiment_id], "tags.`ee_search.role` = 'trial'", max_results=10000)
+    parent = client.search_runs([exp.experiment_id], "tags.`ee_search.role` = 'study'")
+    run_of = {t.number: t.user_attrs.get("mlflow_run_id") for t in trials}
+    checks = Checks()
+    check_trials_and_runs(checks, args, trials, final, runs, run_of)
+    hits = check_kills(checks, args, client, trials, run_of, kills)
+    check_histories(checks, client, runs, final, run_of)
+    checks.check("parent_run_finished", len(parent) == 1 and parent[0].info.status == "FINISHED",
+                 parents=[p.info.status for p in parent])
+    check_worker_logs(checks, workers)
     totals = {"trials_in_storage": len(trials), "logical_trials": len(final), "kills": len(kills),
-              "kills_on_a_trial": len(hits), "epochs_trained": epochs_trained,
+              "kills_on_a_trial": len(hits), "epochs_trained": sum(t.user_attrs.get("epochs_trained", 0) for t in final),
               "epochs_redone_total": sum(k["redone"] or 0 for k in hits),
               "worker_processes_started": len(workers.logs)}
-    return checks, totals
+    return dict(checks), totals
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=("sqlite", "postgres"), default="postgres")
     p.add_argument("--workers", type=int, default=None, help="default: 4 (postgres), 2 (sqlite)")
@@ -304,12 +328,20 @@ def main() -> int:
     p.add_argument("--max-wall", type=float, default=3600.0, help="give up (and fail) after this many seconds")
     p.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temp dir, removed)")
     p.add_argument("--quick", action="store_true", help="sqlite, 2 workers, 6 trials, 3 kills")
+    add_tiny_argument(p)
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args()
     if args.quick:
         args.backend, args.workers, args.trials, args.kills = "sqlite", 2, 6, 3
+    if args.tiny:  # no server; the kill comes soon after the second worker is up
+        args.backend, args.workers, args.trials, args.kills = "sqlite", 2, 2, 1
+        args.max_epochs, args.train_size, args.kill_gap, args.max_wall = 3, 240, 1.0, 600.0
     args.workers = args.workers or (4 if args.backend == "postgres" else 2)
+    return args
 
+
+def main() -> int:
+    args = parse_args()
     tmp = None if args.keep else tempfile.TemporaryDirectory(prefix="ee-faults-")
     work = (args.keep or Path(tmp.name)).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -336,7 +368,7 @@ def main() -> int:
                "grace_period_s": GRACE_S}, "tracking": "mlflow server (postgres)" if args.backend == "postgres"
                else "sqlite", "pass": ok, "checks": checks, "kills": kills, "totals": totals,
                "wall_s": round(wall, 1), "work_dir": str(work) if args.keep else None}
-    write_json(args.json, "faults", torch.device("cpu"), args.quick, payload)
+    write_json(args.json, "faults", torch.device("cpu"), args.quick, payload, tiny=args.tiny)
     print(json.dumps({"pass": ok, "checks": {k: v["pass"] for k, v in checks.items()}, "totals": totals,
                       "wall_s": round(wall, 1)}, indent=2))
     if tmp is not None:

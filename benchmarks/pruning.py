@@ -14,6 +14,7 @@ ratio of the pair; then their median, min and max over seeds, next to the pooled
     python benchmarks/pruning.py --json benchmarks/results/pruning-cpu.json    # sampler seeds 7-11
     python benchmarks/pruning.py --seeds 7 8 9 --json ...   # the first results file's three seeds
     python benchmarks/pruning.py --quick --json /tmp/pruning.json      # 1 seed, 6 trials
+    python benchmarks/pruning.py --tiny --json /tmp/pruning.json       # 1 seed, 2 trials of 1 epoch, 240 images
     python benchmarks/pruning.py --trials 4 --max-epochs 4 --json ...  # a shorter run
     python benchmarks/pruning.py --keep runs/ --json ...  # keep the stores; replay them with pruning_replay.py
 
@@ -43,14 +44,15 @@ from ee_search.pareto import collect_operating_points, collect_points, front_hyp
 from ee_search.search.study import run_study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import spread
+from _common import TINY_QUICKSTART_SETS, add_tiny_argument, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_run(study_path: Path, pruner: str, sampler_seed: int, workdir: Path, data_root: Path,
-            n_trials: int | None, device: str, max_epochs: int | None = None) -> dict:
+            n_trials: int | None, device: str, max_epochs: int | None = None, extra: tuple[str, ...] = ()) -> dict:
     overrides = [
+        *extra,
         f"search.pruner.type={pruner}",
         f"search.sampler.seed={sampler_seed}",
         f"search.storage=sqlite:///{workdir}/optuna.db",
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=None, help="override train.max_epochs")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="one seed and 6 trials: a smoke run")
+    add_tiny_argument(parser)
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep every run's stores under this folder (for benchmarks/pruning_replay.py)")
@@ -110,8 +113,10 @@ def main() -> None:
                         help="rebuild --json from the one-line run records an earlier (interrupted) run printed")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seeds = args.seeds[:1] if args.quick else args.seeds
+    seeds = args.seeds[:1] if args.quick or args.tiny else args.seeds
     n_trials = 6 if args.quick and args.n_trials is None else args.n_trials
+    if args.tiny:
+        n_trials = args.n_trials or 2
     if args.from_records is not None:
         runs = [json.loads(line) for line in args.from_records.read_text().splitlines()
                 if line.startswith('{"pruner"')]
@@ -119,6 +124,13 @@ def main() -> None:
         write(args, [r for r in runs if r["sampler_seed"] in done], n_trials, partial=set(done) != set(seeds))
         return
 
+    write(args, run_pairs(args, seeds, n_trials), n_trials, partial=False)
+
+
+def run_pairs(args, seeds: list[int], n_trials: int | None) -> list[dict]:
+    """Each seed's pair of runs (without and with the pruner, in alternating order), the JSON rewritten
+    after each pair."""
+    extra = TINY_QUICKSTART_SETS if args.tiny else ()
     runs = []
     with tempfile.TemporaryDirectory(prefix="ee-search-bench-pruning-") as scratch:
         tmp = args.keep or Path(scratch)
@@ -130,13 +142,13 @@ def main() -> None:
             for position, pruner in enumerate(order):
                 workdir = Path(tmp) / f"{pruner}-{seed}"
                 workdir.mkdir(exist_ok=False)
-                record = one_run(args.study, pruner, seed, workdir, data_root, n_trials, args.device, args.max_epochs)
+                record = one_run(args.study, pruner, seed, workdir, data_root, n_trials, args.device, args.max_epochs,
+                                 extra)
                 record["position_in_pair"] = position
                 runs.append(record)
                 print(json.dumps({k: v for k, v in record.items() if k != "per_trial"}), flush=True)
             write(args, runs, n_trials, partial=True)
-
-    write(args, runs, n_trials, partial=False)
+    return runs
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -185,6 +197,7 @@ def write(args, runs: list[dict], n_trials: int | None, partial: bool) -> None:
         "torch": torch.__version__,
         "optuna": optuna.__version__,
         "quick": args.quick,
+        "tiny": args.tiny,
         # partial: written after each finished pair, so an interrupted benchmark keeps what it measured
         "partial": partial,
         "seeds_done": sorted({r["sampler_seed"] for r in runs}),

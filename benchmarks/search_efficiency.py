@@ -17,13 +17,13 @@ thresholds) for the same number of trials. Reported per seed, with median and mi
 
     python benchmarks/search_efficiency.py --json benchmarks/results/search-efficiency-cpu.json
     python benchmarks/search_efficiency.py --quick --json /tmp/se.json     # 1 seed, 4 trials, 3 epochs
+    python benchmarks/search_efficiency.py --tiny --json /tmp/se.json      # 1 seed, 1 trial of 1 epoch, 240 images
     ... --continue   # after an interruption: keep the runs already in --json, run the missing ones
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +34,7 @@ import optuna
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_json
+from _common import TINY_QUICKSTART_SETS, add_tiny_argument, spread, write_json
 
 from ee_search.config import load_study_file
 from ee_search.data import prepare_data
@@ -66,8 +66,9 @@ CONFIGS = {
 }
 
 
-def one_run(name: str, seed: int, workdir: Path, data_root: Path, n_trials: int, max_epochs: int | None) -> dict:
-    overrides = [*CONFIGS[name], f"search.sampler.seed={seed}", f"search.n_trials={n_trials}",
+def one_run(name: str, seed: int, workdir: Path, data_root: Path, n_trials: int, max_epochs: int | None,
+            extra: tuple[str, ...] = ()) -> dict:
+    overrides = [*extra, *CONFIGS[name], f"search.sampler.seed={seed}", f"search.n_trials={n_trials}",
                  f"search.storage=sqlite:///{workdir}/optuna.db", f"tracking.uri=sqlite:///{workdir}/mlflow.db",
                  f"data.root={data_root}", "device=cpu"]
     if max_epochs is not None:
@@ -134,51 +135,65 @@ def epochs_to_reach(run: dict, level: float) -> int | None:
     return None
 
 
-def spread(values: list[float]) -> dict:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"median": None, "min": None, "max": None, "values": []}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--max-epochs", type=int, default=None, help="cap train.max_epochs (default: the quickstart's 15)")
     parser.add_argument("--quick", action="store_true", help="1 seed, 4 trials, 3 epochs: checks the script")
+    add_tiny_argument(parser)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="keep the runs already in --json (same trials and epochs) and run only the missing ones")
     args = parser.parse_args()
-    seeds, trials, max_epochs = (args.seeds[:1], 4, 3) if args.quick else (args.seeds, args.trials, args.max_epochs)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    data_root = Path(tempfile.mkdtemp(prefix="ee-search-bench-data-"))
-    names = list(CONFIGS)
-    runs = []
-    if args.resume and args.json and args.json.exists():
-        import json
+    if args.quick:
+        args.seeds, args.trials, args.max_epochs = args.seeds[:1], 4, 3
+    if args.tiny:
+        args.seeds, args.trials, args.max_epochs = args.seeds[:1], 1, 1
+    return args
 
-        before = json.loads(args.json.read_text())
-        if (before.get("trials"), before.get("max_epochs")) == (trials, max_epochs):
-            runs = [r for r in before["runs"] if r["seed"] in seeds]
+
+def earlier_runs(args) -> list[dict]:
+    """With --continue, the runs an interrupted benchmark already wrote to --json (same trials and epochs)."""
+    if not (args.resume and args.json and args.json.exists()):
+        return []
+    import json
+
+    before = json.loads(args.json.read_text())
+    if (before.get("trials"), before.get("max_epochs")) != (args.trials, args.max_epochs):
+        return []
+    return [r for r in before["runs"] if r["seed"] in args.seeds]
+
+
+def record(args, payload: dict) -> None:
+    if args.json:
+        write_json(args.json, "search_efficiency", torch.device("cpu"), args.quick,
+                   {"seeds": args.seeds, "trials": args.trials, "max_epochs": args.max_epochs, **payload}, tiny=args.tiny)
+
+
+def run_all(args, runs: list[dict]) -> list[dict]:
+    """Every (configuration, seed) not yet in `runs`, each seed's configurations in a rotated order."""
+    data_root = Path(tempfile.mkdtemp(prefix="ee-search-bench-data-"))
+    extra = TINY_QUICKSTART_SETS if args.tiny else ()
     done = {(r["config"], r["seed"]) for r in runs}
-    for i, seed in enumerate(seeds):
-        order = names[i % len(names):] + names[: i % len(names)]
-        for name in order:
+    names = list(CONFIGS)
+    for i, seed in enumerate(args.seeds):
+        for name in names[i % len(names):] + names[: i % len(names)]:
             if (name, seed) in done:
                 continue
             with tempfile.TemporaryDirectory(prefix=f"ee-search-se-{name}-{seed}-") as workdir:
-                run = one_run(name, seed, Path(workdir), data_root, trials, max_epochs)
+                run = one_run(name, seed, Path(workdir), data_root, args.trials, args.max_epochs, extra)
             runs.append(run)
             f = run["final"]
             print(f"seed {seed} config {name}: {run['epochs']} epochs, {run['seconds']:.0f} s; dense front "
                   f"{f['dense_points']} points, test hv {f['dense_test_hv']:.4f} (val {f['dense_val_hv']:.4f}); "
                   f"sampled front test hv {f['sampled_test_hv']:.4f}", flush=True)
-            if args.json:  # after every run, so an interrupted benchmark keeps what it measured
-                write_json(args.json, "search_efficiency", torch.device("cpu"), args.quick,
-                           {"partial": True, "seeds": seeds, "trials": trials, "max_epochs": max_epochs, "runs": runs})
+            record(args, {"partial": True, "runs": runs})  # after every run: an interruption keeps what it measured
+    return runs
+
+
+def summarize(runs: list[dict], seeds: list[int]) -> dict:
+    names = list(CONFIGS)
     by = {(r["config"], r["seed"]): r for r in runs}
     savings, ratios = [], []
     for seed in seeds:
@@ -188,7 +203,7 @@ def main() -> None:
         best = max(by[(n, seed)]["final"]["dense_test_hv"] for n in names)
         base = a["final"]["sampled_test_hv"]
         ratios.append(best / base if base > 0 else None)
-    summary = {
+    return {
         "per_config": {n: {k: spread([by[(n, s)]["final"][k] for s in seeds])
                            for k in ("dense_test_hv", "dense_val_hv", "sampled_test_hv", "dense_points")}
                        | {"epochs": spread([by[(n, s)]["epochs"] for s in seeds])} for n in names},
@@ -196,12 +211,18 @@ def main() -> None:
         "best_dense_test_hv_over_a_sampled_test_hv": spread(ratios),
         "goals": {"epochs_saved": 0.40, "hv_ratio": 1.5},
     }
+
+
+def main() -> None:
+    args = parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    runs = run_all(args, earlier_runs(args))
+    summary = summarize(runs, args.seeds)
     print(f"(b) vs (c), epochs saved at equal test hv: {summary['b_epochs_saved_reaching_c_final_test_hv']}")
     print(f"best dense / (a) sampled, test hv: {summary['best_dense_test_hv_over_a_sampled_test_hv']}")
-    if args.json:
-        write_json(args.json, "search_efficiency", torch.device("cpu"), args.quick,
-                   {"partial": False, "configs": {n: " ".join(CONFIGS[n]) for n in names},
-                    "seeds": seeds, "trials": trials, "max_epochs": max_epochs, "summary": summary, "runs": runs})
+    record(args, {"partial": False, "configs": {n: " ".join(CONFIGS[n]) for n in CONFIGS}, "summary": summary,
+                  "runs": runs})
 
 
 if __name__ == "__main__":

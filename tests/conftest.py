@@ -1,12 +1,15 @@
-"""Shared fixtures: a tiny study file on scikit-learn's digits, and a working directory per test so
-every SQLite store, MLflow artifact and cache lands in tmp_path."""
+"""Shared fixtures and helpers: a tiny study file on scikit-learn's digits (and variants of it), a
+working directory per test so every SQLite store, MLflow artifact and cache lands in tmp_path, the
+CLI run in-process, the stores a study leaves, and a trial's best checkpoint fetched from MLflow."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 TINY_STUDY = """\
 name: tiny
@@ -50,6 +53,81 @@ def write_study(directory: Path, text: str, name: str = "study.yaml") -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def tiny_raw(**dotted: Any) -> dict:
+    """TINY_STUDY as a dict with `dotted` paths replaced, e.g. `tiny_raw(**{"train.max_epochs": 1})`."""
+    raw = yaml.safe_load(TINY_STUDY)
+    for path, value in dotted.items():
+        *parents, leaf = path.split(".")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return raw
+
+
+def tiny_config(**dotted: Any):
+    """The validated config of `tiny_raw(**dotted)`."""
+    from ee_search.config import validate_raw
+
+    return validate_raw(tiny_raw(**dotted), "tiny.yaml")
+
+
+def tiny_variant(directory: Path, name: str = "tiny.yaml", **dotted: Any) -> Path:
+    """A study file: TINY_STUDY with `dotted` paths replaced."""
+    path = directory / name
+    path.write_text(yaml.safe_dump(tiny_raw(**dotted), sort_keys=False))
+    return path
+
+
+def cli(*args: Any, catch_exceptions: bool = False):
+    """`ee-search ARGS` in this process (typer's CliRunner): the click Result, whatever the exit code."""
+    from typer.testing import CliRunner
+
+    from ee_search.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=catch_exceptions)
+
+
+def run_study(study: Path, *sets: str, n_trials: int | None = None, directory: Path | None = None):
+    """`ee-search run STUDY --set ...` that must exit 0; returns the Optuna study from the default store
+    (optuna.db in `directory`, by default the working directory)."""
+    import optuna
+
+    args: list[Any] = ["run", study]
+    if n_trials is not None:
+        args += ["--n-trials", n_trials]
+    for s in sets:
+        args += ["--set", s]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    return optuna.load_study(study_name=None, storage=f"sqlite:///{(directory or Path.cwd()).resolve()}/optuna.db")
+
+
+def mlflow_client(directory: Path | None = None):
+    """The MLflow client of the default tracking store (mlflow.db in `directory`, default the cwd)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{(directory or Path.cwd()).resolve()}/mlflow.db")
+
+
+def download_best(client, trial, into: Path) -> dict:
+    """The payload of the trial's `checkpoints/best.pt`, fetched from its MLflow run into a folder of
+    its own under `into` (so two trials' files never overwrite each other)."""
+    from ee_search.train import load_checkpoint
+
+    run_id = trial.user_attrs["mlflow_run_id"]
+    folder = Path(into) / "best" / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    return load_checkpoint(client.download_artifacts(run_id, "checkpoints/best.pt", str(folder)))
+
+
+def best_model(client, trial, into: Path):
+    """The network rebuilt from the trial's `checkpoints/best.pt` (no code unpickled)."""
+    from ee_search.checkpoints import model_from_checkpoint
+
+    return model_from_checkpoint(download_best(client, trial, into))
 
 
 @pytest.fixture

@@ -16,23 +16,13 @@ import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from ee_search.cli import app
 from ee_search.config import load_study_file
 from ee_search.data import build_batches, prepare_data
 from ee_search.exits import exit_costs
-from ee_search.checkpoints import model_from_checkpoint
 from ee_search.search.space import values_from_params
-from ee_search.train import load_checkpoint
-from tests.conftest import TINY_STUDY
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-    return result
+from tests.conftest import TINY_STUDY, best_model, cli, download_best, mlflow_client, run_study
 
 
 class Ran(NamedTuple):
@@ -44,14 +34,14 @@ class Ran(NamedTuple):
         return optuna.load_study(study_name="tiny", storage=f"sqlite:///{self.dir}/optuna.db")
 
     def mlflow(self) -> MlflowClient:
-        return MlflowClient(f"sqlite:///{self.dir}/mlflow.db")
+        return mlflow_client(self.dir)
 
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
     """The tiny study run once (3 trials) for the whole module, in a directory of its own that stays the
-    working directory (where the default stores resolve) until the module's last test. Only the resume
-    test, last in the file, adds trials to it."""
+    working directory (where the default stores resolve) until the module's last test. The tests only
+    read it: a test that adds trials runs a study of its own."""
     directory = tmp_path_factory.mktemp("ran")
     study = directory / "tiny.yaml"
     study.write_text(TINY_STUDY)
@@ -59,7 +49,7 @@ def ran(tmp_path_factory):
         patch.chdir(directory)
         # After its 2 epochs the network's exit-1 entropies sit between 2.2 and 2.3 nats (ln 10 = 2.30):
         # thresholds drawn there send part of the samples out early, so exit decisions matter.
-        result = invoke("run", study, "--set", "search.n_trials=3",
+        result = cli("run", study, "--set", "search.n_trials=3",
                         "--set", "search.space.exits.thresholds={type: float, low: 2.2, high: 2.31, per_item: true}")
         assert result.exit_code == 0, result.output
         yield Ran(directory, study, result)
@@ -100,8 +90,7 @@ def test_run_leaves_the_contract_in_optuna_and_mlflow(ran, tmp_path):
         assert files == {"checkpoints/best.pt", "exits/tradeoff.csv", "exits/tradeoff.html", "exits/tradeoff.png", "exits/val_logits.pt",
                          "config/trial.yaml"}
     # The checkpoint rebuilds the model without unpickling code.
-    local = client.download_artifacts(trials[0].user_attrs["mlflow_run_id"], "checkpoints/best.pt", str(tmp_path))
-    model = model_from_checkpoint(load_checkpoint(local))
+    model = best_model(client, trials[0], tmp_path)
     assert len(model(torch.zeros(2, 1, 28, 28))) == 2
     curve = client.download_artifacts(trials[0].user_attrs["mlflow_run_id"], "exits/tradeoff.csv", str(tmp_path))
     with open(curve) as handle:
@@ -113,9 +102,8 @@ def test_run_leaves_the_contract_in_optuna_and_mlflow(ran, tmp_path):
 def _test_split_by_hand(ran: Ran, trial: optuna.trial.FrozenTrial, tmp_path: Path) -> dict[str, float]:
     """The trial's best checkpoint, fetched from its MLflow run and run over the held-out test split here;
     accuracy at the exit taken, avg exit depth and relative FLOPs at the trial's thresholds, by hand."""
-    local = ran.mlflow().download_artifacts(trial.user_attrs["mlflow_run_id"], "checkpoints/best.pt", str(tmp_path))
-    payload = load_checkpoint(local)
-    model = model_from_checkpoint(payload).to(memory_format=torch.channels_last)
+    payload = download_best(ran.mlflow(), trial, tmp_path)
+    model = best_model(ran.mlflow(), trial, tmp_path).to(memory_format=torch.channels_last)
     loaded = load_study_file(ran.study)
     config = loaded.with_values(values_from_params(loaded.config, trial.params))
     data = build_batches(prepare_data(config.data, config.seed), config.data.augment, torch.device("cpu"),
@@ -155,7 +143,7 @@ def test_pareto_exports_exactly_the_nondominated_trials(ran, tmp_path):
     """Oracle: Optuna's best_trials for the front, and for `--split test` each front trial's checkpoint
     evaluated on the test split by hand in this test."""
     out = tmp_path / "front"
-    result = invoke("pareto", ran.study, "--out", out, "--front", "sampled", "--split", "test")
+    result = cli("pareto", ran.study, "--out", out, "--front", "sampled", "--split", "test")
     assert result.exit_code == 0, result.output
     study = ran.optuna_study()
     expected = {t.number for t in study.best_trials}
@@ -183,17 +171,25 @@ def test_pareto_exports_exactly_the_nondominated_trials(ran, tmp_path):
 
 
 def test_status_lists_every_trial(ran):
-    result = invoke("status", ran.study)
+    result = cli("status", ran.study)
     assert result.exit_code == 0
-    study = ran.optuna_study()
-    for t in study.trials:
-        assert t.user_attrs["mlflow_run_id"] in result.output
+    assert "Study 'tiny': 3 trial(s)" in result.output
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.output.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip().isdigit()]
+    # trial, state, accuracy, avg_exit_depth, epochs, reason, run id: one row per trial, from its record.
+    assert [(r[0], r[1], r[4], r[-1]) for r in rows] == [
+        (str(t.number), t.state.name, str(t.user_attrs["epochs_trained"]), t.user_attrs["mlflow_run_id"])
+        for t in ran.optuna_study().trials]
 
 
 def test_validate_prints_the_space(tiny_study):
-    result = invoke("validate", tiny_study)
+    result = cli("validate", tiny_study)
     assert result.exit_code == 0
-    assert "train.lr" in result.output and "x1" in result.output  # per_item over one threshold
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.output.splitlines()
+            if line.startswith("│")]
+    # In sampling order; per_item over the one threshold of a 2-exit network.
+    assert rows == [["train.lr", "float", "[0.01, 0.1] log", "", ""],
+                    ["exits.thresholds", "float", "[0.1, 2.0]", "x1", ""]]
 
 
 @pytest.mark.parametrize(
@@ -216,7 +212,7 @@ def test_validate_prints_the_space(tiny_study):
 )
 def test_mistakes_exit_2_with_one_line_and_create_nothing(tiny_study, workdir, args, words):
     before = sorted(p.name for p in workdir.iterdir())
-    result = runner.invoke(app, [a.replace("{study}", str(tiny_study)) for a in args])
+    result = cli(*[a.replace("{study}", str(tiny_study)) for a in args], catch_exceptions=True)
     assert result.exit_code == 2, result.output
     message = result.output.strip()
     assert words in message and "Traceback" not in message
@@ -245,28 +241,28 @@ def test_ui_serves_the_study_through_a_real_mlflow_server(ran, serve):
 
 
 def test_the_follow_up_commands_printed_find_the_same_study(tiny_study, workdir):
-    result = invoke("run", tiny_study, "--set", "name=renamed", "--set", "search.n_trials=1",
+    result = cli("run", tiny_study, "--set", "name=renamed", "--set", "search.n_trials=1",
                     "--storage", "sqlite:///elsewhere.db")
     assert result.exit_code == 0, result.output
     hint = result.output.split("Next:", 1)[1]
     status_cmd = hint.split("ee-search status ", 1)[1].split()
     assert status_cmd == [str(tiny_study), "--set", "name=renamed", "--storage", "sqlite:///elsewhere.db"]
-    status = invoke("status", *status_cmd)
+    status = cli("status", *status_cmd)
     assert status.exit_code == 0 and "COMPLETE" in status.output
 
 
-# Last in the file on purpose: it adds a trial to the module's study, which the tests above count.
-def test_resume_runs_only_the_missing_trials_and_reuses_the_parent_run(ran):
-    result = invoke("run", ran.study, "--n-trials", "4")
+def test_resume_runs_only_the_missing_trials_and_reuses_the_parent_run(tiny_study, workdir):
+    run_study(tiny_study, "train.max_epochs=1", n_trials=1)
+    result = cli("run", tiny_study, "--n-trials", "2", "--set", "train.max_epochs=1")
     assert result.exit_code == 0, result.output
     assert "1 trial(s) this run" in result.output
-    study = ran.optuna_study()
-    assert len(study.trials) == 4
-    client = ran.mlflow()
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+    assert len(study.trials) == 2
+    client = mlflow_client(workdir)
     experiment = client.get_experiment_by_name("tiny")
     assert len(client.search_runs([experiment.experiment_id], "tags.`ee_search.role` = 'study'")) == 1
-    assert len(client.search_runs([experiment.experiment_id], "tags.`ee_search.role` = 'trial'")) == 4
-    again = invoke("run", ran.study, "--n-trials", "4")
+    assert len(client.search_runs([experiment.experiment_id], "tags.`ee_search.role` = 'trial'")) == 2
+    again = cli("run", tiny_study, "--n-trials", "2", "--set", "train.max_epochs=1")
     assert again.exit_code == 0 and "0 trial(s) this run" in again.output
 
 
@@ -280,9 +276,9 @@ def test_ui_prints_the_link_to_the_experiments_runs_table(ran, monkeypatch):
 
     monkeypatch.chdir(ran.dir)
     monkeypatch.setattr("os.execv", exec_instead)
-    result = runner.invoke(app, ["ui", str(ran.study), "--port", "5055"])
+    result = cli("ui", ran.study, "--port", "5055", catch_exceptions=True)
     assert result.exit_code == 0, result.output
-    experiment = MlflowClient(f"sqlite:///{ran.dir}/mlflow.db").get_experiment_by_name("tiny")
+    experiment = ran.mlflow().get_experiment_by_name("tiny")
     assert f"open http://127.0.0.1:5055/#/experiments/{experiment.experiment_id}?workflowType=machine_learning" \
         in result.output
     assert execs and execs[0][1:3] == ["ui", "--backend-store-uri"] and execs[0][-4:] == ["--host", "127.0.0.1",

@@ -18,14 +18,11 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import create_trial
-from typer.testing import CliRunner
 
-from ee_search.cli import app
 from ee_search.config import load_study_file
 from ee_search.dashboard import open_named_study, serve
-from tests.conftest import TINY_STUDY
+from tests.conftest import TINY_STUDY, cli
 
-runner = CliRunner()
 EE_SEARCH = str(Path(sys.executable).with_name("ee-search"))
 
 
@@ -36,7 +33,7 @@ def ran(tmp_path_factory) -> Path:
     (directory / "tiny.yaml").write_text(TINY_STUDY)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(directory)
-        result = runner.invoke(app, ["run", "tiny.yaml", "--set", "train.max_epochs=1", "--quiet"])
+        result = cli("run", "tiny.yaml", "--set", "train.max_epochs=1", "--quiet", catch_exceptions=True)
         assert result.exit_code == 0, result.output
     return directory
 
@@ -128,7 +125,7 @@ def test_a_study_without_objective_names_gets_them_from_the_study_file(workdir, 
 
 def test_a_missing_study_exits_2_and_creates_nothing(workdir, tiny_study):
     before = sorted(p.name for p in workdir.iterdir())
-    result = runner.invoke(app, ["dashboard", str(tiny_study)])
+    result = cli("dashboard", str(tiny_study), catch_exceptions=True)
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [
         f"error: {tiny_study}: name: no study named 'tiny' in sqlite:///{workdir}/optuna.db: run it first "
@@ -137,14 +134,14 @@ def test_a_missing_study_exits_2_and_creates_nothing(workdir, tiny_study):
 
 
 def test_an_unknown_study_name_in_an_existing_storage_is_not_created(made):
-    result = runner.invoke(app, ["dashboard", "tiny.yaml", "--set", "name=other"])
+    result = cli("dashboard", "tiny.yaml", "--set", "name=other", catch_exceptions=True)
     assert result.exit_code == 2 and "no study named 'other'" in result.output, result.output
     assert optuna.get_all_study_names(f"sqlite:///{made}/optuna.db") == ["tiny"]
 
 
 def test_without_optuna_dashboard_installed_one_line_names_the_extra(workdir, tiny_study, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # `import optuna_dashboard` now fails
-    result = runner.invoke(app, ["dashboard", str(tiny_study)])
+    result = cli("dashboard", str(tiny_study), catch_exceptions=True)
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [
         "error: ee-search dashboard: optuna-dashboard is not installed: pip install 'ee-search[dashboard]'"]
@@ -175,8 +172,8 @@ def test_binding_beyond_loopback_warns(made, monkeypatch):
 
     served: list[tuple[str, int]] = []
     monkeypatch.setattr(dashboard, "serve", lambda study, url, host, port, announce: served.append((host, port)))
-    quiet = runner.invoke(app, ["dashboard", "tiny.yaml"])
-    loud = runner.invoke(app, ["dashboard", "tiny.yaml", "--host", "0.0.0.0", "--port", "9000"])
+    quiet = cli("dashboard", "tiny.yaml", catch_exceptions=True)
+    loud = cli("dashboard", "tiny.yaml", "--host", "0.0.0.0", "--port", "9000", catch_exceptions=True)
     assert quiet.exit_code == loud.exit_code == 0, quiet.output + loud.output
     assert served == [("127.0.0.1", 8080), ("0.0.0.0", 9000)]
     assert "warning" not in quiet.output and "warning: binding to 0.0.0.0" in loud.output

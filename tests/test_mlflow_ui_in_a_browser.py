@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ee_search.cli import app
 from ee_search.tracking import UI_QUERY
+from tests.conftest import cli, run_study
 
 pytestmark = pytest.mark.slow  # a server and a browser
 
@@ -60,13 +59,8 @@ def _shoot(page, name: str) -> None:
 
 
 def test_the_ui_opens_on_the_runs_and_shows_a_trials_metrics_and_tradeoff(tiny_study, workdir, serve, browser):
-    import optuna
-
-    runner = CliRunner()
-    ran = runner.invoke(app, ["run", str(tiny_study), "--n-trials", "2"])
-    assert ran.exit_code == 0, ran.output
-    assert runner.invoke(app, ["pareto", str(tiny_study), "--out", str(workdir / "front")]).exit_code == 0
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db")
+    study = run_study(tiny_study, n_trials=2)
+    assert cli("pareto", tiny_study, "--out", workdir / "front", catch_exceptions=True).exit_code == 0
     trial = study.trials[0]
     run_id = trial.user_attrs["mlflow_run_id"]
     experiment_id = study.user_attrs["mlflow_experiment_id"]

@@ -1,5 +1,6 @@
 """Tracking: passwords in storage and tracking URLs never reach the console, the logs, MLflow or the
-Optuna storage, checked end to end against a real PostgreSQL that requires one."""
+Optuna storage, checked end to end against a real PostgreSQL that requires one; what the MLflow UI
+shows first (experiment kind, sources, descriptions, links, system metrics, the study's figures)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow import MlflowClient
-from typer.testing import CliRunner
 
-from ee_search.cli import app
 from ee_search.config import redact
+from tests.conftest import cli
 
 PASSWORD = "s3cret-Pw_42"
 
@@ -40,8 +40,7 @@ def test_a_password_in_the_storage_url_is_never_written_anywhere(tiny_study, wor
     postgres.create_database("secured", owner="worker")
     storage = postgres.url("secured", user="worker", password=PASSWORD)
     caplog.set_level(logging.DEBUG)
-    runner = CliRunner()
-    outputs = [runner.invoke(app, [*args, "--storage", storage]) for args in (
+    outputs = [cli(*args, "--storage", storage, catch_exceptions=True) for args in (
         ["run", str(tiny_study), "--set", "search.n_trials=2"],
         ["status", str(tiny_study)],
         ["pareto", str(tiny_study), "--out", str(workdir / "front")],
@@ -49,7 +48,7 @@ def test_a_password_in_the_storage_url_is_never_written_anywhere(tiny_study, wor
     assert all(r.exit_code == 0 for r in outputs), [r.output for r in outputs]
     assert "worker:***@" in outputs[0].output  # the URL is shown, its password is not
     # A mistake that quotes the URL back still hides the password.
-    bad = runner.invoke(app, ["run", str(tiny_study), "--storage", storage.replace("postgresql", "postgersql")])
+    bad = cli("run", tiny_study, "--storage", storage.replace("postgresql", "postgersql"), catch_exceptions=True)
     assert bad.exit_code == 2 and "worker:***@" in bad.output
 
     seen = [r.output for r in [*outputs, bad]] + [record.getMessage() for record in caplog.records]
@@ -93,79 +92,103 @@ def test_log_dataset_survives_a_concurrent_insert_of_the_same_dataset(workdir, m
     assert json.loads(inputs[0].dataset.profile) == {"train": 10, "val": 2, "test": 3}
 
 
-def test_runs_carry_what_the_mlflow_ui_shows_first(tiny_study, workdir, monkeypatch):
-    """The experiment opens on its training runs (experimentKind), each run names its source (the study
-    file), describes its ending in words, links back from its Optuna trial, and has system metrics."""
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """A 2-trial study whose trials stop early at epoch 2 (tol 10), tracked into an experiment that
+    existed before the run (as one made by an older version would). Read-only for the tests below."""
     import optuna
-    from mlflow import MlflowClient
-    from typer.testing import CliRunner
 
-    from ee_search.cli import app
+    from tests.conftest import TINY_STUDY, cli, mlflow_client
 
-    # An interval longer than any trial here: the last sample, taken as each trial ends, is logged too.
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "600")
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    # An experiment made before the tag existed gets it too.
-    client.create_experiment("tiny", artifact_location=str(workdir / "mlruns"))
-    result = CliRunner().invoke(app, ["run", str(tiny_study), "--n-trials", "2",
-                                      "--set", "train.max_epochs=3", "--set", "train.early_stopping.patience=1",
-                                      "--set", "train.early_stopping.tol=10"])  # tol 10: stops at epoch 2
-    assert result.exit_code == 0, result.output
-    experiment = client.get_experiment_by_name("tiny")
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
-    for trial in study.trials:
-        run = client.get_run(trial.user_attrs["mlflow_run_id"])
-        tags = run.data.tags
-        assert tags["mlflow.source.name"] == str(tiny_study.resolve())
-        assert tags["mlflow.user"]  # MLflow's own context tags are there as well
-        note = tags["mlflow.note.content"]
+    directory = tmp_path_factory.mktemp("tracked")
+    study_file = directory / "tiny.yaml"
+    study_file.write_text(TINY_STUDY)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        # An interval longer than any trial here: the last sample, taken as each trial ends, is logged too.
+        patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "600")
+        client = mlflow_client(directory)
+        client.create_experiment("tiny", artifact_location=str(directory / "mlruns"))
+        result = cli("run", study_file, "--n-trials", "2", "--set", "train.max_epochs=3",
+                     "--set", "train.early_stopping.patience=1", "--set", "train.early_stopping.tol=10")
+        assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{directory}/optuna.db")
+    return study_file, study, client
+
+
+def _trial_runs(tracked):
+    _, study, client = tracked
+    return [(trial, client.get_run(trial.user_attrs["mlflow_run_id"])) for trial in study.trials]
+
+
+def test_an_experiment_made_before_the_tag_existed_opens_on_its_training_runs(tracked):
+    _, _, client = tracked
+    assert client.get_experiment_by_name("tiny").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_every_run_names_the_study_file_as_its_source(tracked):
+    study_file, study, client = tracked
+    for _, run in _trial_runs(tracked):
+        assert run.data.tags["mlflow.source.name"] == str(study_file.resolve())
+        assert run.data.tags["mlflow.user"]  # MLflow's own context tags are there as well
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.data.tags["mlflow.source.name"] == str(study_file.resolve())
+
+
+def test_patience_and_tol_end_the_trial_and_the_record_says_so(tracked):
+    """patience 1 with tol 10 (no epoch improves by 10): trained 2 of 3 epochs, in Optuna and MLflow."""
+    for trial, run in _trial_runs(tracked):
+        assert trial.user_attrs["epochs_trained"] == 2 and trial.user_attrs["stop_reason"] == "patience_exhausted"
+        assert run.data.tags["ee_search.stop_reason"] == "patience_exhausted"
+        assert [m.step for m in tracked[2].get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
+
+
+def test_a_trials_description_says_how_it_ended_and_which_trial_it_is(tracked):
+    for trial, run in _trial_runs(tracked):
+        note = run.data.tags["mlflow.note.content"]
         assert note.startswith("**Complete** after 2 epochs (early stopping: val_loss did not improve by more "
                                "than 10 for 1 epochs)")
         assert f"accuracy {trial.values[0]:.4f}" in note and f"avg_exit_depth {trial.values[1]:.4f}" in note
         assert f"Optuna trial {trial.number} of study `tiny`" in note
-        assert trial.user_attrs["mlflow_run_url"] == (f"#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+
+
+def test_each_optuna_trial_links_to_its_run_on_the_model_training_screens(tracked):
+    _, _, client = tracked
+    experiment_id = client.get_experiment_by_name("tiny").experiment_id
+    for trial, run in _trial_runs(tracked):
+        assert trial.user_attrs["mlflow_run_url"] == (f"#/experiments/{experiment_id}/runs/{run.info.run_id}"
                                                       "?workflowType=machine_learning")
+
+
+def test_every_trial_run_has_system_metrics(tracked):
+    for _, run in _trial_runs(tracked):
         assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics), sorted(run.data.metrics)
+
+
+def test_the_study_run_says_where_the_study_stands(tracked):
+    _, study, client = tracked
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
-    assert parent.data.tags["mlflow.source.name"] == str(tiny_study.resolve())
     assert parent.data.tags["mlflow.note.content"].startswith(
         "Study `tiny`: 2 of 2 trials finished (2 complete, 0 pruned, 0 failed); dense front: ")
-    figures = {f.path for f in client.list_artifacts(parent.info.run_id, "figures")}
+
+
+def test_the_study_run_holds_the_study_figures_and_the_front(tracked):
+    _, study, client = tracked
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    figures = {f.path for f in client.list_artifacts(parent_id, "figures")}
     for stem in ("hypervolume_history", "optimization_history_accuracy", "param_importances_avg_exit_depth",
                  "parallel_coordinate_accuracy"):
         assert {f"figures/{stem}.html", f"figures/{stem}.png"} <= figures, figures
     assert "figures/plotly.min.js" in figures
-    assert {f.path for f in client.list_artifacts(parent.info.run_id, "pareto")} >= {"pareto/pareto.png",
-                                                                                     "pareto/pareto.html"}
+    assert {f.path for f in client.list_artifacts(parent_id, "pareto")} >= {"pareto/pareto.png", "pareto/pareto.html"}
 
 
-def test_run_url_is_a_full_link_over_http_and_never_holds_a_password():
-    from ee_search.tracking import StudyTracker
+@pytest.mark.parametrize(("uri", "link"), [
+    ("https://alice:s3cret@mlflow.example.org:8443/prefix/", "https://mlflow.example.org:8443/prefix/#/r"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000/#/r"),
+    ("sqlite:///mlflow.db", "#/r"),  # a local store: the link is relative to wherever `ee-search ui` serves it
+])
+def test_ui_url_is_a_full_link_over_http_and_never_holds_a_password(uri, link):
+    from ee_search.tracking import ui_url
 
-    tracker = StudyTracker.__new__(StudyTracker)  # run_url reads only the URI and the experiment id
-    tracker.experiment_id = "7"
-    tracker.uri = "https://alice:s3cret@mlflow.example.org:8443/prefix/"
-    query = "?workflowType=machine_learning"  # MLflow 3's "Model training" screens, not GenAI's
-    assert tracker.run_url("abc") == f"https://mlflow.example.org:8443/prefix/#/experiments/7/runs/abc{query}"
-    tracker.uri = "http://127.0.0.1:5000"
-    assert tracker.run_url("abc") == f"http://127.0.0.1:5000/#/experiments/7/runs/abc{query}"
-    tracker.uri = "sqlite:///mlflow.db"
-    assert tracker.run_url("abc") == f"#/experiments/7/runs/abc{query}"
-
-
-def test_a_pruned_or_failed_trial_says_why_in_its_description():
-    import yaml
-
-    from ee_search.config import validate_raw
-    from ee_search.records import Ending
-    from tests.conftest import TINY_STUDY
-
-    config = validate_raw(yaml.safe_load(TINY_STUDY), "tiny.yaml")
-    pruned = Ending.PRUNED.describe(4, config, 3, "pruned", detail="val_loss 1.2 is worse than the 50th percentile")
-    assert pruned == ("**Pruned** after 3 epochs: val_loss 1.2 is worse than the 50th percentile. "
-                      "Optuna trial 4 of study `tiny`.")
-    diverged = Ending.PRUNED.describe(5, config, 1, "non_finite_loss", detail="training diverged")
-    assert diverged.startswith("**Pruned** after 1 epoch: the loss became non-finite")
-    failed = Ending.FAILED.describe(6, config, 0, detail="RuntimeError: CUDA out of memory")
-    assert failed == "**Failed** after 0 epochs: RuntimeError: CUDA out of memory. Optuna trial 6 of study `tiny`."
+    assert ui_url(uri, "#/r") == link

@@ -1,5 +1,6 @@
-"""Training signals end to end through the CLI with --set overrides (issue: early stopping you can
-trust, a pruner for multi-objective studies, weight averaging, divergence)."""
+"""Training signals end to end through the CLI with --set overrides: the multi-objective pruner,
+weight averaging, divergence. (Patience and tol are proved on the trainer in tests/train, and their
+way into a trial's record by tests/test_tracking.py's study.)"""
 
 from __future__ import annotations
 
@@ -7,50 +8,25 @@ import copy
 import math
 from types import SimpleNamespace
 
-import optuna
 import pytest
 import torch
-from mlflow import MlflowClient
-from typer.testing import CliRunner
 
-from ee_search.cli import app
 from ee_search.config import load_study_file
-from ee_search.checkpoints import model_from_checkpoint
 from ee_search.fit import train_network
 from ee_search.models import build_model
-from ee_search.train import Callback, WeightAveraging, load_checkpoint
+from ee_search.train import Callback, WeightAveraging
+from tests.conftest import best_model, mlflow_client, run_study
 
-runner = CliRunner()
 NO_SPACE = "search.space={}"
 CPU = torch.device("cpu")
 
 
 def run(study, *sets, n_trials=3):
-    args = ["run", str(study), "--n-trials", str(n_trials)]
-    for s in sets:
-        args += ["--set", s]
-    result = runner.invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+    return run_study(study, *sets, n_trials=n_trials)
 
 
 def client(workdir):
-    return MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-
-
-def test_patience_1_tol_10_trains_exactly_two_epochs(tiny_study):
-    study = run(tiny_study, "train.max_epochs=6", "train.early_stopping.patience=1", "train.early_stopping.tol=10")
-    for t in study.trials:
-        assert t.state.name == "COMPLETE"
-        assert t.user_attrs["epochs_trained"] == 2 and t.user_attrs["stop_reason"] == "patience_exhausted"
-
-
-def test_patience_50_tol_0_reaches_max_epochs(tiny_study, workdir):
-    study = run(tiny_study, "train.max_epochs=3", "train.early_stopping.patience=50", "train.early_stopping.tol=0")
-    mlflow = client(workdir)
-    for t in study.trials:
-        assert t.user_attrs["epochs_trained"] == 3 and t.user_attrs["stop_reason"] == "max_epochs"
-        assert mlflow.get_run(t.user_attrs["mlflow_run_id"]).data.tags["ee_search.stop_reason"] == "max_epochs"
+    return mlflow_client(workdir)
 
 
 def test_multi_objective_pruner_prunes_some_trials_and_their_runs_are_killed(tiny_study, workdir):
@@ -157,8 +133,7 @@ def test_each_averaging_method_completes_a_trial(tiny_study, workdir, method):
     trained_distance = distance(last, init)
     assert trained_distance > 0.1
 
-    local = client(workdir).download_artifacts(t.user_attrs["mlflow_run_id"], "checkpoints/best.pt", str(workdir))
-    averaged = weights(model_from_checkpoint(load_checkpoint(local)))
+    averaged = weights(best_model(client(workdir), t, workdir))
     expected = hand_average(steps.after_step, method, decay, update_every)
     for k in expected:
         gap = (averaged[k] - expected[k]).abs().max().item()

@@ -19,15 +19,11 @@ import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
-from typer.testing import CliRunner
-
-from ee_search.cli import app
 from ee_search.exits import evaluate
 from ee_search.train import load_checkpoint
-from tests.conftest import write_study
+from tests.conftest import cli, download_best, write_study
 from tests.data.dataset_files import register_cifar10, write_cifar10, write_image_folder, write_mnist
 
-runner = CliRunner()
 
 # The user's network: 3 exits, a width and an option read from the model section.
 NET = """
@@ -80,10 +76,6 @@ FOLDER_DATA = "{dataset: image_folder, root: imgs, image_size: 16, val_fraction:
 STORES = ("optuna.db", "mlflow.db", "mlruns")
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
 @pytest.fixture
 def user_net(workdir, monkeypatch):
     """The network module, written into the working directory under a fresh name (imports are cached
@@ -116,7 +108,7 @@ def own(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(directory)
         patch.setattr(sys, "path", list(sys.path))
-        result = invoke("run", study)
+        result = cli("run", study)
         assert result.exit_code == 0, result.output
         yield Own(directory, study, module, result.output)
     sys.modules.pop(module, None)
@@ -138,7 +130,7 @@ def test_own_model_on_own_images_runs_and_exports_its_front(own):
     assert tuple(cached["logits"].shape) == (3, 9, 3)  # K exits x val images x classes (folders)
     assert cached["relative_flops"][0] < cached["relative_flops"][1] < cached["relative_flops"][2]
 
-    result = invoke("pareto", own.study, "--out", own.dir / "front")
+    result = cli("pareto", own.study, "--out", own.dir / "front")
     assert result.exit_code == 0, result.output
     with open(own.dir / "front" / "pareto.csv") as f:
         rows = list(csv.DictReader(f))
@@ -168,7 +160,7 @@ def test_own_model_ships_through_export_model(own):
         .user_attrs["mlflow_run_id"], "exits/val_logits.pt", str(own.dir)))
     chosen = [0.6, 0.7]
     point = evaluate(cached["logits"], cached["labels"], chosen, cached["criterion"], cached["relative_flops"])
-    result = invoke("export-model", own.study, "--trial", 0, "--thresholds", json.dumps(chosen),
+    result = cli("export-model", own.study, "--trial", 0, "--thresholds", json.dumps(chosen),
                     "--out", own.dir / "model")
     assert result.exit_code == 0, result.output
     card = json.loads((own.dir / "model" / "card.json").read_text())
@@ -198,8 +190,8 @@ def test_a_model_torchscript_cannot_compile_trains_but_export_says_why(own, monk
     study = write_study(own.dir, STUDY.format(name="unscriptable", data=FOLDER_DATA, model=model, epochs=1,
                                               exits="{thresholds: [0.5, 0.5]}"), name="unscriptable.yaml")
     try:
-        assert invoke("run", study).exit_code == 0
-        result = runner.invoke(app, ["export-model", str(study), "--trial", "0", "--out", str(own.dir / "m2")])
+        assert cli("run", study).exit_code == 0
+        result = cli("export-model", study, "--trial", "0", "--out", own.dir / "m2", catch_exceptions=True)
     finally:
         sys.modules.pop(module, None)
     assert result.exit_code == 2, result.output
@@ -221,7 +213,7 @@ def test_each_torchvision_dataset_runs_a_trial_from_its_real_files(workdir, monk
     data = f"{{dataset: {dataset}, root: data, val_fraction: 0.25}}"
     study = write_study(workdir, STUDY.format(name=dataset, data=data, model="{name: branchy_lenet, width: 8}",
                                               epochs=1, exits="{thresholds: [0.5]}"))
-    result = invoke("run", study)
+    result = cli("run", study)
     assert result.exit_code == 0, result.output
     trial = optuna.load_study(study_name=dataset, storage=f"sqlite:///{workdir}/optuna.db").trials[0]
     assert trial.state.name == "COMPLETE" and trial.user_attrs["epochs_trained"] == 1
@@ -231,7 +223,7 @@ def test_each_torchvision_dataset_runs_a_trial_from_its_real_files(workdir, monk
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == dataset
     assert json.loads(dataset_input.dataset.profile) == {"train": 30, "val": 10, "test": 10}
-    best = load_checkpoint(client.download_artifacts(run.info.run_id, "checkpoints/best.pt", str(workdir)))
+    best = download_best(client, trial, workdir)
     assert (best["metadata"]["in_channels"], best["metadata"]["input_size"]) == (channels, size)
 
 
@@ -317,6 +309,6 @@ def _refused(workdir: Path, args: list) -> tuple[int, str, bool]:
         return sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if "__pycache__" not in p.parts)
 
     before = listing()
-    result = runner.invoke(app, [str(a) for a in args])
+    result = cli(*args, catch_exceptions=True)
     untouched = listing() == before and not any((workdir / s).exists() for s in STORES)
     return result.exit_code, result.output.strip(), untouched

@@ -15,12 +15,10 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow import MlflowClient
-from typer.testing import CliRunner
 
-from ee_search.cli import app
 from ee_search.train.trainer import Trainer
+from tests.conftest import cli
 
-runner = CliRunner()
 
 
 def test_ctrl_c_in_the_third_trial_keeps_the_first_two_and_resume_finishes(tiny_study, workdir, monkeypatch):
@@ -34,7 +32,7 @@ def test_ctrl_c_in_the_third_trial_keeps_the_first_two_and_resume_finishes(tiny_
         return real_epoch(self)
 
     monkeypatch.setattr(Trainer, "train_epoch", interrupted_epoch)
-    result = runner.invoke(app, ["run", str(tiny_study), "--n-trials", "4"])
+    result = cli("run", str(tiny_study), "--n-trials", "4", catch_exceptions=True)
     assert result.exit_code == 130 and "to resume, run: ee-search run" in result.output
 
     study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
@@ -47,7 +45,7 @@ def test_ctrl_c_in_the_third_trial_keeps_the_first_two_and_resume_finishes(tiny_
     assert parent.info.status == "RUNNING"  # 2 of 4 trials: the study is not done
 
     monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
-    again = runner.invoke(app, ["run", str(tiny_study), "--n-trials", "4"])
+    again = cli("run", str(tiny_study), "--n-trials", "4", catch_exceptions=True)
     assert again.exit_code == 0, again.output
     study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
     # Trial 3 is trial 2 resumed (from epoch 1's last.pt, in the same run); the FAIL does not count.

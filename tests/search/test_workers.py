@@ -14,9 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow import MlflowClient
-from typer.testing import CliRunner
 
-from ee_search.cli import app
+from tests.conftest import cli
 
 pytestmark = pytest.mark.slow  # worker processes, a PostgreSQL server and an mlflow server
 
@@ -54,8 +53,8 @@ def stores(request, workdir):
 def test_two_workers_share_one_study(tiny_study, workdir, stores):
     storage, tracking = stores
     # Create the stores first, as an operator would, so the workers race only over trials.
-    first = CliRunner().invoke(app, ["run", str(tiny_study), "--n-trials", "1", "--storage", storage,
-                                     "--tracking-uri", tracking, "--set", "train.max_epochs=1"])
+    first = cli("run", tiny_study, "--n-trials", "1", "--storage", storage, "--tracking-uri", tracking,
+                "--set", "train.max_epochs=1", catch_exceptions=True)
     assert first.exit_code == 0, first.output
     workers = [_worker(tiny_study, storage, tracking, 5, workdir) for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]

@@ -9,20 +9,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-import yaml
 
-from ee_search.config import validate_raw
 from ee_search import fit
 from ee_search.fit import train_network
-from tests.conftest import TINY_STUDY
+from tests.conftest import tiny_config
 
 CPU = torch.device("cpu")
 
 
 def test_two_trials_in_threads_end_exactly_as_they_do_alone(monkeypatch):
-    raw = yaml.safe_load(TINY_STUDY)
-    raw["train"]["max_epochs"] = 1
-    config = validate_raw(raw, "tiny")
+    config = tiny_config(**{"train.max_epochs": 1})
     seeds = [11, 12]
     alone = [train_network(config, device=CPU, seed=s) for s in seeds]
     start = threading.Barrier(2)  # both trials build their models and train at the same moment

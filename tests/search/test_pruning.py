@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from ee_search.config import PrunerConfig
+from ee_search.records import TrialRecord
 from ee_search.search.pruning import (
-    HISTORY_ATTR,
     EarlyStoppingPruner,
     PruningCallback,
     best_so_far,
@@ -63,7 +63,7 @@ class FakeTrainer:
 
 def _complete(study, history, values=(0.5, 0.5)):
     trial = study.ask()
-    trial.set_user_attr(HISTORY_ATTR, history)
+    TrialRecord(monitor_history=history).write(trial)
     trial.set_user_attr("monitor", "val_loss")
     study.tell(trial, list(values))
 
@@ -92,7 +92,7 @@ def test_scripted_trials_in_a_multi_objective_study():
     # A hopeless trial: stale at epoch 2 and worse than the median (1.1) of the others' bests there.
     epoch, reason, trial = feed([3.0, 3.0, 3.0])
     assert epoch == 2 and "50th percentile" in reason
-    stored = study.trials[trial.number].user_attrs[HISTORY_ATTR]
+    stored = TrialRecord.read(study.trials[trial.number]).monitor_history
     assert stored == [3.0, 3.0]  # written to the storage epoch by epoch, visible to other workers
     # Still improving every epoch, even though worse than everyone: never pruned.
     assert feed([3.0, 2.9, 2.8, 2.7])[0] is None

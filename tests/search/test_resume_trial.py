@@ -20,8 +20,9 @@ from ee_search.search.budget import counted_trials
 from ee_search.search.recorder import EpochLogger, TrialRecorder
 from ee_search.search.signals import StudyInterrupted
 from ee_search.search.study import run_study
-from ee_search.train import Callback, load_checkpoint
+from ee_search.train import Callback
 from ee_search.train.last_checkpoint import LastCheckpoint
+from tests.conftest import download_best
 
 CPU = torch.device("cpu")
 SETS = ["train.max_epochs=3", "train.early_stopping.patience=50", "search.n_trials=1",
@@ -30,8 +31,14 @@ SETS = ["train.max_epochs=3", "train.early_stopping.patience=50", "search.n_tria
 
 
 class WorkerDied(BaseException):
-    """Nothing catches it (the objective closes nothing for it, Optuna records nothing): the trial is
-    left RUNNING with a heartbeat that stops, as after a SIGKILL."""
+    """Nothing catches it (Optuna records nothing for it): the trial is left RUNNING with a heartbeat
+    that stops, as after a SIGKILL. Raising it marks the process dead (see `dying`)."""
+
+    dead = False
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        WorkerDied.dead = True
 
 
 def _run(study_path):
@@ -42,15 +49,20 @@ def _run(study_path):
 
 @pytest.fixture
 def dying(monkeypatch):
-    """A dead worker closes nothing: the objective's one way out is skipped for WorkerDied."""
-    real_close = TrialRecorder.close
+    """A dead worker closes nothing: once WorkerDied is raised, the trial's next write to its Optuna
+    record (the first thing a trial's ending writes, through Optuna's public Trial.set_user_attr)
+    dies too, and takes the rest of the ending with it."""
+    real = optuna.trial.Trial.set_user_attr
+    WorkerDied.dead = False
 
-    def close(self, end, config, checkpoint):
-        if isinstance(end.error, WorkerDied):
-            return None
-        return real_close(self, end, config, checkpoint)
+    def set_user_attr(self, key, value):
+        if WorkerDied.dead:
+            error = WorkerDied()
+            WorkerDied.dead = False  # the process is gone; the next run is a new one
+            raise error
+        real(self, key, value)
 
-    monkeypatch.setattr(TrialRecorder, "close", close)
+    monkeypatch.setattr(optuna.trial.Trial, "set_user_attr", set_user_attr)
 
 
 def _outcome(workdir):
@@ -59,7 +71,7 @@ def _outcome(workdir):
     final = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(final) == 1
     run_id = final[0].user_attrs["mlflow_run_id"]
-    best = load_checkpoint(client.download_artifacts(run_id, "checkpoints/best.pt", str(workdir)))
+    best = download_best(client, final[0], workdir)
     history = {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
                for key in ("val_loss", "train_loss", "val_accuracy")}
     return study, client, final[0], run_id, best, history

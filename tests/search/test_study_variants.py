@@ -3,12 +3,11 @@ with one of Optuna's own pruners, trials run as threads (search.n_jobs), each op
 autocast (the CPU takes the same code path CUDA does).
 
 Where a test can, it checks the run against an oracle rather than "it completed": an independent
-Optuna pruner replaying the recorded values, a second sink written by the same trial, the bare
-`train_network` at the trial's seed (deterministic on CPU), or `torch.optim` itself."""
+Optuna pruner replaying the recorded values, Optuna's own sampler replaying the draws, a second sink
+written by the same trial, or the bare `train_network` at the trial's seed (deterministic on CPU)."""
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from pathlib import Path
@@ -17,16 +16,14 @@ import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
-from typer.testing import CliRunner
 
-from ee_search.cli import app
 from ee_search.config import load_study_file
-from ee_search.checkpoints import model_from_checkpoint
 from ee_search.fit import train_network
 from ee_search.models import build_model
-from ee_search.train import build_optimizer, load_checkpoint
+from ee_search.search.space import sample
+from tests.conftest import best_model, run_study
+from tests.conftest import mlflow_client as conftest_mlflow_client
 
-runner = CliRunner()
 CPU = torch.device("cpu")
 
 
@@ -38,12 +35,7 @@ def overrides(*sets) -> list[str]:
 
 
 def run(study, *sets, n_trials=2):
-    args = ["run", str(study), "--n-trials", str(n_trials)]
-    for s in overrides(*sets):
-        args += ["--set", s]
-    result = runner.invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
+    return run_study(study, *overrides(*sets), n_trials=n_trials)
 
 
 def config_of(study, *sets):
@@ -52,16 +44,12 @@ def config_of(study, *sets):
 
 
 def mlflow_client(workdir: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    return conftest_mlflow_client(workdir)
 
 
 def checkpoint_state(workdir: Path, trial) -> dict[str, torch.Tensor]:
     """The weights in the trial's MLflow `checkpoints/best.pt`, rebuilt into a model."""
-    run_id = trial.user_attrs["mlflow_run_id"]
-    dst = workdir / "downloads" / run_id
-    dst.mkdir(parents=True)
-    local = mlflow_client(workdir).download_artifacts(run_id, "checkpoints/best.pt", str(dst))
-    return model_from_checkpoint(load_checkpoint(local)).state_dict()
+    return best_model(mlflow_client(workdir), trial, workdir).state_dict()
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -84,12 +72,43 @@ def assert_same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Tens
         assert torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-7), (k, (got[k] - want[k]).abs().max().item())
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp"])
-def test_each_sampler_completes_trials(tiny_study, workdir, sampler):
-    study = run(tiny_study, f"search.sampler={{type: {sampler}, seed: 3}}")
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+# Each sampler past its random start-up by the last trial (TPE and GP after one trial, NSGA-II after its
+# first generation of two), so the last trial's params are the sampler's own: (options, Optuna's own
+# sampler, trials).
+SAMPLERS = {
+    "tpe": ({"n_startup_trials": 1}, lambda seed, o: optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                                                                 group=True, **o), 2),
+    "nsga2": ({"population_size": 2}, lambda seed, o: optuna.samplers.NSGAIISampler(seed=seed, **o), 3),
+    "gp": ({"n_startup_trials": 1}, lambda seed, o: optuna.samplers.GPSampler(seed=seed, **o), 2),
+}
+
+
+def replayed_params(sampler: optuna.samplers.BaseSampler, config, trials) -> list[dict]:
+    """The params `sampler` draws for each trial in turn over the study's space, told the recorded
+    values of the trials before it."""
+    oracle = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    drawn = []
+    for recorded in trials:
+        trial = oracle.ask()
+        sample(trial, config)
+        drawn.append(trial.params)
+        oracle.tell(trial, recorded.values)
+    return drawn
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_each_sampler_draws_what_optunas_own_sampler_draws(tiny_study, workdir, sampler):
+    """Oracle: Optuna's sampler of that type, seed and options, replayed over the same space and values,
+    draws exactly the trials' params; a random sampler with the seed does not (so the check can fail)."""
+    options, build, n_trials = SAMPLERS[sampler]
+    sets = (f"search.sampler={{type: {sampler}, seed: 3, options: {options}}}", "data.train_subset=256")
+    study = run(tiny_study, *sets, n_trials=n_trials)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * n_trials
+    config = config_of(tiny_study, *sets)
+    assert [t.params for t in trials] == replayed_params(build(3, options), config, trials)
+    assert trials[-1].params != replayed_params(optuna.samplers.RandomSampler(seed=3), config, trials)[-1]
+    parent = mlflow_client(workdir).get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.data.params["search.sampler.type"] == sampler
 
 
@@ -167,7 +186,9 @@ def test_trials_as_threads(tiny_study, workdir):
         assert run_.data.tags["ee_search.trial_number"] == str(t.number)
         n = t.user_attrs["epochs_trained"]
         assert n == epochs
-        histories = {name: client.get_metric_history(run_.info.run_id, name) for name in run_.data.metrics}
+        # MLflow's system metrics are stepped per sampling window, not per epoch: not this trial's sinks.
+        histories = {name: client.get_metric_history(run_.info.run_id, name) for name in run_.data.metrics
+                     if not name.startswith("system/")}
         per_epoch = {name for name, h in histories.items() if any(m.step >= 1 for m in h)}
         assert {"train_loss", "val_loss", "val_accuracy", "lr"} <= per_epoch
         per_epoch_names.append(per_epoch)
@@ -188,48 +209,25 @@ def test_trials_as_threads(tiny_study, workdir):
         assert a != pytest.approx(b, rel=1e-6)
 
 
-def reference_optimizer(params, name: str, tc) -> torch.optim.Optimizer:
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=tc.lr, alpha=tc.alpha, momentum=tc.momentum, weight_decay=tc.weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    raise AssertionError(name)
-
-
 OPTIMIZER_SETS = ("train.lr=0.001", "train.momentum=0.5", "train.alpha=0.9", "train.weight_decay=0.01",
                   "search.space={}", "device=cpu", *SMALL)
 
 
 @pytest.mark.parametrize("optimizer", ["rmsprop", "adamw"])
 def test_other_optimizers(tiny_study, workdir, optimizer):
-    """Oracle: torch.optim.<optimizer> stepped by hand, and train_network at the trial's seed (vs sgd at that seed)."""
+    """Oracle: train_network at the trial's seed (and sgd at that seed, which must differ). That the
+    optimizer steps as torch.optim's own is proved in tests/train/test_optim.py."""
     sets = (f"train.optimizer={optimizer}", *OPTIMIZER_SETS)
     study = run(tiny_study, *sets, n_trials=1)
     t = study.trials[0]
     assert t.state.name == "COMPLETE"
     config = config_of(tiny_study, *sets)
     seed = config.seed + t.number
-    tc = config.train
-
     # The CLI trial trained exactly what the bare experiment trains at its seed, and not what sgd does.
     trained = checkpoint_state(workdir, t)
     assert_same_weights(trained, cpu_state(train_network(config, device=CPU, seed=seed).model))
     sgd = config_of(tiny_study, *sets, "train.optimizer=sgd")
     assert max_abs_diff(trained, cpu_state(train_network(sgd, device=CPU, seed=seed).model)) > 1e-3
-
-    # build_optimizer steps exactly as torch's own optimizer with the configured hyper-parameters.
-    torch.manual_seed(0)
-    model = build_model(config.model, 1, 10, exit_loss_weights=config.loss_weights)
-    reference = copy.deepcopy(model)
-    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    ours = build_optimizer(model.parameters(), tc.optimizer, tc.lr, tc.momentum, tc.weight_decay, tc.alpha)
-    theirs = reference_optimizer(reference.parameters(), optimizer, tc)
-    for net, opt in ((model, ours), (reference, theirs)):
-        for _ in range(3):
-            opt.zero_grad()
-            net.exit_loss(net(x), y).backward()
-            opt.step()
-    assert_same_weights(cpu_state(model), cpu_state(reference))
 
 
 def test_bf16_autocast_path(tiny_study, workdir):
