@@ -61,6 +61,29 @@ class FakeTrainer:
     max_epochs = 100
 
 
+class _StopperView:
+    """What PruningCallback reads of the trainer at fit start: its early stopper."""
+
+    def __init__(self, stopper):
+        self.stopper = stopper
+
+    def find_callback(self, kind):
+        assert kind is EarlyStopping
+        return self.stopper
+
+
+def _callback(trial, stopper, pruner):
+    cb = PruningCallback(trial, pruner)
+    cb.on_fit_start(_StopperView(stopper))
+    return cb
+
+
+def _epoch(cb, trainer, epoch, metrics):
+    """The pruning callback's two hooks of one epoch: record at validation end, decide at epoch end."""
+    cb.on_validation_end(trainer, epoch, metrics)
+    cb.on_epoch_end(trainer, epoch, metrics)
+
+
 def _complete(study, history, values=(0.5, 0.5)):
     trial = study.ask()
     TrialRecord(monitor_history=history).write(trial)
@@ -77,12 +100,12 @@ def test_scripted_trials_in_a_multi_objective_study():
     def feed(losses):
         trial = study.ask()
         stopper = EarlyStopping("val_loss", patience=10, tol=1e-3)
-        cb = PruningCallback(trial, stopper, pruner)
+        cb = _callback(trial, stopper, pruner)
         for epoch, loss in enumerate(losses, start=1):
             metrics = {"val_loss": loss, "train_loss": loss}
             stopper.on_validation_end(FakeTrainer, epoch, metrics)
             try:
-                cb.on_validation_end(FakeTrainer, epoch, metrics)
+                _epoch(cb, FakeTrainer, epoch, metrics)
             except optuna.TrialPruned as pruned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 return epoch, str(pruned), trial
@@ -108,7 +131,7 @@ def test_stopping_anyway_wins_over_pruning():
         _complete(study, [1.0, 0.5])
     trial = study.ask()
     stopper = EarlyStopping("val_loss", patience=1, tol=0.0)
-    cb = PruningCallback(trial, stopper, EarlyStoppingPruner(n_startup_trials=1))
+    cb = _callback(trial, stopper, EarlyStoppingPruner(n_startup_trials=1))
 
     class Stopping:
         should_stop = False
@@ -120,7 +143,7 @@ def test_stopping_anyway_wins_over_pruning():
     t = Stopping()
     for epoch, loss in enumerate([5.0, 5.0], start=1):
         stopper.on_validation_end(t, epoch, {"val_loss": loss})
-        cb.on_validation_end(t, epoch, {"val_loss": loss})  # no TrialPruned: patience ended it first
+        _epoch(cb, t, epoch, {"val_loss": loss})  # no TrialPruned: patience ended it first
     assert t.should_stop
 
 
@@ -133,20 +156,20 @@ def test_the_last_epoch_is_never_pruned(own_pruner):
     )
     for _ in range(2):
         trial = study.ask()
-        cb = PruningCallback(trial, EarlyStopping("val_loss", patience=10, tol=0.0), None)
+        cb = _callback(trial, EarlyStopping("val_loss", patience=10, tol=0.0), None)
         for epoch, loss in enumerate([1.0, 0.5], start=1):
-            cb.on_validation_end(FakeTrainer, epoch, {"val_loss": loss})
+            _epoch(cb, FakeTrainer, epoch, {"val_loss": loss})
         study.tell(trial, [0.5, 0.5] if own_pruner else 0.5)
 
     def run(max_epochs: int) -> int | None:
         trainer = type("Trainer", (), {"should_stop": False, "max_epochs": max_epochs})
         trial = study.ask()
         stopper = EarlyStopping("val_loss", patience=10, tol=0.0)
-        cb = PruningCallback(trial, stopper, EarlyStoppingPruner(n_startup_trials=1, n_warmup_epochs=0) if own_pruner else None)
+        cb = _callback(trial, stopper, EarlyStoppingPruner(n_startup_trials=1, n_warmup_epochs=0) if own_pruner else None)
         for epoch in range(1, max_epochs + 1):
             stopper.on_validation_end(trainer, epoch, {"val_loss": 5.0})
             try:
-                cb.on_validation_end(trainer, epoch, {"val_loss": 5.0})
+                _epoch(cb, trainer, epoch, {"val_loss": 5.0})
             except optuna.TrialPruned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 return epoch
@@ -167,17 +190,17 @@ def test_single_objective_feeds_optuna_pruners_with_aligned_values():
     for losses in ([2.0, 1.0, 0.8], [2.0, 1.2, 0.9]):
         trial = study.ask()
         stopper = EarlyStopping("val_loss", patience=10, tol=0.0)
-        cb = PruningCallback(trial, stopper, pruner=None)
+        cb = _callback(trial, stopper, pruner=None)
         for epoch, loss in enumerate(losses, start=1):
-            cb.on_validation_end(FakeTrainer, epoch, {"val_loss": loss})
+            _epoch(cb, FakeTrainer, epoch, {"val_loss": loss})
         study.tell(trial, 0.9)
     # val_loss is minimised but the study maximises accuracy: the reported value is -val_loss.
     assert study.trials[0].intermediate_values == {1: -2.0, 2: -1.0, 3: -0.8}
     trial = study.ask()
-    cb = PruningCallback(trial, EarlyStopping("val_loss", patience=10, tol=0.0), pruner=None)
-    cb.on_validation_end(FakeTrainer, 1, {"val_loss": 5.0})  # warm-up: step 1 < 2
+    cb = _callback(trial, EarlyStopping("val_loss", patience=10, tol=0.0), pruner=None)
+    _epoch(cb, FakeTrainer, 1, {"val_loss": 5.0})  # warm-up: step 1 < 2
     with pytest.raises(optuna.TrialPruned, match="MedianPruner"):
-        cb.on_validation_end(FakeTrainer, 2, {"val_loss": 5.0})
+        _epoch(cb, FakeTrainer, 2, {"val_loss": 5.0})
 
 
 # Scripted trials (minimised values at epochs 1..8) that tell pruner settings apart: a warm-up off by
