@@ -71,7 +71,7 @@ def one_run(study_path: Path, pruner: str, sampler_seed: int, workdir: Path, dat
     seconds = time.perf_counter() - started
     trials = summary.study.get_trials(deepcopy=False)
     points = collect_points(summary.study)  # each trial at its own sampled thresholds
-    dense = collect_operating_points(summary.study)  # each trial's whole curve (DESIGN §4)
+    dense = collect_operating_points(summary.study)  # each trial's whole curve (docs/design.md §4)
     return {
         "pruner": pruner,
         "sampler_seed": sampler_seed,

@@ -74,7 +74,7 @@ class TrainedNetwork:
     val_logits: ExitLogits | None  # of the best epoch: what the kept model produces on val
     outcome: ExitOutcome | None  # at the trial's thresholds; None if no epoch ever counted
     curve: list[dict[str, float]]  # one threshold shared by every side exit, swept over its range
-    points: list[OperatingPoint]  # the network's own front over per-exit thresholds (DESIGN.md §4)
+    points: list[OperatingPoint]  # the network's own front over per-exit thresholds (docs/design.md §4)
     checkpoint: Path | None
 
     @property

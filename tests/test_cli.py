@@ -1,6 +1,6 @@
 """End to end through the command line, on tiny data (seconds): a study on digits with BranchyNet's
 LeNet, the entropy criterion and a random sampler (none of which the quickstart uses) must leave
-everything DESIGN.md §5 lists in real Optuna and MLflow SQLite stores; `pareto` must export exactly
+everything docs/design.md §5 lists in real Optuna and MLflow SQLite stores; `pareto` must export exactly
 the non-dominated completed trials; mistakes exit 2 and create nothing."""
 
 from __future__ import annotations

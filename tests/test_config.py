@@ -1,4 +1,4 @@
-"""Study-file loading: the DESIGN.md example loads; every kind of mistake becomes one UserInputError
+"""Study-file loading: the example of docs/design.md §2 loads; every kind of mistake becomes one UserInputError
 that names the file and the field; `--set` overrides parse their value as YAML."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Your own model and data end to end through the command line (DESIGN.md §11), on tiny files the
+"""Your own model and data end to end through the command line (docs/design.md §11), on tiny files the
 test writes itself: a network function defined here, on a folder of PNGs, is searched by
 `ee-search run`, its dense front exported by `ee-search pareto` (each row recomputed from the trial's
 cached logits) and an operating point shipped by `ee-search export-model`; CIFAR-10, MNIST and

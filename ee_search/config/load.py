@@ -70,7 +70,7 @@ def validate_raw(raw: Any, source: str) -> StudyConfig:
 def load_config(
     path: str | Path, overrides: list[str] | tuple[str, ...] = ()
 ) -> tuple[StudyConfig, str]:
-    """DESIGN.md's entry point: the validated config and the file's raw text."""
+    """The study file of docs/design.md §2: the validated config and the file's raw text."""
     loaded = load_study_file(path, overrides)
     return loaded.config, loaded.raw_text
 

@@ -1,4 +1,4 @@
-"""The study file's schema (DESIGN.md §2): pydantic models only, no I/O.
+"""The study file's schema (docs/design.md §2): pydantic models only, no I/O.
 
 Loading, `--set` overrides and the search-space checks live in `load.py`; turning a validation error
 into one line for the user lives in `messages.py`. Facts owned elsewhere are read, never restated:
@@ -89,7 +89,7 @@ class DataConfig(Strict):
 
 # ---------------------------------------------------------------------------------------- model
 class ModelConfig(Strict):
-    # A built-in family, or your own network as "package.module:function" (DESIGN.md §11, models/user.py).
+    # A built-in family, or your own network as "package.module:function" (docs/design.md §11, models/user.py).
     name: str = "ee_resnet"
     width: PositiveInt = 64  # built-in families: channel scale; your own function reads it if it likes
     depth: PositiveInt | None = None  # number of stages (= exits); ee_resnet 4 is MyResNet2
@@ -139,7 +139,7 @@ class AveragingConfig(Strict):
 
 
 class ResumeConfig(Strict):
-    """`checkpoints/last.pt` (DESIGN.md §9): written every `every_epochs` epochs; a killed trial
+    """`checkpoints/last.pt` (docs/design.md §9): written every `every_epochs` epochs; a killed trial
     redoes at most that many epochs when it is resumed."""
 
     every_epochs: PositiveInt = 1

@@ -1,4 +1,4 @@
-"""A user's model at load time: import and build it once to learn its exits (DESIGN.md §11).
+"""A user's model at load time: import and build it once to learn its exits (docs/design.md §11).
 
 The checks themselves live with the models (`models/user.py`); here they are run on the data's real
 shape (channels, input size after `data.augment.crop`, number of classes) and their failures become

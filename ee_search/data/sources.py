@@ -16,7 +16,7 @@ import numpy as np
 
 from ee_search.errors import UserInputError
 
-# DESIGN.md §8: ImageNet statistics for the colour house-number data.
+# docs/design.md §8: ImageNet statistics for the colour house-number data.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

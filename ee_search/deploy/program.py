@@ -1,4 +1,4 @@
-"""The standalone early-exit program (DESIGN.md §10): normalisation, then compacted inference with
+"""The standalone early-exit program (docs/design.md §10): normalisation, then compacted inference with
 one operating point's thresholds, as a TorchScript module that runs with only torch installed.
 
 Input: float32 [B, C, H, W] images at the model's input size, scaled to [0, 1], not normalised.

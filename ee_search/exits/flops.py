@@ -1,4 +1,4 @@
-"""FLOPs per exit, counted by `torch.utils.flop_counter.FlopCounterMode` (DESIGN.md §4).
+"""FLOPs per exit, counted by `torch.utils.flop_counter.FlopCounterMode` (docs/design.md §4).
 
 Each stage and head is counted on its own, once per model shape; the cost of leaving at exit k is the
 backbone up to stage k plus heads 1..k (a sample that reaches exit k has run every side head before

@@ -1,4 +1,4 @@
-"""Operating points (DESIGN.md §4): every per-exit threshold setting of one trained network, evaluated
+"""Operating points (docs/design.md §4): every per-exit threshold setting of one trained network, evaluated
 on its cached logits, reduced to the non-dominated set of (max accuracy, min average exit depth).
 
 Candidate thresholds are spread where the samples are: each side exit's confidence quantiles, plus

@@ -1,4 +1,4 @@
-"""Exit decisions (DESIGN.md §4) and what they cost and earn, computed from cached exit logits.
+"""Exit decisions (docs/design.md §4) and what they cost and earn, computed from cached exit logits.
 
 A sample leaves at the first side exit whose criterion passes its threshold (max softmax >= t, or
 entropy <= t, BranchyNet's two criteria); otherwise at the final exit K. Everything here is

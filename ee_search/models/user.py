@@ -1,4 +1,4 @@
-"""Your own early-exit network (DESIGN.md §11): `model.name: "package.module:function"`.
+"""Your own early-exit network (docs/design.md §11): `model.name: "package.module:function"`.
 
 `function(in_channels, num_classes, config) -> nn.Module`, where `config` is the study file's `model`
 section as a dict. The module has `stages` and `heads`, two `nn.ModuleList`s of equal length K, and

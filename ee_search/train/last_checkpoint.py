@@ -1,4 +1,4 @@
-"""last.pt, the resumable state of a fit (DESIGN.md §9): what it holds, how it is written
+"""last.pt, the resumable state of a fit (docs/design.md §9): what it holds, how it is written
 and how a fit continues from it.
 
 last.pt is plain data that `torch.load(weights_only=True)` reads:

@@ -1,4 +1,4 @@
-"""How a fit ends: the stop reasons (DESIGN.md §5's `stop_reason`) and the result the trainer returns.
+"""How a fit ends: the stop reasons (docs/design.md §5's `stop_reason`) and the result the trainer returns.
 
 Its own module because the trainer, the callbacks that stop it and the objective that reports the
 reason all need these names, and none of them should import another just for them.

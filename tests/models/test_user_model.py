@@ -1,4 +1,4 @@
-"""Your own model (`model.name: module:function`, DESIGN.md §11): a function the test writes into the
+"""Your own model (`model.name: module:function`, docs/design.md §11): a function the test writes into the
 working directory is imported, built, checked on a dummy batch of the data's shape and rebuilt as an
 EarlyExitNetwork over the very same stages and heads; its K is what the study file's lists are
 checked against at load time; and every way of getting the protocol wrong is one line on model.name."""
