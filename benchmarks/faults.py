@@ -36,6 +36,8 @@ import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from ee_search.records import RETRY_HISTORY, TrialRecord
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_tiny_argument, write_json  # noqa: E402
 from _servers import start_mlflow_server, start_postgres, stop_servers  # noqa: E402
@@ -114,7 +116,7 @@ def running_snapshot(engine, study: optuna.Study) -> dict[int, dict]:
     with engine.connect() as con:
         beats = dict(con.execute(sa.text("SELECT trial_id, heartbeat FROM trial_heartbeats")).fetchall())
     return {t.number: {"trial_id": t._trial_id, "heartbeat": beats.get(t._trial_id),
-                       "epochs": len(t.user_attrs.get("monitor_history", []))}
+                       "epochs": len(TrialRecord.read(t).monitor_history or [])}
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
 
 
@@ -221,7 +223,7 @@ def check_trials_and_runs(checks: Checks, args, trials, final, runs, run_of: dic
                  len(final) == args.trials and all(t.state == TrialState.COMPLETE for t in final),
                  finished=len(final), wanted=args.trials, states=sorted({t.state.name for t in final}),
                  all_trials={s.name: sum(t.state == s for t in trials) for s in TrialState})
-    logical = {t.number: [*t.system_attrs.get("retry_history", []), t.number] for t in final}
+    logical = {t.number: [*t.system_attrs.get(RETRY_HISTORY, []), t.number] for t in final}
     chain_runs = {n: {run_of[m] for m in chain} for n, chain in logical.items()}
     final_runs = [run_of[n] for n in logical]
     mlflow_ids = [r.info.run_id for r in runs]
@@ -236,7 +238,7 @@ def check_trials_and_runs(checks: Checks, args, trials, final, runs, run_of: dic
 def check_kills(checks: Checks, args, client, trials, run_of: dict, kills: list[dict]) -> list[dict]:
     """What each retry found in last.pt against the epoch the killed worker was in; returns the kills
     that hit a trial."""
-    successor = {t.system_attrs["retry_history"][-1]: t for t in trials if t.system_attrs.get("retry_history")}
+    successor = {t.system_attrs[RETRY_HISTORY][-1]: t for t in trials if t.system_attrs.get(RETRY_HISTORY)}
     for k in kills:
         n = k["trial"]
         if n is None:
@@ -248,7 +250,7 @@ def check_kills(checks: Checks, args, client, trials, run_of: dict, kills: list[
         done = max([k["epochs_in_optuna_at_kill"], *(m.step for m in logged)])
         reached = min(done + 1, args.max_epochs)  # the epoch it was in (its last one if all were done)
         nxt = successor.get(n)
-        at = nxt.user_attrs.get("resumed_at_epoch") if nxt is not None else None
+        at = TrialRecord.read(nxt).resumed_at_epoch if nxt is not None else None
         k.update(epochs_completed_before_kill=done, epoch_reached=reached, resumed_by=nxt.number if nxt else None,
                  resumed_at=at, redone=None if at is None else reached - at)
     hits = [k for k in kills if k["trial"] is not None]
@@ -269,7 +271,7 @@ def check_histories(checks: Checks, client, runs, final, run_of: dict) -> None:
     final_by_run = {run_of[t.number]: t for t in final}
     for r in runs:
         t = final_by_run.get(r.info.run_id)
-        epochs = t.user_attrs.get("epochs_trained") if t is not None else None
+        epochs = TrialRecord.read(t).epochs_trained if t is not None else None
         # MLflow's system metrics are stepped per sampling window, not per epoch.
         for key in (k for k in r.data.metrics if not k.startswith("system/")):
             steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, key))
@@ -300,7 +302,7 @@ def verify(args, storage_url: str, tracking: str, kills: list[dict], workers: Wo
     exp = client.get_experiment_by_name("faults")
     runs = client.search_runs([exp.experiment_id], "tags.`ee_search.role` = 'trial'", max_results=10000)
     parent = client.search_runs([exp.experiment_id], "tags.`ee_search.role` = 'study'")
-    run_of = {t.number: t.user_attrs.get("mlflow_run_id") for t in trials}
+    run_of = {t.number: TrialRecord.read(t).mlflow_run_id for t in trials}
     checks = Checks()
     check_trials_and_runs(checks, args, trials, final, runs, run_of)
     hits = check_kills(checks, args, client, trials, run_of, kills)
@@ -309,7 +311,7 @@ def verify(args, storage_url: str, tracking: str, kills: list[dict], workers: Wo
                  parents=[p.info.status for p in parent])
     check_worker_logs(checks, workers)
     totals = {"trials_in_storage": len(trials), "logical_trials": len(final), "kills": len(kills),
-              "kills_on_a_trial": len(hits), "epochs_trained": sum(t.user_attrs.get("epochs_trained", 0) for t in final),
+              "kills_on_a_trial": len(hits), "epochs_trained": sum(TrialRecord.read(t).epochs_trained or 0 for t in final),
               "epochs_redone_total": sum(k["redone"] or 0 for k in hits),
               "worker_processes_started": len(workers.logs)}
     return dict(checks), totals

@@ -41,6 +41,7 @@ from ee_search.config import load_study_file
 from ee_search.data import prepare_data
 from ee_search.device import resolve_device
 from ee_search.pareto import collect_operating_points, collect_points, front_hypervolume, hypervolume
+from ee_search.records import TrialRecord
 from ee_search.search.study import run_study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,7 +80,7 @@ def one_run(study_path: Path, pruner: str, sampler_seed: int, workdir: Path, dat
         "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials),
         "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
         "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
-        "epochs_trained": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
+        "epochs_trained": sum(int(TrialRecord.read(t).epochs_trained or 0) for t in trials),
         "seconds": round(seconds, 2),
         # The dense front is what a study delivers now; the sampled one is kept for comparison with
         # older result files (and is all there is when thresholds are searched as objectives).
@@ -88,8 +89,8 @@ def one_run(study_path: Path, pruner: str, sampler_seed: int, workdir: Path, dat
         "front_size": sum(p.on_front for p in points),
         "best_accuracy": max((p.accuracy for p in points), default=None),
         "per_trial": [
-            {"number": t.number, "state": t.state.name, "epochs": t.user_attrs.get("epochs_trained"),
-             "stop_reason": t.user_attrs.get("stop_reason"), "lr": round(t.params.get("train.lr", float("nan")), 5),
+            {"number": t.number, "state": t.state.name, "epochs": TrialRecord.read(t).epochs_trained,
+             "stop_reason": TrialRecord.read(t).stop_reason, "lr": round(t.params.get("train.lr", float("nan")), 5),
              "values": [round(v, 4) for v in t.values] if t.values else None}
             for t in trials
         ],

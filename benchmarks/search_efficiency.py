@@ -42,7 +42,7 @@ from ee_search.exits import evaluate, front_indices, hypervolume
 from ee_search.checkpoints import checkpoint_logits
 from ee_search.device import resolve_device
 from ee_search.search import run_study, values_from_params
-from ee_search.train import load_checkpoint
+from ee_search.records import BEST_CHECKPOINT, TrialRecord, load_best_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ("train.lr: {type: float, low: 0.003, high: 0.3, log: true}, "
@@ -91,11 +91,11 @@ def anytime(loaded, study: optuna.Study) -> dict:
     pool, sampled, curve = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-            epochs += int(t.user_attrs.get("epochs_trained", 0))
-            if t.state.name == "COMPLETE" and "operating_points" in t.user_attrs:
+            record = TrialRecord.read(t)
+            epochs += int(record.epochs_trained or 0)
+            if t.state.name == "COMPLETE" and record.operating_points is not None:
                 config = loaded.with_values(values_from_params(loaded.config, t.params))
-                payload = load_checkpoint(client.download_artifacts(t.user_attrs["mlflow_run_id"],
-                                                                    "checkpoints/best.pt", tmp))
+                payload = load_best_checkpoint(client.download_artifacts(record.mlflow_run_id, BEST_CHECKPOINT, tmp))
                 logits, costs = checkpoint_logits(payload, config, "test", torch.device("cpu"))
                 criterion = payload["metadata"]["criterion"]
 
@@ -103,9 +103,8 @@ def anytime(loaded, study: optuna.Study) -> dict:
                     o = evaluate(logits.logits, logits.labels, thresholds, criterion, costs.relative)
                     return o.accuracy, o.avg_exit_depth
 
-                pool += [(acc, depth, on_test(th)) for th, acc, depth, _ in t.user_attrs["operating_points"]]
-                sampled.append((t.user_attrs["accuracy"], t.user_attrs["avg_exit_depth"],
-                                on_test(t.user_attrs["thresholds"])))
+                pool += [(p.accuracy, p.avg_exit_depth, on_test(p.thresholds)) for p in record.points()]
+                sampled.append((record.accuracy, record.avg_exit_depth, on_test(record.thresholds)))
             curve.append({"trial": t.number, "state": t.state.name, "cumulative_epochs": epochs,
                           **_fronts(pool, sampled)})
     return {"trials": len(curve), "epochs": epochs, "anytime": curve, "final": curve[-1] if curve else {}}

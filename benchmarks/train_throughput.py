@@ -57,6 +57,7 @@ from ee_search.data.sources import IMAGENET_MEAN, IMAGENET_STD
 from ee_search.exits import training_flops_per_image
 from ee_search.fit import build_fit
 from ee_search.models import build_model
+from ee_search.records import TrialRecord
 from ee_search.train import Trainer, build_optimizer
 
 SVHN_TRAIN = 73257
@@ -162,7 +163,7 @@ def overhead_trial(config: StudyConfig, device: torch.device, workdir: Path, i: 
     assert t.state.name == "COMPLETE", t.user_attrs
     wall = (t.datetime_complete - t.datetime_start).total_seconds()
     logged = [m.value for m in MlflowClient(raw["tracking"]["uri"]).get_metric_history(
-        t.user_attrs["mlflow_run_id"], "epoch_seconds")]
+        TrialRecord.read(t).mlflow_run_id, "epoch_seconds")]
     extra = wall - sum(logged)
     return [e + extra / len(logged) for e in logged], extra, sum(logged)  # fixed cost spread over epochs
 

@@ -91,11 +91,13 @@ def test_val_logits_round_trip_and_a_foreign_file_is_refused(tmp_path):
 
 # ---------------------------------------------------------------------------- nothing spelled twice
 _ATTR_CALLS = {"set_user_attr"}
+_ATTR_DICTS = {"user_attrs", "system_attrs"}
 _PATHS = {BEST_CHECKPOINT, LAST_CHECKPOINT, VAL_LOGITS, TRADEOFF_CSV, TRIAL_CONFIG, STUDY_CONFIG}
 
 
 def _literal_attr_uses(tree: ast.AST) -> list[str]:
-    """`set_user_attr("k", ...)`, `user_attrs["k"]` and `user_attrs.get("k")` with a literal key."""
+    """`set_user_attr("k", ...)`, `user_attrs["k"]`, `user_attrs.get("k")` (and the same on
+    `system_attrs`) with a literal key."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
@@ -103,25 +105,25 @@ def _literal_attr_uses(tree: ast.AST) -> list[str]:
             owner = node.func.value
             if isinstance(key, ast.Constant) and isinstance(key.value, str) and (
                     node.func.attr in _ATTR_CALLS
-                    or (node.func.attr == "get" and isinstance(owner, ast.Attribute) and owner.attr == "user_attrs")):
+                    or (node.func.attr == "get" and isinstance(owner, ast.Attribute) and owner.attr in _ATTR_DICTS)):
                 found.append(f"{node.lineno}: {key.value}")
         if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute)
-                and node.value.attr == "user_attrs" and isinstance(node.slice, ast.Constant)):
+                and node.value.attr in _ATTR_DICTS and isinstance(node.slice, ast.Constant)):
             found.append(f"{node.lineno}: {node.slice.value}")
     return found
 
 
 def test_no_attribute_key_or_artifact_path_is_spelled_outside_records():
     offenders = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted([*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "benchmarks").glob("*.py")]):
         if path.parent.name == "records":
             continue
         source = path.read_text()
         tree = ast.parse(source)
-        offenders += [f"{path.relative_to(PACKAGE)}:{use}" for use in _literal_attr_uses(tree)]
-        offenders += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value}" for node in ast.walk(tree)
+        offenders += [f"{path.relative_to(PACKAGE.parent)}:{use}" for use in _literal_attr_uses(tree)]
+        offenders += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value}" for node in ast.walk(tree)
                       if isinstance(node, ast.Constant) and node.value in _PATHS]
-        offenders += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value.value}" for node in tree.body
+        offenders += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value.value}" for node in tree.body
                       if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
                       and node.value.value in TrialRecord.keys()]  # a key kept under another name
     assert offenders == []
