@@ -130,10 +130,12 @@ class EarlyStoppingPruner:
 class PruningCallback(Callback):
     """Records the monitored value each epoch and raises `optuna.TrialPruned` when told to.
 
-    It records at validation end, before last.pt is written (its record is its state in last.pt, so a
-    resumed trial's pruner judges the whole history), and decides at epoch end, after every callback
-    has seen the epoch: by then the epoch's metrics are logged and the best weights kept. It judges by
-    the trainer's own early stopper, found at fit start.
+    It takes the value at validation end, before last.pt is written (its history is its state in
+    last.pt, so a resumed trial's pruner judges the whole history). At epoch end, after every callback
+    has seen the epoch (last.pt written, metrics logged, best weights kept), it publishes the history
+    to the trial's record, where other trials' pruners read it, reports it to Optuna, and decides: so
+    the storage never holds an epoch that no last.pt covers. It judges by the trainer's own early
+    stopper, found at fit start.
     """
 
     def __init__(self, trial: optuna.Trial, pruner: EarlyStoppingPruner | None) -> None:
@@ -165,11 +167,12 @@ class PruningCallback(Callback):
     def on_validation_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, float]) -> None:
         value = float(metrics[self.stopper.monitor])
         self.history.append(value if math.isfinite(value) else None)
-        TrialRecord(monitor_history=self.history).write(self.trial)
-        if self.single_objective and math.isfinite(value):
-            self.trial.report(self._aligned(value, self.stopper.mode), step=epoch)
 
     def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: dict[str, float]) -> None:
+        TrialRecord(monitor_history=self.history).write(self.trial)
+        value = self.history[-1]
+        if self.single_objective and value is not None:
+            self.trial.report(self._aligned(value, self.stopper.mode), step=epoch)
         if trainer.should_stop or epoch >= trainer.max_epochs:
             # Stopping anyway (patience, divergence, or the last epoch): that is the truer reason, and
             # pruning now would save nothing but throw away a finished trial's result.

@@ -12,7 +12,7 @@ from ee_search.config import load_study_file
 from ee_search.errors import UserInputError
 from ee_search.search.space import dimensions, sample, values_from_params
 
-SVHN_STUDY = Path(__file__).resolve().parents[1] / "studies" / "svhn_resnet.yaml"
+SVHN_STUDY = Path(__file__).resolve().parents[2] / "studies" / "svhn_resnet.yaml"
 
 
 def _study_file(*overrides):
