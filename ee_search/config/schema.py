@@ -6,7 +6,7 @@ model depths, side heads and default loss weights from `models.registry`, monito
 `ee_search.metrics`. Every named choice comes from its registry's keys: datasets (with their shapes
 and default augmentation) from `config/datasets.py`, objectives and their directions from
 `config/objectives.py`, samplers and pruners from `config/search_registry.py`, optimizers from
-`ee_search/optimizers.py`.
+`ee_search/optimizers.py`, weight averaging from `ee_search/averaging_methods.py`.
 
 One validator does more than compare fields: a user's model (`model.name: package.module:function`)
 declares no exit count, so it is imported and built once, on the CPU, to learn K (`config/user_model.py`,
@@ -37,6 +37,7 @@ from ee_search.config.user_model import user_model_exits
 from ee_search.errors import FieldError
 from ee_search.metrics import MONITOR_PATTERN, monitored_exit
 from ee_search.models.registry import MODELS, default_loss_weights, is_user_model, num_exits, valid_user_model_name
+from ee_search.averaging_methods import AVERAGING_METHODS
 from ee_search.optimizers import OPTIMIZERS
 
 
@@ -132,7 +133,7 @@ class EarlyStoppingConfig(Strict):
 
 
 class AveragingConfig(Strict):
-    method: Literal["none", "ema", "swa", "t_adema"] = "none"
+    method: Literal[tuple(AVERAGING_METHODS)] = "none"
     decay: float = Field(0.999, gt=0.0, lt=1.0)  # EMA decay; T-ADEMA's alpha
     update_every: PositiveInt = 1  # optimizer steps between averaging updates
     swa_start_epoch: PositiveInt = 1  # SWA averages from this epoch (1-based) on

@@ -16,19 +16,16 @@ its counter on the host, so updating less often also syncs less often). The aver
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
 import torch
-from torch.optim.swa_utils import (
-    AveragedModel,
-    get_ema_multi_avg_fn,
-    get_swa_multi_avg_fn,
-    update_bn,
-)
+from torch.optim.swa_utils import AveragedModel, update_bn
 
+from ee_search.averaging_methods import AVERAGING_METHODS
 from ee_search.train.callbacks import Callback
 
-METHODS = ("none", "ema", "swa", "t_adema")
+METHODS = tuple(AVERAGING_METHODS)  # "none" first
 
 
 def get_t_adema_multi_avg_fn(alpha: float) -> Callable:
@@ -49,14 +46,14 @@ def get_t_adema_multi_avg_fn(alpha: float) -> Callable:
 
 
 def averaged_model(model: torch.nn.Module, method: str, decay: float) -> AveragedModel:
-    if method == "ema":
-        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-    if method == "t_adema":
-        return AveragedModel(model, multi_avg_fn=get_t_adema_multi_avg_fn(decay), use_buffers=True)
-    if method == "swa":
-        # BN statistics of an average of weights are not the average of BN statistics: recompute.
-        return AveragedModel(model, multi_avg_fn=get_swa_multi_avg_fn(), use_buffers=False)
-    raise ValueError(f"method must be one of {METHODS[1:]} but got {method!r}")
+    """An AveragedModel of `model` updated as the registry (ee_search/averaging_methods.py) says."""
+    if method not in METHODS[1:]:
+        raise ValueError(f"method must be one of {METHODS[1:]} but got {method!r}")
+    spec = AVERAGING_METHODS[method]
+    module, factory = spec.multi_avg_fn.split(":")
+    make = getattr(import_module(module), factory)
+    return AveragedModel(model, multi_avg_fn=make(decay) if spec.takes_decay else make(),
+                         use_buffers=spec.use_buffers)
 
 
 class WeightAveraging(Callback):

@@ -71,7 +71,7 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Take back what `state_dict` returned (its tensors already on the trainer's device)."""
 
-    def on_fit_start(self, trainer: TrainerViewView) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         """Before the first epoch (swap in an averaged model, move state to the device)."""
 
     def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:

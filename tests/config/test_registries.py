@@ -22,6 +22,7 @@ from ee_search.config import (
 )
 from ee_search.config.datasets import DATASETS
 from ee_search.errors import UserInputError
+from ee_search.averaging_methods import AVERAGING_METHODS
 from ee_search.optimizers import OPTIMIZERS
 from ee_search.search.pruners import build_optuna_pruner
 from ee_search.search.samplers import build_sampler
@@ -46,6 +47,7 @@ def _pydantic_choices(keys) -> str:
         ("search.sampler.type", "search: {sampler: {type: imagenet}}", SAMPLERS),
         ("search.pruner.type", "search: {pruner: {type: imagenet}}", PRUNERS),
         ("train.optimizer", "train: {optimizer: imagenet}", OPTIMIZERS),
+        ("train.averaging.method", "train: {averaging: {method: imagenet}}", AVERAGING_METHODS),
         ("search.objectives[0]", "search: {objectives: [imagenet]}", OBJECTIVES),
     ],
 )
@@ -68,6 +70,30 @@ def test_every_optimizer_is_a_torch_optimizer_taking_its_declared_settings():
         opt = cls([torch.nn.Parameter(torch.zeros(1))], lr=0.1, weight_decay=0.0,
                   **{setting: 0.5 for setting in spec.settings})
         assert all(opt.defaults[s] == 0.5 for s in spec.settings)
+
+
+@pytest.mark.parametrize("name", [m for m in AVERAGING_METHODS if m != "none"])
+def test_each_averaging_method_updates_as_swa_utils_own_function_does(name):
+    """Oracle: AveragedModel driven by the update function the method stands for, by hand."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_multi_avg_fn
+
+    from ee_search.train.averaging import averaged_model, get_t_adema_multi_avg_fn
+
+    oracle_fn = {"ema": get_ema_multi_avg_fn(0.9), "swa": get_swa_multi_avg_fn(),
+                 "t_adema": get_t_adema_multi_avg_fn(0.9)}[name]
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ours, oracle = averaged_model(model, name, 0.9), AveragedModel(model, multi_avg_fn=oracle_fn,
+                                                                   use_buffers=name != "swa")
+    assert ours.use_buffers == oracle.use_buffers
+    for step in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.full_like(p, 0.5 * (step + 1)))
+        ours.update_parameters(model)
+        oracle.update_parameters(model)
+    for a, b in zip(ours.parameters(), oracle.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(ours.parameters(), model.parameters()))  # it averaged
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
