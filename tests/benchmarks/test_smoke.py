@@ -14,7 +14,7 @@ from tests.benchmarks.tiny import ROOT, ratios, run_tiny
 
 BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
 CHECKED = {"concurrency", "exit_inference", "faults", "operating_points", "pruning", "pruning_replay",
-           "search_efficiency", "train_throughput"}
+           "search_efficiency", "search_table", "train_throughput"}
 
 
 def test_every_benchmark_script_has_a_smoke_test():

@@ -1,0 +1,81 @@
+"""How cheap is the search: a learning-curve table of a grid study, and strategies replayed over it.
+
+    python benchmarks/search_table.py record STUDY.yaml --out DIR [--device cpu] [--limit N] [--set k=v ...]
+    python benchmarks/search_table.py replay DIR --seeds 30 --json OUT.json [--strategies ee-search random_full ...]
+    python benchmarks/search_table.py record --tiny --out DIR   # a 2-configuration digits grid, seconds
+
+`record` trains every configuration of the study's grid (categorical dimensions only) to
+train.max_epochs, early stopping and pruning off, and keeps after every epoch the monitors, the val
+operating points with their thresholds, and those thresholds on the test split (_table.py). It is
+resumable: run it again and it continues with the configurations not yet written.
+
+`replay` runs real Optuna studies (in-memory) whose objective reads the table instead of training,
+epoch by epoch, through the same early-stopping and pruning callbacks as a live trial
+(_table_replay.py), and Syne Tune's own ASHA and MOASHA through its simulator backend
+(_table_syne_tune.py). Every strategy gets the epochs `random_full` spends on 24 trials. The curve of a
+run has one point per finished trial: (cumulative epochs, dense test HV, dense val HV), the front
+chosen on val.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import resolve  # noqa: E402
+from ee_search.errors import UserInputError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# --tiny: scikit-learn's digits, a 2-configuration grid of 2 epochs: the whole path in seconds.
+TINY_STUDY = ROOT / "benchmarks" / "studies" / "digits_grid_tiny.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    rec = commands.add_parser("record", help="train the grid and write the table")
+    rec.add_argument("study_file", type=Path, nargs="?")
+    rec.add_argument("--out", type=Path, required=True)
+    rec.add_argument("--device", default="cpu")
+    rec.add_argument("--limit", type=int, help="record at most N more configurations, then stop")
+    rec.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
+    rec.add_argument("--tiny", action="store_true", help=f"record {TINY_STUDY.name} (seconds)")
+    rep = commands.add_parser("replay", help="replay search strategies over a recorded table")
+    rep.add_argument("table", type=Path)
+    rep.add_argument("--seeds", type=int, default=30)
+    rep.add_argument("--json", type=Path, required=True)
+    rep.add_argument("--strategies", nargs="+")
+    rep.add_argument("--budget-trials", type=int, default=24, help="the budget: random_full's epochs on this many trials")
+    rep.add_argument("--figure", type=Path, help="the anytime figure (PNG); default: next to the JSON")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "record":
+            return _record(args, parser)
+        return _replay(args)
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _record(args, parser) -> int:
+    from _table_record import record
+
+    study_file = TINY_STUDY if args.tiny else args.study_file
+    if study_file is None:
+        parser.error("record needs a study file (or --tiny)")
+    done = record(study_file, args.out, resolve(args.device), args.limit, args.overrides)
+    print(f"{args.out}: {done} configurations recorded")
+    return 0
+
+
+def _replay(args) -> int:
+    from _table_replay import replay_main
+
+    return replay_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

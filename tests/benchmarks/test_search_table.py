@@ -1,0 +1,90 @@
+"""benchmarks/search_table.py: the learning-curve table (record) and the strategies replayed over it.
+
+The table is checked against recomputations: every epoch's objective against the area under its own
+operating points, and the kept epoch against early stopping's own judge_epoch. Recording is
+resumable, and a space that is not a grid is refused in one line, exit 2, before anything is written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks.tiny import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _table import dense_front, kept_epoch, read_table  # noqa: E402
+from ee_search.exits import hypervolume  # noqa: E402
+from ee_search.train.early_stopping import StopState, judge_epoch  # noqa: E402
+
+TINY_STUDY = ROOT / "benchmarks" / "studies" / "digits_grid_tiny.yaml"
+
+
+def search_table(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_table.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory) -> Path:
+    """The tiny grid recorded in two goes: one configuration, then (resumed) the other three."""
+    work = tmp_path_factory.mktemp("table")
+    first = search_table("record", "--tiny", "--out", str(work / "table"), "--limit", "1", cwd=work)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "1 configurations recorded" in first.stdout
+    rest = search_table("record", "--tiny", "--out", str(work / "table"), cwd=work)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert rest.stdout.count("config ") == 3  # resumed: the recorded configuration is not trained again
+    return work / "table"
+
+
+def test_record_covers_the_grid_epoch_by_epoch(tiny_table):
+    table = read_table(tiny_table)
+    assert table.meta["complete"] is True and table.meta["grid_size"] == 4
+    assert sorted(c.index for c in table.curves) == [0, 1, 2, 3]
+    assert {(c.values["train.lr"], c.values["train.averaging.method"]) for c in table.curves} == {
+        (lr, m) for lr in (0.01, 0.1) for m in ("none", "ema")}
+    for curve in table.curves:
+        assert len(curve.epochs) == table.max_epochs == 3  # early stopping off while recording
+        for row in curve.epochs:
+            assert row.val_points.shape == row.test_points.shape and len(row.val_points) >= 1
+            assert ((row.test_points[:, :2] > 0) & (row.test_points[:, :2] <= 1)).all()
+            # The objective the trial returns is the area under these very points.
+            points = [(a, d) for a, d, _ in row.val_points]
+            assert row.objectives["curve_hypervolume"] == pytest.approx(hypervolume(points), abs=2e-6)
+            assert set(row.metrics) >= {"val_loss", "val_curve_hypervolume", "val_accuracy_exit_1"}
+
+
+def test_kept_epoch_is_early_stoppings_best(tiny_table):
+    table = read_table(tiny_table)
+    for curve in table.curves:
+        for tol in (0.0, 0.01, 0.5):
+            for stopped in range(1, len(curve.epochs) + 1):
+                state = StopState()
+                for epoch, value in enumerate(curve.monitor("val_loss")[:stopped], start=1):
+                    state = judge_epoch(state, value, epoch, mode="min", patience=99, tol=tol).state
+                assert kept_epoch(curve, stopped, "val_loss", "min", tol) == state.best_epoch
+
+
+def test_dense_front_of_more_trials_is_no_worse_on_val(tiny_table):
+    table = read_table(tiny_table)
+    rows = [c.epochs[-1] for c in table.curves]
+    fronts = [dense_front(rows[:n]) for n in range(1, len(rows) + 1)]
+    assert all(a.val_hypervolume <= b.val_hypervolume + 1e-12 for a, b in zip(fronts, fronts[1:]))
+    best_own = max(hypervolume([(a, d) for a, d, _ in r.val_points]) for r in rows)
+    assert fronts[-1].val_hypervolume >= best_own - 1e-12
+
+
+def test_record_refuses_a_space_that_is_not_a_grid(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(TINY_STUDY.read_text().replace(
+        "train.lr: {type: categorical, choices: [0.01, 0.1]}", "train.lr: {type: float, low: 0.01, high: 0.1}"))
+    proc = search_table("record", str(study), "--out", str(tmp_path / "t"), cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "search.space.train.lr" in lines[0] and "categorical" in lines[0]
+    assert not (tmp_path / "t").exists()
