@@ -181,10 +181,10 @@ def dense_front(rows: Sequence[EpochRow]) -> DenseFront:
                       hypervolume([(a, d) for a, d, _ in test[keep]]), len(keep))
 
 
-def iter_pending(folder: Path, configurations: list[dict[str, Any]], limit: int | None) -> Iterator[tuple[int, dict]]:
-    """The grid's configurations not yet recorded, in grid order, at most `limit` of them."""
-    done = recorded_indices(folder)
-    pending = ((i, v) for i, v in enumerate(configurations) if i not in done)
+def iter_pending(folder: Path, configurations: list[tuple[int, dict | None]], limit: int | None) -> Iterator[tuple[int, dict]]:
+    """The (index, values) not yet recorded, in grid order, at most `limit` of them; values None:
+    another shard's configuration. Checked just before each one, so shards never record one twice."""
+    pending = ((i, v) for i, v in configurations if v is not None and not config_path(folder, i).exists())
     return itertools.islice(pending, limit) if limit is not None else pending
 
 

@@ -81,14 +81,17 @@ def record_configuration(loaded: LoadedStudy, values: dict[str, Any], device: to
     return table.epochs, result.stop_reason
 
 
-def record(study_file: Path, out: Path, device: torch.device, limit: int | None, overrides: list[str]) -> int:
-    """Record the grid's pending configurations into `out`; returns how many are recorded in all."""
+def record(study_file: Path, out: Path, device: torch.device, limit: int | None, overrides: list[str],
+           shard: tuple[int, int] = (0, 1)) -> int:
+    """Record the grid's pending configurations into `out` (those of index K modulo N for shard
+    (K, N): several processes share one table); returns how many are recorded in all."""
     loaded = recording_study(study_file, overrides)
     configurations = grid(loaded)
     meta = {"format": FORMAT, "study": loaded.config.name, "study_file": str(study_file), "overrides": overrides,
             "grid_size": len(configurations), **describe(load_study_file(study_file, overrides).config)}
     _start_or_check(out, study_file, meta)
-    for index, values in iter_pending(out, configurations, limit):
+    mine = [(i, v) if i % shard[1] == shard[0] else (i, None) for i, v in enumerate(configurations)]
+    for index, values in iter_pending(out, mine, limit):
         started = time.perf_counter()
         epochs, stop_reason = record_configuration(loaded, values, device)
         write_curve(out, index, values, epochs, stop_reason)

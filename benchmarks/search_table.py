@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", type=Path, required=True)
     rec.add_argument("--device", default="cpu")
     rec.add_argument("--limit", type=int, help="record at most N more configurations, then stop")
+    rec.add_argument("--shard", default="0/1", metavar="K/N",
+                     help="record only the configurations whose index is K modulo N (one process per device or core)")
     rec.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     rec.add_argument("--tiny", action="store_true", help=f"record {TINY_STUDY.name} (seconds)")
     rep = commands.add_parser("replay", help="replay search strategies over a recorded table")
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--strategies", nargs="+")
     rep.add_argument("--budget-trials", type=int, default=24, help="the budget: random_full's epochs on this many trials")
     rep.add_argument("--figure", type=Path, help="the anytime figure (PNG); default: next to the JSON")
+    rep.add_argument("--ee-set", action="append", default=[], metavar="PATH=VALUE",
+                     help="try a variant of the default: --set values for the ee-search strategy only")
     args = parser.parse_args(argv)
     try:
         if args.command == "record":
@@ -66,13 +70,19 @@ def _record(args, parser) -> int:
     study_file = TINY_STUDY if args.tiny else args.study_file
     if study_file is None:
         parser.error("record needs a study file (or --tiny)")
-    done = record(study_file, args.out, resolve(args.device), args.limit, args.overrides)
+    try:
+        shard = tuple(int(part) for part in args.shard.split("/"))
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--shard takes K/N with 0 <= K < N, not {args.shard!r}")
+    done = record(study_file, args.out, resolve(args.device), args.limit, args.overrides, shard)
     print(f"{args.out}: {done} configurations recorded")
     return 0
 
 
 def _replay(args) -> int:
-    from _table_replay import replay_main
+    from _table_report import replay_main
 
     return replay_main(args)
 

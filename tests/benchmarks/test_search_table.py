@@ -88,3 +88,66 @@ def test_record_refuses_a_space_that_is_not_a_grid(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "search.space.train.lr" in lines[0] and "categorical" in lines[0]
     assert not (tmp_path / "t").exists()
+
+
+def recomputed_curve(table, trials: list[list[int]]) -> list[list[float]]:
+    """A run's curve rebuilt from its trials alone: the epochs summed, the dense front of the kept epochs."""
+    by_index = {c.index: c for c in table.curves}
+    spent, kept, curve = 0, [], []
+    for index, epochs, kept_at in trials:
+        spent += epochs
+        if kept_at:
+            kept.append(by_index[index].epochs[kept_at - 1])
+        front = dense_front(kept)
+        curve.append([spent, round(front.test_hypervolume, 6), round(front.val_hypervolume, 6)])
+    return curve
+
+
+def stop_epoch(curve, monitor: str, mode: str, patience: int, tol: float) -> int:
+    state = StopState()
+    for epoch, value in enumerate(curve.monitor(monitor), start=1):
+        decision = judge_epoch(state, value, epoch, mode=mode, patience=patience, tol=tol)
+        state = decision.state
+        if decision.stop:
+            return epoch
+    return len(curve.epochs)
+
+
+@pytest.mark.parametrize("strategy", ["ee-search", "random_full", "random_es", "tpe_hyperband", "asha"])
+def test_replayed_runs_keep_their_books(tiny_table, strategy):
+    from _table_replay import run_optuna
+
+    table = read_table(tiny_table)
+    budget = 6 * table.max_epochs
+    run = run_optuna(table, strategy, seed=1, budget_epochs=budget)
+    assert run.curve == recomputed_curve(table, run.trials)
+    assert all(point[0] < budget for point in run.curve[:-1]) and run.curve[-1][0] >= budget
+    assert run_optuna(table, strategy, seed=1, budget_epochs=budget).trials == run.trials  # deterministic
+    by_index = {c.index: c for c in table.curves}
+    es = table.meta["early_stopping"]
+    for index, epochs, kept_at in run.trials:
+        curve = by_index[index]
+        if strategy == "random_full":  # no early stopping, no pruning: every trial trains to the end
+            assert epochs == table.max_epochs
+        if strategy == "random_es":  # early stopping alone: it stops where judge_epoch says
+            assert epochs == stop_epoch(curve, es["monitor"], "max", es["patience"], es["tol"])
+        if kept_at:  # a completed trial keeps early stopping's best epoch up to where it stopped
+            assert kept_at == kept_epoch(curve, epochs, es["monitor"], "max", es["tol"])
+
+
+def test_replay_writes_the_record_and_the_figure(tiny_table, tmp_path):
+    out = tmp_path / "replay.json"
+    proc = search_table("replay", str(tiny_table), "--seeds", "2", "--budget-trials", "4", "--json", str(out),
+                        "--strategies", "ee-search", "random_full", "asha", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    record = json.loads(out.read_text())
+    assert record["seeds"] == 2 and record["budget_epochs"] == 4 * 3
+    assert set(record["strategies"]) == {"ee-search", "random_full", "asha"}
+    for name, strategy in record["strategies"].items():
+        finals = sorted(r["curve"][-1][1] for r in strategy["runs"])
+        assert strategy["summary"]["test_hv"]["100%"]["median"] == pytest.approx(sum(finals) / 2)
+    target = record["summary"]["random_full_median_final_test_hv"]
+    assert target == pytest.approx(record["strategies"]["random_full"]["summary"]["test_hv"]["100%"]["median"])
+    assert (tmp_path / "replay.png").stat().st_size > 10_000
