@@ -195,7 +195,7 @@ def front_curve(table: Table, log: TrialLog, budget_epochs: int) -> list[list[fl
             epoch = kept_epoch(curve, table.max_epochs, monitor, monitor_mode(monitor), tol)
             kept.append(curve.epochs[epoch - 1])
         front = dense_front(kept)
-        points.append([spent, front.test_hypervolume, front.val_hypervolume])
+        points.append([spent, float(front.test_hypervolume), float(front.val_hypervolume)])
     return points
 
 
