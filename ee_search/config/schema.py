@@ -234,8 +234,13 @@ class PrunerConfig(Strict):
     type: Literal[tuple(PRUNERS)] = "early_stopping"
     n_startup_trials: int = Field(4, ge=0)  # completed trials before anything is pruned
     n_warmup_epochs: int = Field(1, ge=0)  # epochs a trial always gets
-    min_stale_epochs: PositiveInt = 1  # early_stopping: epochs without improvement before a prune
+    min_stale_epochs: NonNegativeInt = 1  # early_stopping: epochs without improvement before a prune
     percentile: float = Field(50.0, ge=0.0, le=100.0)  # early_stopping: worse than this of the others
+    # early_stopping: whose records a trial is judged against: the completed trials, or every trial
+    # that reached the epoch (successive halving's rule); and, with a rung factor, only at the rungs
+    # n_warmup_epochs+1 times rung_factor^k (docs/design.md §8).
+    compare_with: Literal["completed", "reached"] = "completed"
+    rung_factor: float | None = Field(None, gt=1.0)
     options: dict[str, Any] = {}  # extra keyword arguments for one of Optuna's own pruners
 
 

@@ -50,6 +50,19 @@ class PruneDecision:
     reason: str
 
 
+def is_rung(epoch: int, first_rung: int, rung_factor: float | None) -> bool:
+    """Whether `epoch` is judged: every epoch from `first_rung` on, or with a rung factor η only the
+    rungs first_rung·η^k (rounded), as in successive halving (Li et al., 2018)."""
+    if epoch < first_rung:
+        return False
+    if rung_factor is None:
+        return True
+    rung = float(first_rung)
+    while round(rung) < epoch:
+        rung *= rung_factor
+    return round(rung) == epoch
+
+
 def decide_prune(
     *,
     epoch: int,
@@ -62,16 +75,19 @@ def decide_prune(
     n_warmup_epochs: int = 1,
     min_stale_epochs: int = 1,
     percentile: float = 50.0,
+    rung_factor: float | None = None,
 ) -> PruneDecision:
-    """The pure rule; see the module docstring."""
+    """The pure rule; see the module docstring. `n_completed`: the trials counted towards startup."""
     if n_completed < n_startup_trials:
-        return PruneDecision(False, f"{n_completed} of {n_startup_trials} startup trials completed")
+        return PruneDecision(False, f"{n_completed} of {n_startup_trials} startup trials")
     if epoch <= n_warmup_epochs:
         return PruneDecision(False, f"epoch {epoch} is within the {n_warmup_epochs} warm-up epochs")
+    if not is_rung(epoch, n_warmup_epochs + 1, rung_factor):
+        return PruneDecision(False, f"epoch {epoch} is not a rung")
     if stale_epochs < min_stale_epochs:
         return PruneDecision(False, "still improving")
     if not others_best:
-        return PruneDecision(False, "no completed trial to compare with")
+        return PruneDecision(False, "no other trial to compare with")
     if own_best is None:
         return PruneDecision(True, f"epoch {epoch}: no finite monitored value yet")
     q = percentile if mode == "min" else 100.0 - percentile
@@ -79,51 +95,71 @@ def decide_prune(
     worse = own_best > bar if mode == "min" else own_best < bar
     if not worse:
         return PruneDecision(False, f"best {own_best:.6g} is not worse than {bar:.6g}")
+    stale = f"no improvement for {stale_epochs} epoch(s) and " if min_stale_epochs else ""
     return PruneDecision(
         True,
-        f"epoch {epoch}: no improvement for {stale_epochs} epoch(s) and best {own_best:.6g} is worse "
-        f"than the {percentile:g}th percentile {bar:.6g} of {len(others_best)} completed trials",
+        f"epoch {epoch}: {stale}best {own_best:.6g} is worse than the {percentile:g}th percentile {bar:.6g} "
+        f"of {len(others_best)} other trials",
     )
 
 
 class EarlyStoppingPruner:
+    """Judges a trial's early-stopping monitor against the other trials' records in the storage.
+
+    `compare_with`: "completed" compares with the completed trials only (a trial that stopped
+    earlier carries its final best forward); "reached" with every trial that reached this epoch,
+    pruned and running ones included, as successive halving ranks everything that reached a rung. In
+    the latter, startup counts the trials that reached the epoch."""
+
     def __init__(self, n_startup_trials: int = 4, n_warmup_epochs: int = 1, min_stale_epochs: int = 1,
-                 percentile: float = 50.0) -> None:
+                 percentile: float = 50.0, compare_with: str = "completed", rung_factor: float | None = None) -> None:
         if n_startup_trials < 0:
             raise ValueError(f"n_startup_trials cannot be negative but got {n_startup_trials}")
         if n_warmup_epochs < 0:
             raise ValueError(f"n_warmup_epochs cannot be negative but got {n_warmup_epochs}")
-        if min_stale_epochs < 1:
-            raise ValueError(f"min_stale_epochs must be at least 1 but got {min_stale_epochs}")
+        if min_stale_epochs < 0:
+            raise ValueError(f"min_stale_epochs cannot be negative but got {min_stale_epochs}")
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"percentile must be in [0, 100] but got {percentile}")
+        if compare_with not in ("completed", "reached"):
+            raise ValueError(f"compare_with must be 'completed' or 'reached' but got {compare_with!r}")
+        if rung_factor is not None and rung_factor <= 1.0:
+            raise ValueError(f"rung_factor must be greater than 1 but got {rung_factor}")
         self.n_startup_trials = n_startup_trials
         self.n_warmup_epochs = n_warmup_epochs
         self.min_stale_epochs = min_stale_epochs
         self.percentile = percentile
+        self.compare_with = compare_with
+        self.rung_factor = rung_factor
 
     @classmethod
     def from_config(cls, cfg: PrunerConfig) -> EarlyStoppingPruner:
-        return cls(cfg.n_startup_trials, cfg.n_warmup_epochs, cfg.min_stale_epochs, cfg.percentile)
+        return cls(cfg.n_startup_trials, cfg.n_warmup_epochs, cfg.min_stale_epochs, cfg.percentile,
+                   cfg.compare_with, cfg.rung_factor)
 
     def judge(self, study: optuna.Study, epoch: int, own_best: float | None, stale_epochs: int,
-               monitor: str) -> PruneDecision:
-        """This trial at `epoch` against the completed trials' records in the storage (decide_prune)."""
+              monitor: str, own_number: int | None = None) -> PruneDecision:
+        """This trial at `epoch` against the other trials' records in the storage (decide_prune)."""
         mode = monitor_mode(monitor)
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        others = []
-        for t in completed:
+        states = (TrialState.COMPLETE,) if self.compare_with == "completed" else (
+            TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        others, counted = [], 0
+        for t in study.get_trials(deepcopy=False, states=states):
             record = TrialRecord.read(t)
-            if (record.monitor or monitor) != monitor:
-                continue  # a trial that monitored something else (the monitor itself was searched)
-            best = best_so_far(record.monitor_history or [], epoch, mode)
+            history = record.monitor_history or []
+            if t.number == own_number or (record.monitor or monitor) != monitor:
+                continue  # itself, or a trial that monitored something else (the monitor was searched)
+            if self.compare_with == "reached" and len(history) < epoch:
+                continue
+            counted += 1
+            best = best_so_far(history, epoch, mode)
             if best is not None:
                 others.append(best)
         return decide_prune(
             epoch=epoch, own_best=own_best, stale_epochs=stale_epochs, others_best=others,
-            n_completed=len(completed), mode=mode, n_startup_trials=self.n_startup_trials,
+            n_completed=counted, mode=mode, n_startup_trials=self.n_startup_trials,
             n_warmup_epochs=self.n_warmup_epochs, min_stale_epochs=self.min_stale_epochs,
-            percentile=self.percentile,
+            percentile=self.percentile, rung_factor=self.rung_factor,
         )
 
 
@@ -179,7 +215,8 @@ class PruningCallback(Callback):
             return
         if self.pruner is not None:
             self.last_decision = self.pruner.judge(
-                self.trial.study, epoch, self.stopper.state.best, self.stopper.state.stale, self.stopper.monitor
+                self.trial.study, epoch, self.stopper.state.best, self.stopper.state.stale, self.stopper.monitor,
+                own_number=self.trial.number,
             )
             if self.last_decision.prune:
                 raise optuna.TrialPruned(self.last_decision.reason)

@@ -15,6 +15,7 @@ from ee_search.search.pruning import (
     PruningCallback,
     best_so_far,
     decide_prune,
+    is_rung,
 )
 from ee_search.search.pruners import build_optuna_pruner
 from ee_search.train.early_stopping import EarlyStopping
@@ -34,7 +35,7 @@ RULE = dict(n_startup_trials=2, n_warmup_epochs=1, min_stale_epochs=1, percentil
         (dict(epoch=3, own_best=0.5, stale_epochs=2, others_best=[0.6, 0.9], n_completed=2, mode="max"), True, "worse than"),
         (dict(epoch=3, own_best=0.8, stale_epochs=2, others_best=[0.6, 0.9], n_completed=2, mode="max"), False, "not worse"),
         (dict(epoch=3, own_best=None, stale_epochs=2, others_best=[0.6], n_completed=2, mode="min"), True, "no finite"),
-        (dict(epoch=3, own_best=2.0, stale_epochs=1, others_best=[], n_completed=2, mode="min"), False, "no completed"),
+        (dict(epoch=3, own_best=2.0, stale_epochs=1, others_best=[], n_completed=2, mode="min"), False, "no other trial"),
     ],
 )
 def test_rule(kwargs, prune, words):
@@ -47,6 +48,50 @@ def test_min_stale_epochs_and_percentile_are_honoured():
     assert not decide_prune(**base, stale_epochs=1, min_stale_epochs=2).prune
     assert decide_prune(**base, stale_epochs=2, min_stale_epochs=2).prune  # 1.35 > median 1.3
     assert not decide_prune(**base, stale_epochs=2, min_stale_epochs=2, percentile=75.0).prune  # bar 1.45
+
+
+@pytest.mark.parametrize(("first", "factor", "rungs"), [
+    (1, 3.0, [1, 3, 9]),  # successive halving's rungs for min_resource 1, reduction factor 3
+    (2, 2.0, [2, 4, 8, 16]),
+    (3, 1.5, [3, 4, 7, 10, 15]),  # 3, 4.5, 6.75, 10.1, 15.2 rounded
+    (2, None, list(range(2, 21))),  # no factor: every epoch past the warm-up
+])
+def test_rungs(first, factor, rungs):
+    assert [e for e in range(1, 21) if is_rung(e, first, factor)] == rungs
+    # Off a rung, the rule never prunes, however bad the trial is.
+    for epoch in range(1, 21):
+        decision = decide_prune(epoch=epoch, own_best=9.0, stale_epochs=0, others_best=[1.0], n_completed=5,
+                                mode="min", n_startup_trials=1, n_warmup_epochs=first - 1, min_stale_epochs=0,
+                                rung_factor=factor)
+        assert decision.prune is (epoch in rungs)
+
+
+def test_reached_compares_with_every_trial_that_got_this_far():
+    """Successive halving's rule: pruned and running trials count at the epochs they reached; shorter
+    histories and the trial itself do not; startup counts the trials that reached the epoch."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    histories = {optuna.trial.TrialState.COMPLETE: [2.0, 1.0, 0.8], optuna.trial.TrialState.PRUNED: [2.0, 1.6],
+                 optuna.trial.TrialState.RUNNING: [2.5, 1.4]}
+    for state, history in histories.items():
+        trial = study.ask()
+        TrialRecord(monitor="val_loss", monitor_history=history).write(trial)
+        if state == optuna.trial.TrialState.COMPLETE:
+            study.tell(trial, [0.5, 0.5])
+        elif state == optuna.trial.TrialState.PRUNED:
+            study.tell(trial, state=state)
+    short = study.ask()  # running, but only at epoch 1
+    TrialRecord(monitor="val_loss", monitor_history=[3.0]).write(short)
+    own = study.ask()
+    TrialRecord(monitor="val_loss", monitor_history=[2.2, 1.5]).write(own)
+    pruner = EarlyStoppingPruner(n_startup_trials=3, n_warmup_epochs=1, min_stale_epochs=0, percentile=50.0,
+                                 compare_with="reached")
+    decision = pruner.judge(study, 2, 1.5, 0, "val_loss", own_number=own.number)
+    # The three that reached epoch 2 have bests 1.0, 1.6, 1.4: median 1.4 < 1.5, so pruned.
+    assert decision.prune and "1.4 of 3 other trials" in decision.reason
+    assert not pruner.judge(study, 2, 1.3, 0, "val_loss", own_number=own.number).prune
+    # Counting only completed trials, the single one is below startup.
+    completed = EarlyStoppingPruner(n_startup_trials=3, n_warmup_epochs=1, min_stale_epochs=0)
+    assert not completed.judge(study, 2, 1.5, 0, "val_loss", own_number=own.number).prune
 
 
 def test_best_so_far_carries_a_finished_trial_forward():
@@ -290,5 +335,9 @@ def test_threshold_pruner_needs_a_bound_and_options_need_a_pruner_that_takes_the
 def test_constructor_checks():
     with pytest.raises(ValueError, match="percentile must be in \\[0, 100\\] but got 120"):
         EarlyStoppingPruner(percentile=120)
-    with pytest.raises(ValueError, match="min_stale_epochs must be at least 1 but got 0"):
-        EarlyStoppingPruner(min_stale_epochs=0)
+    with pytest.raises(ValueError, match="min_stale_epochs cannot be negative but got -1"):
+        EarlyStoppingPruner(min_stale_epochs=-1)
+    with pytest.raises(ValueError, match="compare_with must be"):
+        EarlyStoppingPruner(compare_with="all")
+    with pytest.raises(ValueError, match="rung_factor must be greater than 1"):
+        EarlyStoppingPruner(rung_factor=1.0)
