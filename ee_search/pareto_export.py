@@ -37,11 +37,12 @@ def export_front(study_file: LoadedStudy, out_dir: Path, split: str = "val",
                              "operating points (made by an older ee-search): use --front sampled")
     best = front(points)
     if split == "test":
-        _add_test_metrics(study_file, study, best)
+        add_test_metrics(study_file, study, best)
     return write_front(points, out_dir, config.name, kind, sampled), len(best), len(sampled)
 
 
-def _add_test_metrics(study_file: LoadedStudy, study, best) -> None:
+def add_test_metrics(study_file: LoadedStudy, study, best) -> None:
+    """Fill `point.test` of the front points `best`: each trial's best.pt run once over the test split."""
     from mlflow import MlflowClient
 
     from ee_search.exits import evaluate
