@@ -131,11 +131,6 @@ def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra
     """One replayed search: its curve (one point per finished trial) and its trials."""
     loaded = load_study_file(table.folder / "study.yaml", strategy_overrides(table, strategy, seed, extra))
     config = loaded.config
-    study = optuna.create_study(
-        directions=[DIRECTIONS[name] for name in config.search.objectives],
-        sampler=build_sampler(config.search.sampler),
-        pruner=build_optuna_pruner(config.search.pruner, config.train.max_epochs),
-    )
     run = Run(budget_epochs)
 
     def stop_at_budget(study: optuna.Study, _trial) -> None:
@@ -143,7 +138,12 @@ def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra
             study.stop()
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning for multivariate TPE, once per study
+        warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning for multivariate, grouped TPE
+        study = optuna.create_study(
+            directions=[DIRECTIONS[name] for name in config.search.objectives],
+            sampler=build_sampler(config.search.sampler),
+            pruner=build_optuna_pruner(config.search.pruner, config.train.max_epochs),
+        )
         study.optimize(ReplayObjective(table, loaded, run), callbacks=[stop_at_budget],
                        catch=(), gc_after_trial=False)
     return run
