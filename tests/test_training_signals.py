@@ -30,31 +30,32 @@ def client(workdir):
 
 
 def test_multi_objective_pruner_prunes_some_trials_and_their_runs_are_killed(tiny_study, workdir):
+    # What only a real study shows: a pruned trial's MLflow run ends KILLED and keeps its metrics and
+    # best.pt. The rule itself (startup, warm-up, staleness, percentile) is proved on scripted trials
+    # in tests/search/test_pruning.py, so here a strict setting prunes every trial at epoch 2 that is
+    # worse than the first, completed one.
     study = run(
         tiny_study,
-        "train.max_epochs=4",
-        "train.early_stopping.patience=3",
-        "train.early_stopping.tol=1e-3",
-        "search.pruner={type: early_stopping, n_startup_trials: 3, n_warmup_epochs: 1}",
+        "train.max_epochs=3",
+        "data.train_subset=256",
+        "search.pruner={type: early_stopping, n_startup_trials: 1, n_warmup_epochs: 1,"
+        " min_stale_epochs: 0, percentile: 0}",
         "search.sampler={type: random, seed: 5}",
         "search.space={train.lr: {type: float, low: 1.0e-7, high: 3.0e-2, log: true}}",
-        n_trials=12,
+        n_trials=4,
     )
     states = [t.state.name for t in study.trials]
-    assert 0 < states.count("PRUNED") < len(states) and "COMPLETE" in states and "FAIL" not in states
+    assert states[0] == "COMPLETE" and "PRUNED" in states and "FAIL" not in states, states
     mlflow = client(workdir)
     for t in study.trials:
         if t.state.name != "PRUNED":
             continue
-        assert t.user_attrs["stop_reason"] == "pruned" and t.user_attrs["epochs_trained"] >= 2
+        assert t.user_attrs["stop_reason"] == "pruned" and t.user_attrs["epochs_trained"] == 2
         run_ = mlflow.get_run(t.user_attrs["mlflow_run_id"])
         assert run_.info.status == "KILLED" and run_.data.tags["optuna.trial_state"] == "PRUNED"
         history = mlflow.get_metric_history(run_.info.run_id, "val_loss")
         assert len(history) == t.user_attrs["epochs_trained"]  # metrics kept
         assert [f.path for f in mlflow.list_artifacts(run_.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
-    # The tiny learning rates are the ones pruned.
-    pruned_lr = [t.params["train.lr"] for t in study.trials if t.state.name == "PRUNED"]
-    assert max(pruned_lr) < 1e-3
 
 
 class StepWeights(Callback):

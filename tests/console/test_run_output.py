@@ -24,6 +24,7 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but \t and \n: ANS
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 pytestmark = pytest.mark.slow
+SMALL = ("--set", "data.train_subset=256")  # what is printed is the point, not how much each epoch learns
 
 
 def _env() -> dict[str, str]:
@@ -57,7 +58,7 @@ def _run(directory: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_piped_run_prints_one_plain_line_per_epoch_and_no_control_characters(study_dir):
     assert _existing(study_dir) == 0  # first in this module: the study is new
-    ran = _run(study_dir, "--n-trials", "2", "--set", "train.max_epochs=3")
+    ran = _run(study_dir, "--n-trials", "2", "--set", "train.max_epochs=3", *SMALL)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     for stream in (ran.stdout, ran.stderr):  # no ANSI styles, no \r-redrawn progress bar (tqdm, MLflow, ...)
         assert not CONTROL.search(stream), repr(CONTROL.search(stream).group())
@@ -83,7 +84,8 @@ def test_piped_run_prints_one_plain_line_per_epoch_and_no_control_characters(stu
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux `script` for a pseudo-terminal")
 def test_run_in_a_terminal_shows_the_live_area(study_dir):
     before = _existing(study_dir)  # the trials of the tests before (none when this one runs alone)
-    command = shlex.join([EE_SEARCH, "run", "tiny.yaml", "--n-trials", str(before + 1), "--set", "train.max_epochs=3"])
+    command = shlex.join([EE_SEARCH, "run", "tiny.yaml", "--n-trials", str(before + 1), "--set", "train.max_epochs=3",
+                           *SMALL])
     ran = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=study_dir, env=_env(),
                          capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
     assert ran.returncode == 0, ran.stdout + ran.stderr
@@ -103,7 +105,7 @@ def test_run_in_a_terminal_shows_the_live_area(study_dir):
 
 def test_quiet_run_prints_only_the_summary(study_dir):
     before = _existing(study_dir)
-    ran = _run(study_dir, "--n-trials", str(before + 1), "--set", "train.max_epochs=3", "--quiet")
+    ran = _run(study_dir, "--n-trials", str(before + 1), "--set", "train.max_epochs=3", *SMALL, "--quiet")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert _trials(study_dir)[before].state.name == "COMPLETE"  # it did run a trial
     lines = [line for line in ran.stdout.splitlines() if line.strip()]
@@ -121,7 +123,7 @@ def test_over_an_mlflow_server_the_output_is_only_ours(tmp_path, serve):
     url = serve(lambda port: [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
                               f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "artifacts"),
                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"])
-    ran = _run(tmp_path, "--n-trials", "2", "--set", "train.max_epochs=2", "--tracking-uri", url)
+    ran = _run(tmp_path, "--n-trials", "2", "--set", "train.max_epochs=2", *SMALL, "--tracking-uri", url)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert not CONTROL.search(ran.stdout + ran.stderr)
     progress = ran.stdout.split("\ntiny: 2 trial(s) this run", 1)[0].splitlines()

@@ -17,8 +17,9 @@ import pytest
 from mlflow import MlflowClient
 
 from ee_search.train.trainer import Trainer
-from tests.conftest import cli
+from tests.conftest import TINY_STUDY, cli
 
+SMALL = ["--set", "data.train_subset=256"]  # the epochs counted matter here, not how many images they see
 
 
 def test_ctrl_c_in_the_third_trial_keeps_the_first_two_and_resume_finishes(tiny_study, workdir, monkeypatch):
@@ -32,7 +33,7 @@ def test_ctrl_c_in_the_third_trial_keeps_the_first_two_and_resume_finishes(tiny_
         return real_epoch(self)
 
     monkeypatch.setattr(Trainer, "train_epoch", interrupted_epoch)
-    result = cli("run", str(tiny_study), "--n-trials", "4", catch_exceptions=True)
+    result = cli("run", str(tiny_study), "--n-trials", "4", *SMALL, catch_exceptions=True)
     assert result.exit_code == 130 and "to resume, run: ee-search run" in result.output
 
     study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
@@ -45,7 +46,7 @@ def test_ctrl_c_in_the_third_trial_keeps_the_first_two_and_resume_finishes(tiny_
     assert parent.info.status == "RUNNING"  # 2 of 4 trials: the study is not done
 
     monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
-    again = cli("run", str(tiny_study), "--n-trials", "4", catch_exceptions=True)
+    again = cli("run", str(tiny_study), "--n-trials", "4", *SMALL, catch_exceptions=True)
     assert again.exit_code == 0, again.output
     study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
     # Trial 3 is trial 2 resumed (from epoch 1's last.pt, in the same run); the FAIL does not count.
@@ -101,11 +102,13 @@ def _stop_in_epoch(worker: subprocess.Popen, db: Path, epoch: int, signum: int) 
             return found
 
 
-@pytest.fixture
-def uninterrupted_values(tiny_study, tmp_path):
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    worker = _worker(tiny_study, reference)
+@pytest.fixture(scope="module")
+def uninterrupted_values(tmp_path_factory):
+    """The trial run once without interruption, the reference for both tests below."""
+    reference = tmp_path_factory.mktemp("reference")
+    study = reference / "tiny.yaml"
+    study.write_text(TINY_STUDY)
+    worker = _worker(study, reference)
     assert worker.wait(timeout=300) == 0, worker.stdout.read()
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{reference}/optuna.db").trials[0].values
 

@@ -27,7 +27,8 @@ from tests.conftest import download_best
 CPU = torch.device("cpu")
 SETS = ["train.max_epochs=3", "train.early_stopping.patience=50", "search.n_trials=1",
         "search.heartbeat={interval_s: 1, grace_period_s: 2}",
-        "train.averaging={method: ema, decay: 0.9}"]
+        "train.averaging={method: ema, decay: 0.9}",
+        "data.train_subset=320"]  # 5 batches of 64 an epoch: where a trial is cut matters, not its size
 
 
 class WorkerDied(BaseException):
@@ -176,7 +177,7 @@ def test_a_dead_worker_is_resumed_from_last_pt_and_ends_identical(reference, tin
 def test_sigterm_stops_at_a_batch_boundary_and_the_next_run_resumes_it_identically(reference, tiny_study, workdir):
     class Term(Callback):
         def on_train_batch_end(self, trainer, step):
-            if step == 25:  # in epoch 2
+            if step == 8:  # in epoch 2 (steps 6..10)
                 signal.raise_signal(signal.SIGTERM)  # the handler only sets a flag
 
     with pytest.MonkeyPatch.context() as mp, pytest.raises(StudyInterrupted) as stopped:
@@ -193,7 +194,7 @@ def test_sigterm_stops_at_a_batch_boundary_and_the_next_run_resumes_it_identical
     assert parent.info.status == "RUNNING"  # the study is not done
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
     _run(tiny_study)  # no sleep: nothing is stale, the WAITING retry goes first
-    _same_as_reference(reference, workdir, resumed_at=1)  # epoch 2 resumes mid-way, at batch 25
+    _same_as_reference(reference, workdir, resumed_at=1)  # epoch 2 resumes mid-way, at batch 8
 
 
 def test_a_second_ctrl_c_exits_at_once_and_the_trial_is_still_resumable(tiny_study, workdir):
@@ -214,7 +215,7 @@ def test_a_worker_that_ends_before_the_target_leaves_the_parent_run_running(tiny
     """Workers share the parent run: only the one that sees the study's n_trials finished closes it."""
     where = tiny_study.parent
     stores = [f'search.storage="sqlite:///{where}/optuna.db"', f'tracking.uri="sqlite:///{where}/mlflow.db"',
-              "train.max_epochs=1"]
+              "train.max_epochs=1", "data.train_subset=256"]
     loaded = load_study_file(tiny_study, stores)
     client = MlflowClient(f"sqlite:///{where}/mlflow.db")
     first = run_study(loaded, CPU, 2, timeout_s=0.001)  # times out after its first trial

@@ -18,11 +18,12 @@ from mlflow import MlflowClient
 from tests.conftest import cli
 
 pytestmark = pytest.mark.slow  # worker processes, a PostgreSQL server and an mlflow server
+SMALL = ["--set", "train.max_epochs=1", "--set", "data.train_subset=256"]  # the sharing matters, not the fit
 
 
 def _worker(study, storage, tracking, n_trials, cwd):
     cmd = [sys.executable, "-m", "ee_search.cli", "run", str(study), "--n-trials", str(n_trials),
-           "--storage", storage, "--tracking-uri", tracking, "--set", "train.max_epochs=1"]
+           "--storage", storage, "--tracking-uri", tracking, *SMALL]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
@@ -54,7 +55,7 @@ def test_two_workers_share_one_study(tiny_study, workdir, stores):
     storage, tracking = stores
     # Create the stores first, as an operator would, so the workers race only over trials.
     first = cli("run", tiny_study, "--n-trials", "1", "--storage", storage, "--tracking-uri", tracking,
-                "--set", "train.max_epochs=1", catch_exceptions=True)
+                *SMALL, catch_exceptions=True)
     assert first.exit_code == 0, first.output
     workers = [_worker(tiny_study, storage, tracking, 5, workdir) for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]

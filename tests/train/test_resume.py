@@ -29,11 +29,13 @@ from ee_search.train.last_checkpoint import moved
 from tests.conftest import TINY_STUDY
 
 CPU = torch.device("cpu")
+SUBSET = 320  # 5 batches of 64 an epoch (the last partial batch is dropped): what is resumed, not how much
 STUDY = optuna.create_study(pruner=optuna.pruners.NopPruner())  # trials for the pruning callback
 
 
 def _config(**early_stopping):
     raw = yaml.safe_load(TINY_STUDY)
+    raw["data"]["train_subset"] = SUBSET
     raw["train"].update(max_epochs=3, early_stopping={"monitor": "val_loss", **early_stopping},
                         averaging={"method": "ema", "decay": 0.9})
     return validate_raw(raw, "tiny")
@@ -144,17 +146,17 @@ def test_killed_after_epoch_k_resumes_at_k_plus_1_and_ends_identical(config, uni
 
 
 def test_killed_during_the_first_epoch_starts_over_and_ends_identical(config, uninterrupted, tmp_path):
-    state, resumed = _resume_after(config, tmp_path, CrashAt(step=5))
+    state, resumed = _resume_after(config, tmp_path, CrashAt(step=3))
     assert state is None
     _same(resumed, uninterrupted)
 
 
-@pytest.mark.parametrize("step", [3, 30])  # in epoch 1, and in epoch 2 (17 batches an epoch)
+@pytest.mark.parametrize("step", [3, 8])  # in epoch 1, and in epoch 2 (5 batches an epoch)
 def test_interrupted_mid_epoch_resumes_at_that_batch_and_ends_identical(config, uninterrupted, tmp_path, step):
     state, resumed = _resume_after(config, tmp_path, interrupt_at=step)
     own = state["trainer"]
     assert own["mid_epoch"] and own["global_step"] == step
-    assert own["rng"]["data"]["next"] == own["global_step"] - 17 * own["epoch"] > 0
+    assert own["rng"]["data"]["next"] == own["global_step"] - 5 * own["epoch"] > 0
     _same(resumed, uninterrupted)
 
 
@@ -191,7 +193,7 @@ def nothing_improves_after_epoch_1(tmp_path_factory):
     long, and the loop is mid-epoch. Interrupted there, last.pt, and the same fit uninterrupted."""
     config = _config(patience=5, tol=10.0)
     tmp = tmp_path_factory.mktemp("stale")
-    state, resumed = _resume_after(config, tmp, interrupt_at=40)  # epoch 3 runs steps 35..51
+    state, resumed = _resume_after(config, tmp, interrupt_at=13)  # epoch 3 runs steps 11..15
     plain = _fit(config, tmp, "plain")
     _same(resumed, plain)  # with every state carried over: identical
     return config, state, plain
@@ -212,12 +214,13 @@ def test_leaving_any_one_state_out_of_the_resume_changes_the_continuation(nothin
 def test_a_dropout_model_interrupted_mid_epoch_ends_identical(tmp_path):
     """branchy_alexnet draws dropout masks from torch's global RNG: last.pt must carry its state."""
     raw = yaml.safe_load(TINY_STUDY)
+    raw["data"]["train_subset"] = SUBSET
     raw["model"] = {"name": "branchy_alexnet", "width": 16}
     raw["exits"] = {"criterion": "entropy", "thresholds": [0.8, 0.8]}
     raw["train"].update(max_epochs=2, early_stopping={"monitor": "val_loss", "patience": 50, "tol": 0.0})
     config = validate_raw(raw, "tiny")
     plain = _fit(config, tmp_path, "plain")
     torch.manual_seed(123)  # whatever the global RNG holds before the resumed fit must not matter
-    state, resumed = _resume_after(config, tmp_path, interrupt_at=20)
+    state, resumed = _resume_after(config, tmp_path, interrupt_at=8)  # in epoch 2
     assert state["trainer"]["mid_epoch"] and state["trainer"]["epoch"] == 1
     _same(resumed, plain)
