@@ -139,7 +139,10 @@ def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning for multivariate, grouped TPE
+        # A fixed name: HyperbandPruner assigns brackets from a hash of the study name and trial number,
+        # so an auto-generated (random) name would make the same seed replay differently.
         study = optuna.create_study(
+            study_name=f"replay-{strategy}-seed{seed}",
             directions=[DIRECTIONS[name] for name in config.search.objectives],
             sampler=build_sampler(config.search.sampler),
             pruner=build_optuna_pruner(config.search.pruner, config.train.max_epochs),
