@@ -123,7 +123,7 @@ def read_study_text(path: str | Path) -> str:
         raise UserInputError(source, None, "no such file: check the path") from None
     except (IsADirectoryError, PermissionError) as exc:
         raise UserInputError(source, None, f"cannot read the file ({type(exc).__name__})") from None
-    check_size(len(data), source, None)
+    check_size(len(data), source, None, exact=False)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -87,10 +87,12 @@ def _step(index: Any) -> str:
     return "?"
 
 
-def check_size(n_bytes: int, source: str, field: str | None) -> None:
+def check_size(n_bytes: int, source: str, field: str | None, exact: bool = True) -> None:
+    """Refuse more than MAX_YAML_BYTES; `exact=False`: `n_bytes` is only what was read of a longer stream."""
     if n_bytes > MAX_YAML_BYTES:
         what = "the value" if field else "the file"
-        raise UserInputError(source, field, f"{what} is {n_bytes:,} bytes, over the {MAX_YAML_BYTES:,}-byte limit: "
+        size = f"is {n_bytes:,} bytes, over" if exact else "is over"
+        raise UserInputError(source, field, f"{what} {size} the {MAX_YAML_BYTES:,}-byte limit: "
                                             "a study holds settings, not data; remove what is not a setting")
 
 

@@ -83,3 +83,9 @@ def test_a_value_python_cannot_build_is_one_line_on_its_line(tmp_path, value, wo
         load_study_file(study)
     line = str(caught.value)
     assert "\n" not in line and len(line) <= 300 + len(str(study)) and words in line, line
+
+
+def test_a_stream_that_never_ends_is_refused_after_the_limit():
+    """/dev/zero, or a pipe: no size to check beforehand, so reading stops one byte past the limit."""
+    with pytest.raises(UserInputError, match="the file is over the 1,048,576-byte limit"):
+        load_study_file("/dev/zero")
