@@ -57,9 +57,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._inside[-1] += size
         self._total += size - inside  # an alias adds everything it repeats; any other node, itself
         if self._total > MAX_VALUES:
-            raise _Refused(self._path(), f"the file stands for more than {MAX_VALUES:,} values once its YAML "
-                                         f"aliases are expanded (line {line}): write the values out, or use "
-                                         "fewer aliases")
+            raise _Refused(self._path(), self._too_many(line))
         self._steps.pop()
         return node
 
@@ -72,6 +70,13 @@ class _BoundedLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read the value {cut(str(node.value))!r} ({cut(str(exc))})", node.start_mark
             ) from None
+
+    def _too_many(self, line: int) -> str:
+        if self._total > len(self._sizes):  # some value was counted more than once: an alias repeated it
+            return (f"the file stands for more than {MAX_VALUES:,} values once its YAML aliases are expanded "
+                    f"(line {line}): write the values out, or use fewer aliases")
+        return (f"the file holds more than {MAX_VALUES:,} values (line {line}): a study holds settings, not data; "
+                "remove what is not a setting")
 
     def _path(self) -> str:
         return "".join(s if s.startswith("[") or not i else f".{s}" for i, s in enumerate(self._steps[1:]))

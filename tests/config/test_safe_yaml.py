@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ee_search.config import load_study_file
+from ee_search.config import safe_yaml
 from ee_search.config.safe_yaml import MAX_DEPTH, MAX_VALUES, parse_yaml
 from ee_search.errors import UserInputError
 from tests.conftest import TINY_STUDY
@@ -89,3 +90,10 @@ def test_a_stream_that_never_ends_is_refused_after_the_limit():
     """/dev/zero, or a pipe: no size to check beforehand, so reading stops one byte past the limit."""
     with pytest.raises(UserInputError, match="the file is over the 1,048,576-byte limit"):
         load_study_file("/dev/zero")
+
+
+def test_too_many_values_without_aliases_are_refused_as_data(monkeypatch):
+    monkeypatch.setattr(safe_yaml, "MAX_VALUES", 1000)  # the real limit takes seconds of parsing to reach
+    with pytest.raises(UserInputError, match="holds more than 1,000 values .*not data") as caught:
+        parse_yaml("model:\n  options:\n    table: [" + "0, " * 1000 + "]\n", "f.yaml")
+    assert caught.value.field.startswith("model.options.table[")
