@@ -75,9 +75,9 @@ def test_a_set_value_names_its_path_under_the_set_field():
     assert str(caught.value).startswith("--set: model.options[0][0]")
 
 
-@pytest.mark.parametrize(("value", "words"), [("9" * 5000, "line 2: cannot read the value"), ("2001-13-45", "line 2: cannot read the value")],
-                         ids=["int_over_python_s_digit_limit", "impossible_date"])
-def test_a_value_python_cannot_build_is_one_line_on_its_line(tmp_path, value, words):
+@pytest.mark.parametrize("value", ["9" * 5000, "2001-13-45"], ids=["int_over_python_s_digit_limit", "impossible_date"])
+def test_a_value_python_cannot_build_is_one_line_on_its_line(tmp_path, value):
+    words = "line 2: cannot read the value"
     study = tmp_path / "study.yaml"
     study.write_text(TINY_STUDY.replace("seed: 3", f"seed: {value}"))
     with pytest.raises(UserInputError) as caught:
