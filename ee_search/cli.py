@@ -37,7 +37,6 @@ def _load(study: Path, sets: list[str] | None, storage: str | None = None, track
           device: str | None = None, n_trials: int | None = None):
     """Validate everything a command needs; nothing is created here."""
     from ee_search.config import load_study_file
-    from ee_search.search.study import check_search_components
     from ee_search.config.urls import absolute_sqlite, check_storage_url, check_tracking_uri
 
     overrides = list(sets or [])
@@ -51,8 +50,14 @@ def _load(study: Path, sets: list[str] | None, storage: str | None = None, track
     storage_abs = absolute_sqlite(loaded.config.search.storage)
     tracking_abs = absolute_sqlite(loaded.config.tracking.uri)
     if (storage_abs, tracking_abs) != (loaded.config.search.storage, loaded.config.tracking.uri):
-        overrides += [f"search.storage={_yaml_str(storage_abs)}", f"tracking.uri={_yaml_str(tracking_abs)}"]
-        loaded = load_study_file(study, overrides)
+        # Written into the loaded study, not by loading the file again: it is parsed once per command.
+        loaded = loaded.overridden({"search.storage": storage_abs, "tracking.uri": tracking_abs})
+    # Imported only for a file that passed the checks above: these bring in torch and MLflow (seconds,
+    # and more memory than the file itself may take), which refusing a hostile file must not cost.
+    from ee_search.search.study import check_search_components
+    from ee_search.tracking import quiet_mlflow_logging
+
+    quiet_mlflow_logging()  # a program-wide setting, made here rather than in main(): see there
     check_search_components(loaded.config, str(study))
     return loaded
 
@@ -254,7 +259,7 @@ def export_model(
         if thresholds is not None:
             try:
                 chosen = json.loads(thresholds)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # RecursionError: '[[[[…' nested deeper than the stack
                 raise UserInputError("--thresholds", None, "must be a JSON list such as '[0.9, 0.8]'") from None
             if not isinstance(chosen, list):
                 raise UserInputError("--thresholds", None, "must be a JSON list such as '[0.9, 0.8]'")
@@ -366,8 +371,6 @@ def main() -> None:
 
     import optuna
 
-    from ee_search.tracking import quiet_mlflow_logging
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # MLflow's "Downloading artifacts" bars would interleave with our own output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -377,7 +380,8 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats, metric names and some samplers are "experimental" in Optuna; users cannot act on it.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    quiet_mlflow_logging()
+    # MLflow's own loggers are quietened by _load, once the study file is valid: ee_search.tracking
+    # imports torch, and a refused file must cost neither its seconds nor its hundreds of MB.
     app()
 
 

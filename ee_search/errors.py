@@ -7,6 +7,33 @@ traceback.
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+# A value quoted in an error line is cut to this many characters: a 50 MB `name` must not be echoed.
+QUOTE_CHARS = 80
+# The parts of the line are cut too, whatever a caller passed in: a safety net for a value quoted
+# without `quote` (a 1 MB key as the field, a long path as the source).
+_SOURCE_CHARS, _FIELD_CHARS, _MESSAGE_CHARS = 160, QUOTE_CHARS, 600
+# reprlib bounds the work as well as the text: it never builds the repr of a whole 50 MB string or of
+# a list of 100,000 values before cutting it.
+_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12 on
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 8, 8, 8, 8
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = QUOTE_CHARS
+
+
+def cut(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` within `limit` characters: its start and its end, joined by an ellipsis."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    return f"{text[: limit - tail - 1]}…{text[len(text) - tail:]}"
+
+
+def quote(value: Any) -> str:
+    """The repr of a value the user gave, for an error line: at most about QUOTE_CHARS characters."""
+    return cut(_REPR.repr(value))
+
 
 class UserInputError(Exception):
     """A mistake the user can fix: a bad study file, a bad flag, missing dataset files."""
@@ -20,9 +47,10 @@ class UserInputError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = f"{self.source}: {self.field}" if self.field else self.source
+        source = cut(str(self.source), _SOURCE_CHARS)
+        where = f"{source}: {cut(str(self.field), _FIELD_CHARS)}" if self.field else source
         # Collapse whitespace so the message stays on one line whatever the caller passed in.
-        return f"{where}: {' '.join(self.message.split())}"
+        return f"{where}: {cut(' '.join(self.message.split()), _MESSAGE_CHARS)}"
 
 
 class FieldError(Exception):

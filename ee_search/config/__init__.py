@@ -1,6 +1,7 @@
 """The study file: schema (pydantic models only), loading with `--set` overrides and the search-space
-checks, the one-line messages for mistakes, dotted paths, the storage/tracking URL checks, and the
-registries of named choices (datasets.py, objectives.py, search_registry.py)."""
+checks, YAML read within size, depth and alias limits (safe_yaml.py), the one-line messages for
+mistakes, dotted paths, the storage/tracking URL checks, and the registries of named choices
+(datasets.py, objectives.py, search_registry.py)."""
 
 from ee_search.config.dotted import config_value, get_path, parse_override, set_path, split_path, walk_schema
 from ee_search.config.load import (

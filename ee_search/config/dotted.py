@@ -19,7 +19,8 @@ from ee_search.config.schema import (
     SearchConfig,
     StudyConfig,
 )
-from ee_search.errors import FieldError, UserInputError
+from ee_search.config.safe_yaml import parse_yaml
+from ee_search.errors import QUOTE_CHARS, FieldError, UserInputError, cut, quote
 
 # Fields whose values are free-form mappings: in a dotted path, everything after them is one key
 # (search.space.train.lr names the dimension "train.lr", not a field "lr" of "train").
@@ -58,15 +59,16 @@ def get_path(raw: dict, path: str, default: Any = None) -> Any:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """`--set train.lr=0.1`: the value is YAML, so lists, mappings and null work too."""
+    """`--set train.lr=0.1`: the value is YAML, so lists, mappings and null work too (within the limits of
+    `safe_yaml`, as the file is)."""
     path, sep, value = text.partition("=")
     if not sep or not path.strip():
         raise UserInputError("--set", text, "expected PATH=VALUE, e.g. --set train.max_epochs=3")
     try:
-        return path.strip(), yaml.safe_load(value)
+        return path.strip(), parse_yaml(value, "--set", path.strip())
     except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise UserInputError("--set", path.strip(), f"value {value!r} is {problem}") from None
+        problem = cut(getattr(exc, "problem", None) or "not valid YAML", 2 * QUOTE_CHARS)
+        raise UserInputError("--set", path.strip(), f"value {quote(value)} is {problem}") from None
 
 
 def config_value(config: StudyConfig, path: str) -> Any:

@@ -14,6 +14,8 @@ trial 17).
 from __future__ import annotations
 
 import copy
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ee_search.config.dotted import config_value, get_path, parse_override, set_path, walk_schema
 from ee_search.config.messages import to_user_error
+from ee_search.config.safe_yaml import MAX_YAML_BYTES, check_size, parse_yaml
 from ee_search.config.schema import CategoricalDimension, Dimension, StudyConfig
-from ee_search.errors import FieldError, UserInputError
+from ee_search.errors import QUOTE_CHARS, FieldError, UserInputError, cut, quote
 
 # Searching these would change what the study *is* (its name, its storage), not a trial's config.
 SEARCHABLE_ROOTS = ("data", "model", "train", "exits", "seed")
@@ -45,6 +48,12 @@ class LoadedStudy(BaseModel):
 
     def with_values(self, values: dict[str, Any]) -> StudyConfig:
         return validate_raw(self.raw_with(values), self.path)
+
+    def overridden(self, values: dict[str, Any]) -> LoadedStudy:
+        """This study with `values` written in at their dotted paths, validated again, without reading
+        or parsing the file again (it may have been a pipe, and is parsed once per command)."""
+        raw = self.raw_with(values)
+        return self.model_copy(update={"raw": raw, "config": validate_raw(raw, self.path)})
 
     def raw_with(self, values: dict[str, Any]) -> dict:
         raw = copy.deepcopy(self.raw)
@@ -76,19 +85,15 @@ def load_config(
 
 
 def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedStudy:
+    """Read, parse, override and validate: the file is read and parsed once (it may be a pipe)."""
     source = str(path)
+    raw_text = read_study_text(path)
     try:
-        raw_text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserInputError(source, None, "no such file: check the path") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise UserInputError(source, None, f"cannot read the file ({type(exc).__name__})") from None
-    try:
-        raw = yaml.safe_load(raw_text)
+        raw = parse_yaml(raw_text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}" if mark is not None else "YAML"
-        problem = getattr(exc, "problem", None) or "invalid YAML"
+        problem = cut(getattr(exc, "problem", None) or "invalid YAML", 2 * QUOTE_CHARS)
         raise UserInputError(source, line, f"{problem}: fix the YAML syntax") from None
     if raw is None:
         raw = {}
@@ -103,6 +108,26 @@ def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     config = validate_raw(raw, source)
     check_space(config, raw, source)
     return LoadedStudy(path=source, raw_text=raw_text, raw=raw, config=config)
+
+
+def read_study_text(path: str | Path) -> str:
+    """The file's text, refused past MAX_YAML_BYTES before it is read whole: by its size when it is a
+    regular file, by reading one byte more than the limit when it is not (a pipe, a device)."""
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                check_size(os.fstat(f.fileno()).st_size, source, None)
+            data = f.read(MAX_YAML_BYTES + 1)
+    except FileNotFoundError:
+        raise UserInputError(source, None, "no such file: check the path") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise UserInputError(source, None, f"cannot read the file ({type(exc).__name__})") from None
+    check_size(len(data), source, None, exact=False)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserInputError(source, None, "cannot read the file (UnicodeDecodeError): save it as UTF-8") from None
 
 
 # ---------------------------------------------------------------------------------------- space
@@ -163,7 +188,7 @@ def check_space(config: StudyConfig, raw: dict, source: str) -> None:
                 validate_raw(trial_raw, source)
             except UserInputError as exc:
                 raise UserInputError(
-                    source, field, f"{value!r} is not a valid value here: {exc.field}: {exc.message}"
+                    source, field, f"{quote(value)} is not a valid value here: {exc.field}: {exc.message}"
                 ) from None
     sampling_order(config.search.space)  # raises on a cycle
 
@@ -182,6 +207,6 @@ def _check_when(config: StudyConfig, source: str, field: str, controller: str, a
     )
     if reachable is not None and not any(v in reachable for v in allowed):
         raise UserInputError(
-            source, where, f"{controller} never takes any of {allowed} (it can be {reachable}), "
+            source, where, f"{controller} never takes any of {quote(allowed)} (it can be {quote(reachable)}), "
             "so this dimension would never be sampled",
         )

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ee_search.config.dotted import walk_schema
-from ee_search.errors import UserInputError
+from ee_search.errors import UserInputError, quote
 from ee_search.metrics import MONITOR_HINT
 
 _DIMENSION_TAGS = {"float", "int", "categorical"}
@@ -48,13 +48,13 @@ def to_user_error(exc: ValidationError, source: str) -> UserInputError:
     if kind == "missing":
         return UserInputError(source, format_loc(loc), "required field is missing")
     if kind == "string_pattern_mismatch" and loc and loc[-1] in _PATTERN_HINTS:
-        return UserInputError(source, format_loc(loc), f"{_PATTERN_HINTS[loc[-1]]} (got {err.get('input')!r})")
+        return UserInputError(source, format_loc(loc), f"{_PATTERN_HINTS[loc[-1]]} (got {quote(err.get('input'))})")
     if kind == "too_short" and loc and loc[-1] == "choices":
         return UserInputError(source, format_loc(loc), "the choice list is empty: give at least one choice")
     message = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
     if isinstance(given, (str, int, float, bool)) and kind not in ("value_error",):
-        message += f" (got {given!r})"
+        message += f" (got {quote(given)})"
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
         message = "type must be one of float, int, categorical"
     return UserInputError(source, format_loc(loc), message)

@@ -34,7 +34,7 @@ from ee_search.config.datasets import DATASETS, default_augment, image_size
 from ee_search.config.objectives import DIRECTIONS, ObjectiveName
 from ee_search.config.search_registry import OPTUNA_PRUNERS, PRUNERS, SAMPLERS
 from ee_search.config.user_model import user_model_exits
-from ee_search.errors import FieldError
+from ee_search.errors import FieldError, quote
 from ee_search.metrics import MONITOR_PATTERN, monitored_exit
 from ee_search.models.registry import MODELS, default_loss_weights, is_user_model, num_exits, valid_user_model_name
 from ee_search.averaging_methods import AVERAGING_METHODS
@@ -106,7 +106,7 @@ class ModelConfig(Strict):
         if name in MODELS or valid_user_model_name(name):
             return name
         raise ValueError(f"use one of {', '.join(MODELS)}, or 'package.module:function' for your own network "
-                         f"(got {name!r})")
+                         f"(got {quote(name)})")
 
     @model_validator(mode="after")
     def _fields_of_the_family(self) -> ModelConfig:

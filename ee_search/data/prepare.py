@@ -9,6 +9,7 @@ copy once, not once per trial.
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import import_module
@@ -20,6 +21,7 @@ from ee_search.config import AugmentConfig, DataConfig
 from ee_search.config.datasets import DATASETS, image_size
 from ee_search.data.augment import BatchTransform
 from ee_search.data.batches import DeviceBatches
+from ee_search.data.download_root import download_root
 from ee_search.data.sources import ImageArrays, SourceData, fingerprint
 from ee_search.data.splits import split_train_val, stratified_subset
 from ee_search.errors import UserInputError
@@ -75,7 +77,9 @@ def prepare_data(cfg: DataConfig, seed: int) -> PreparedData:
 def load_source(cfg: DataConfig, seed: int) -> SourceData:
     """The dataset `cfg` names, checked against the shape the study file was validated for."""
     module, function = DATASETS[cfg.dataset].loader.split(":")
-    source = getattr(import_module(module), function)(cfg, seed)
+    # A download that fails leaves data.root as it was found (download_root.py).
+    with download_root(cfg.root) if cfg.download else nullcontext():
+        source = getattr(import_module(module), function)(cfg, seed)
     check_shape(source, cfg)
     return source
 
