@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ee_search.errors import UserInputError
+from ee_search.errors import CorruptArtifact, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hyperparameter search and experiment tracking for early-exit networks.")
@@ -68,12 +68,18 @@ def _yaml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a YAML string: keeps ':' and '#' in URLs literal
 
 
-def _fail(error: UserInputError) -> None:
+def _fail(error: UserInputError | CorruptArtifact) -> None:
     from rich.markup import escape
 
     # escape: a message such as "pip install 'ee-search[postgres]'" is text, not rich markup.
     err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
     raise typer.Exit(code=error.exit_code)
+
+
+def _warn(line: str) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
 
 def _locating_flags(set_: list[str] | None, storage: str | None, tracking_uri: str | None) -> str:
@@ -213,7 +219,7 @@ def pareto(
         if front not in ("dense", "sampled"):
             raise UserInputError("--front", None, f"must be 'dense' or 'sampled', got {front!r}")
         loaded = _load(study, set_, storage, tracking_uri, device)
-        paths, n_front, n_trials = export_front(loaded, out, split, front)
+        paths, n_front, n_trials = export_front(loaded, out, split, front, warn=_warn)
     except UserInputError as error:
         _fail(error)
     what = "operating point(s) on the dense front" if front == "dense" else "trial(s) on the sampled front"
@@ -267,6 +273,8 @@ def export_model(
         card = export_model(loaded, trial, out, chosen, register)
     except UserInputError as error:
         _fail(error)
+    except CorruptArtifact as error:  # the trial's best.pt or val_logits.pt: another trial can still be exported
+        _fail(error.naming(trial=trial, fix="export another trial of the front (ee-search pareto)"))
     val, latency = card["validation"], card["latency_ms_cpu"]
     console.print(
         f"Exported trial {card['trial_number']} at thresholds {card['thresholds']} to {out}: validation accuracy "

@@ -61,3 +61,30 @@ class FieldError(Exception):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+class CorruptArtifact(Exception):
+    """A file ee-search saved (best.pt, last.pt, val_logits.pt) that cannot be read back: truncated,
+    overwritten, or not ee-search's. Caught at the edge like `UserInputError` (one line, exit 2).
+
+    The message never quotes torch's own: for a file that is not plain data it advises loading with
+    `weights_only=False`, which would run whatever code the file carries."""
+
+    exit_code = 2
+
+    def __init__(self, file: str, reason: str, trial: int | None = None, fix: str | None = None) -> None:
+        self.file = file
+        self.reason = reason
+        self.trial = trial
+        self.fix = fix
+        super().__init__(str(self))
+
+    def naming(self, file: str | None = None, trial: int | None = None, fix: str | None = None) -> CorruptArtifact:
+        """The same error, told by what the caller knows: the artifact's name, the trial it belongs to,
+        what to do instead."""
+        return CorruptArtifact(file or self.file, self.reason, self.trial if trial is None else trial, fix or self.fix)
+
+    def __str__(self) -> str:
+        who = f"trial {self.trial}: " if self.trial is not None else ""
+        fix = f"; {self.fix}" if self.fix else ""
+        return f"{who}{self.file} cannot be read: {' '.join(self.reason.split())}{fix}"

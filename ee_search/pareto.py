@@ -126,7 +126,8 @@ def front_files(points: Sequence[FrontPoint], study_name: str, kind: str = "dens
     `points`. For the dense front, `sampled` (the trials at their own thresholds) is drawn too."""
     best = front(points)
     rows = [p.row() for p in best]
-    columns = list(rows[0]) if rows else list(FrontPoint(0, 0, 0, None, None, {}, None).row())
+    # Every row's keys: a trial whose best.pt could not be read has no test_* values, wherever it sorts.
+    columns = list(dict.fromkeys(k for r in rows for k in r)) if rows else list(FrontPoint(0, 0, 0, None, None, {}, None).row())
     document = {
         "study": study_name,
         "front_kind": kind,

@@ -5,22 +5,28 @@ plotly.min.js beside them).
 With `--split test`, each trial on the front has its best checkpoint fetched from MLflow and run over
 the held-out test split once; every one of its front points is then evaluated on those logits at
 exactly its thresholds. Those numbers are reported next to the validation ones and never used to
-choose anything."""
+choose anything. A trial whose best.pt cannot be read keeps its (validation) points on the front
+without test numbers, and one warning line names it: the other trials are unaffected."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from ee_search.config import LoadedStudy
-from ee_search.errors import UserInputError
+from ee_search.errors import CorruptArtifact, UserInputError
 from ee_search.pareto import FRONTS, collect_operating_points, collect_points, front, write_front
 
+logger = logging.getLogger(__name__)
 
-def export_front(study_file: LoadedStudy, out_dir: Path, split: str = "val",
-                 kind: str = "dense") -> tuple[dict[str, Path], int, int]:
-    """Returns the files written, the number of points on the front and of completed trials."""
+
+def export_front(study_file: LoadedStudy, out_dir: Path, split: str = "val", kind: str = "dense",
+                 warn: Callable[[str], None] = logger.warning) -> tuple[dict[str, Path], int, int]:
+    """Returns the files written, the number of points on the front and of completed trials; `warn`
+    gets one line per trial whose files could not be read."""
     from ee_search.search import load_existing
 
     if kind not in FRONTS:
@@ -37,12 +43,13 @@ def export_front(study_file: LoadedStudy, out_dir: Path, split: str = "val",
                              "operating points (made by an older ee-search): use --front sampled")
     best = front(points)
     if split == "test":
-        add_test_metrics(study_file, study, best)
+        add_test_metrics(study_file, study, best, warn)
     return write_front(points, out_dir, config.name, kind, sampled), len(best), len(sampled)
 
 
-def add_test_metrics(study_file: LoadedStudy, study, best) -> None:
-    """Fill `point.test` of the front points `best`: each trial's best.pt run once over the test split."""
+def add_test_metrics(study_file: LoadedStudy, study, best, warn: Callable[[str], None] = logger.warning) -> None:
+    """Fill `point.test` of the front points `best`: each trial's best.pt run once over the test split.
+    A trial whose best.pt cannot be read is left without test numbers, told to `warn` in one line."""
     from mlflow import MlflowClient
 
     from ee_search.exits import evaluate
@@ -62,7 +69,11 @@ def add_test_metrics(study_file: LoadedStudy, study, best) -> None:
     for number, points in by_trial.items():
         trial_config = study_file.with_values(values_from_params(config, trials[number].params))
         with tempfile.TemporaryDirectory(prefix="ee-search-front-") as tmp:
-            payload = load_best_checkpoint(client.download_artifacts(points[0].mlflow_run_id, BEST_CHECKPOINT, tmp))
+            try:
+                payload = load_best_checkpoint(client.download_artifacts(points[0].mlflow_run_id, BEST_CHECKPOINT, tmp))
+            except CorruptArtifact as error:
+                warn(f"{error.naming(trial=number)}; its {len(points)} front point(s) have no test metrics")
+                continue
         logits, costs = checkpoint_logits(payload, trial_config, "test", device)  # once per trial
         criterion = payload["metadata"]["criterion"]
         for point in points:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ee_search.config import redact
 from ee_search.config.params import param_value
-from ee_search.records import LAST_CHECKPOINT, STUDY_CONFIG, Ending, folder
+from ee_search.records import LAST_CHECKPOINTS, STUDY_CONFIG, Ending, folder
 
 ROLE_TAG = "ee_search.role"
 STUDY_TAG = "ee_search.study_name"
@@ -187,18 +187,26 @@ class StudyTracker:
         self.client.update_run(run_id, status="RUNNING")
         return trial_run
 
-    def download_last_checkpoint(self, run_id: str, directory: str | Path) -> Path | None:
-        """The run's `last.pt`, downloaded (also from a remote tracking server), or None if the run
-        never got to write one (killed during its first epoch)."""
-        if LAST_CHECKPOINT not in {f.path for f in self.client.list_artifacts(run_id, folder(LAST_CHECKPOINT))}:
-            return None
-        return Path(self.client.download_artifacts(run_id, LAST_CHECKPOINT, str(directory)))
+    def download_last_checkpoints(self, run_id: str, directory: str | Path) -> dict[str, Path]:
+        """The run's last.pt files (both slots, docs/design.md §9), downloaded (also from a remote
+        tracking server) and keyed by artifact path; empty if the run never got to write one (killed
+        during its first epoch)."""
+        return {name: Path(self.client.download_artifacts(run_id, name, str(directory)))
+                for name in _present(self.client, run_id, LAST_CHECKPOINTS)}
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
         # log_batch splits the request into chunks under the store's limits by itself.
         self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+
+
+def _present(client, run_id: str, names: tuple[str, ...]) -> list[str]:
+    """Those of the artifact paths `names` that the run holds (one listing per folder)."""
+    listed = set()
+    for where in {folder(name) for name in names}:
+        listed |= {f.path for f in client.list_artifacts(run_id, where)}
+    return [name for name in names if name in listed]
 
 
 class TrialRun:
@@ -224,17 +232,18 @@ class TrialRun:
         # also behind `mlflow server`'s proxied artifacts): a reader sees the old file or the new one.
         self.client.log_artifact(self.run_id, str(local_path), artifact_path)
 
-    def delete_last_checkpoint(self) -> None:
-        """`last.pt` exists while a trial can still be resumed (docs/design.md §9); a finished trial drops it.
-        Best effort: a store that cannot delete artifacts keeps a file nobody will read."""
+    def delete_last_checkpoints(self) -> None:
+        """`last.pt` exists while a trial can still be resumed (docs/design.md §9); a finished trial drops
+        both its slots. Best effort: a store that cannot delete artifacts keeps files nobody will read."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         try:
             artifact_uri = self.client.get_run(self.run_id).info.artifact_uri
-            get_artifact_repository(artifact_uri, tracking_uri=self.client.tracking_uri).delete_artifacts(
-                LAST_CHECKPOINT)
+            repository = get_artifact_repository(artifact_uri, tracking_uri=self.client.tracking_uri)
+            for name in _present(self.client, self.run_id, LAST_CHECKPOINTS):
+                repository.delete_artifacts(name)
         except Exception as exc:  # noqa: BLE001 - the trial's result matters more than the cleanup
-            logging.getLogger(__name__).warning("could not delete %s of run %s: %s", LAST_CHECKPOINT, self.run_id, exc)
+            logging.getLogger(__name__).warning("could not delete the last.pt files of run %s: %s", self.run_id, exc)
 
     def logged_steps(self, key: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(self.run_id, key)}

@@ -9,6 +9,7 @@ import csv
 import json
 import sys
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,6 +23,7 @@ from ee_search.config import load_study_file
 from ee_search.data import build_batches, prepare_data
 from ee_search.exits import exit_costs
 from ee_search.search.space import values_from_params
+from ee_search.train.checkpoint_files import UNREADABLE
 from tests.conftest import TINY_STUDY, best_model, cli, download_best, mlflow_client, run_study
 
 
@@ -168,6 +170,58 @@ def test_pareto_exports_exactly_the_nondominated_trials(ran, tmp_path):
     page = (out / "pareto.html").read_text()
     assert len(page) < 1_000_000 and "plotly.min.js" in page  # loads the one copy written beside it
     assert (out / "plotly.min.js").stat().st_size > 1_000_000 and (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@contextmanager
+def _truncated(ran: Ran, trial_number: int, artifact: str):
+    """The trial's `artifact` cut in half in the (local) artifact store while the block runs."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    run_id = ran.optuna_study().trials[trial_number].user_attrs["mlflow_run_id"]
+    path = Path(local_file_uri_to_path(ran.mlflow().get_run(run_id).info.artifact_uri)) / artifact
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    try:
+        yield
+    finally:
+        path.write_bytes(whole)  # the module's other tests read the study as it was made
+
+
+@pytest.fixture
+def quiet_downloads(monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # as ee_search.cli.main sets it
+
+
+def test_a_corrupt_best_pt_costs_pareto_one_warning_and_only_that_trials_test_numbers(ran, tmp_path,
+                                                                                      quiet_downloads):
+    from ee_search.pareto import collect_points
+    from ee_search.pareto_export import add_test_metrics
+
+    assert cli("pareto", ran.study, "--out", tmp_path / "val", "--front", "sampled").exit_code == 0
+    bad = int(next(csv.DictReader((tmp_path / "val" / "pareto.csv").open()))["trial_number"])
+    points, warned = collect_points(ran.optuna_study()), []  # every trial's, on the front or not
+    with _truncated(ran, bad, "checkpoints/best.pt"):
+        result = cli("pareto", ran.study, "--out", tmp_path / "test", "--front", "sampled", "--split", "test")
+        add_test_metrics(load_study_file(ran.study), ran.optuna_study(), points, warned.append)
+    assert result.exit_code == 0, result.output
+    told = [line for line in result.output.splitlines() if "cannot be read" in line]
+    assert len(told) == 1 and told[0].startswith(f"warning: trial {bad}: checkpoints/best.pt cannot be read: ")
+    assert "weights_only" not in result.output and "Traceback" not in result.output
+    rows = list(csv.DictReader((tmp_path / "test" / "pareto.csv").open()))
+    assert rows and all(r.get("test_accuracy", "") == "" for r in rows if int(r["trial_number"]) == bad)
+    # The other trials are unaffected: each gets its test numbers, the corrupt one is told once.
+    assert len(points) == 3 and [p.trial_number for p in points if not p.test] == [bad]
+    assert len(warned) == 1 and warned[0].startswith(f"trial {bad}: checkpoints/best.pt cannot be read")
+
+
+@pytest.mark.parametrize("artifact", ["checkpoints/best.pt", "exits/val_logits.pt"])
+def test_export_model_of_a_trial_with_a_corrupt_file_exits_2_with_one_line(ran, tmp_path, quiet_downloads, artifact):
+    with _truncated(ran, 0, artifact):
+        result = cli("export-model", ran.study, "--trial", 0, "--out", tmp_path / "model", catch_exceptions=True)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: trial 0: {artifact} cannot be read: {UNREADABLE}; export another trial of the front (ee-search pareto)"]
+    assert not (tmp_path / "model").exists() and list(tmp_path.iterdir()) == []  # nothing half-written
 
 
 def test_status_lists_every_trial(ran):

@@ -3,7 +3,8 @@
 A trial's MLflow run:
 
     checkpoints/best.pt        the kept weights and what rebuilds the network (BestCheckpointFile)
-    checkpoints/last.pt        the resumable state while the trial can still be resumed (§9)
+    checkpoints/last.pt        the resumable state while the trial can still be resumed (§9),
+    checkpoints/last.alt.pt    written in turn with last.pt, so a torn newest one leaves the previous
     config/trial.yaml          the trial's own resolved study file
     exits/val_logits.pt        every exit's validation logits of the kept model (ValLogitsFile)
     exits/tradeoff.csv|html|png  the accuracy-vs-compute curve and the network's own front
@@ -11,6 +12,7 @@ A trial's MLflow run:
 The study's run: config/study.yaml, figures/ and pareto/.
 
 The payloads are plain tensors and data, read with `torch.load(weights_only=True)`: never pickled code.
+A file that does not read back as its payload is a `CorruptArtifact` naming the artifact.
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ from typing import TypedDict
 
 import torch
 
+from ee_search.errors import CorruptArtifact
+from ee_search.train.checkpoint_files import load_checkpoint, write_atomically
+
 CHECKPOINTS = "checkpoints"
 EXITS = "exits"
 FIGURES = "figures"
 PARETO = "pareto"
 BEST_CHECKPOINT = f"{CHECKPOINTS}/best.pt"
 LAST_CHECKPOINT = f"{CHECKPOINTS}/last.pt"
+LAST_CHECKPOINT_ALT = f"{CHECKPOINTS}/last.alt.pt"
+LAST_CHECKPOINTS = (LAST_CHECKPOINT, LAST_CHECKPOINT_ALT)  # the two slots last.pt is written to in turn
 VAL_LOGITS = f"{EXITS}/val_logits.pt"
 TRADEOFF_CSV = f"{EXITS}/tradeoff.csv"
 TRADEOFF_FIGURE = "tradeoff"  # stem: exits/tradeoff.html (interactive) and exits/tradeoff.png
@@ -75,24 +82,29 @@ class ValLogitsFile(TypedDict):
     criterion: str
 
 
-def _load(path: str | Path, keys: frozenset[str], what: str) -> dict:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+def _load(path: str | Path, keys: frozenset[str], artifact: str) -> dict:
+    """The payload of a downloaded `artifact`; a file that is unreadable or lacks its keys is a
+    CorruptArtifact named by the artifact (the local copy is a temporary file nobody can look at)."""
+    try:
+        payload = load_checkpoint(path)
+    except CorruptArtifact as error:
+        raise error.naming(artifact) from None
     missing = keys - set(payload) if isinstance(payload, dict) else keys
     if missing:
-        raise ValueError(f"{path} is not an ee-search {what}: it lacks {sorted(missing)}")
+        raise CorruptArtifact(artifact, f"it is not an ee-search {file_name(artifact)}: it lacks {sorted(missing)}")
     return payload
 
 
 def load_best_checkpoint(path: str | Path) -> BestCheckpointFile:
-    return _load(path, frozenset(BestCheckpointFile.__annotations__), "best checkpoint")  # type: ignore[return-value]
+    return _load(path, frozenset(BestCheckpointFile.__annotations__), BEST_CHECKPOINT)  # type: ignore[return-value]
 
 
 def load_val_logits(path: str | Path) -> ValLogitsFile:
-    return _load(path, frozenset(ValLogitsFile.__annotations__), "val_logits file")  # type: ignore[return-value]
+    return _load(path, frozenset(ValLogitsFile.__annotations__), VAL_LOGITS)  # type: ignore[return-value]
 
 
 def save_val_logits(path: Path, logits: torch.Tensor, labels: torch.Tensor, relative_flops: list[float],
                     criterion: str) -> None:
     payload: ValLogitsFile = {"logits": logits.detach().float().cpu(), "labels": labels.cpu().long(),
                               "relative_flops": list(relative_flops), "criterion": criterion}
-    torch.save(payload, path)
+    write_atomically(payload, path)

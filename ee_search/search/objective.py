@@ -23,7 +23,7 @@ from ee_search.config import LoadedStudy, StudyConfig
 from ee_search.config.params import config_params
 from ee_search.data import prepare_data
 from ee_search.fit import train_network
-from ee_search.records import BEST_CHECKPOINT, LAST_CHECKPOINT, PRUNED_BY_PRUNER, Ending, file_name
+from ee_search.records import BEST_CHECKPOINT, PRUNED_BY_PRUNER, Ending, file_name
 from ee_search.search import space
 from ee_search.search.events import StudyEvents
 from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
@@ -56,8 +56,7 @@ class TrialObjective:
         config = self.study_file.with_values(space.sample(trial, self.study_file.config))  # a retry: same params
         recorder = TrialRecorder(trial, self.tracker, self.events)
         with tempfile.TemporaryDirectory(prefix=f"ee-search-trial-{trial.number}-") as tmp:
-            cont = recorder.open(self.parent_run_id, lambda n: config_params(config, **{"trial.seed": config.seed + n}),
-                                 Path(tmp))
+            cont = recorder.open(self.parent_run_id, lambda n: config_params(config, **{"trial.seed": config.seed + n}))
             checkpoint = Path(tmp) / file_name(BEST_CHECKPOINT)  # where the fit writes it, uploaded on close
             # Sampled while the trial trains, flushed before the run is closed.
             with SystemMetrics(self.tracker.uri, cont.run.run_id, resumed=not cont.new_run):
@@ -90,12 +89,13 @@ class TrialObjective:
     def _train(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig, cont: Continuation,
                tmp: Path, pruning: PruningCallback) -> TrialEnd:
         """Train, then judge the result; exceptions (pruning, errors) are the caller's."""
+        recorder.load_last(tmp)  # a retry's last.pt: here, so whatever goes wrong still closes the run
         prepared = prepare_data(config.data, config.seed)  # once per trial, passed to the fit
         recorder.started(config, prepared.fingerprint, prepared.split_sizes)
-        resume = ResumeSpec(tmp / file_name(LAST_CHECKPOINT), config.train.resume.every_epochs, cont.state,
-                            on_written=recorder.publish_checkpoint,
+        first, second = cont.last_pt_files(tmp)  # two slots written in turn (docs/design.md §9)
+        resume = ResumeSpec(first, config.train.resume.every_epochs, cont.state, on_written=recorder.publish_checkpoint,
                             extra=lambda: {"trial_number": trial.number, "origin_trial": cont.origin,
-                                           "mlflow_run_id": cont.run.run_id})
+                                           "mlflow_run_id": cont.run.run_id}, alternate=second)
         # The original trial's seed: a resumed trial ends exactly where it would have.
         result = train_network(config, device=self.device, seed=config.seed + cont.origin, prepared=prepared,
                                recorders=[*recorder.epoch_callbacks(), InterruptWhen(self.stop.reason)],

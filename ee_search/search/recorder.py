@@ -30,6 +30,7 @@ from ee_search.records import (
     CHECKPOINTS,
     EXITS,
     FINAL_METRICS,
+    LAST_CHECKPOINTS,
     TRADEOFF_CSV,
     TRADEOFF_FIGURE,
     TRIAL_CONFIG,
@@ -49,7 +50,7 @@ from ee_search.tracking import (
     StudyTracker,
     TrialRun,
 )
-from ee_search.train import Callback, completed_epochs, load_checkpoint, saved_history
+from ee_search.train import Callback, completed_epochs, newest_readable, saved_history
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +59,25 @@ _TEXT_LIMIT = 500  # user attributes and tags hold a message, not a traceback
 
 @dataclass
 class Continuation:
-    """Where a trial starts: its run, its seed's trial number, and a loaded last.pt if any."""
+    """Where a trial starts: its run, its seed's trial number, and (a retry) a loaded last.pt if any."""
 
     run: TrialRun
     origin: int  # the original trial's number: the seed is config.seed + origin
     new_run: bool = True
-    state: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None  # set by `TrialRecorder.load_last`
     logged_steps: frozenset[int] = frozenset()  # epochs the run already has metrics for
+    previous: int | None = None  # a retry: the trial it continues
+    state_from: str | None = None  # the last.pt slot the state came from (artifact path)
 
     @property
     def resumed_epoch(self) -> int:
         return 0 if self.state is None else completed_epochs(self.state)
+
+    def last_pt_files(self, directory: Path) -> tuple[Path, Path]:
+        """Where this fit writes last.pt locally, the first write first: the slot the state did NOT
+        come from, so the state continued from stays in the store until the fit has a newer one."""
+        first, second = LAST_CHECKPOINTS if self.state_from != LAST_CHECKPOINTS[0] else LAST_CHECKPOINTS[::-1]
+        return directory / file_name(first), directory / file_name(second)
 
 
 @dataclass
@@ -96,33 +105,48 @@ class TrialRecorder:
         return self.cont.run
 
     # ------------------------------------------------------------------ opened
-    def open(self, parent_run_id: str, params: Callable[[int], dict[str, Any]], directory: Path) -> Continuation:
-        """A new run for a new trial; for a retry, its predecessor's run reopened and its last.pt loaded."""
+    def open(self, parent_run_id: str, params: Callable[[int], dict[str, Any]]) -> Continuation:
+        """A new run for a new trial; for a retry, its predecessor's run reopened (`load_last` then
+        loads its last.pt)."""
         history = retry_history(self.trial)
         run_id = TrialRecord.read(self.trial).mlflow_run_id
         origin = history[0] if history else self.trial.number
         if not history or not run_id:  # a new trial (or a retry of one that died before its run existed)
             self.cont = Continuation(self.tracker.start_trial(parent_run_id, self.trial.number, params(origin)), origin)
         else:
-            self.cont = self._reopen(run_id, history[-1], origin, directory)
+            self.cont = self._reopen(run_id, history[-1], origin)
         TrialRecord(mlflow_run_id=self.run.run_id, mlflow_run_url=self.tracker.run_url(self.run.run_id)).write(self.trial)
         return self.cont
 
-    def _reopen(self, run_id: str, previous: int, origin: int, directory: Path) -> Continuation:
+    def _reopen(self, run_id: str, previous: int, origin: int) -> Continuation:
         run = self.tracker.reopen_trial(run_id, self.trial.number)
-        path = self.tracker.download_last_checkpoint(run_id, directory)
-        state = load_checkpoint(path) if path is not None else None
-        cont = Continuation(run, origin, False, state, frozenset(run.logged_steps("val_loss")))
-        TrialRecord(resumed_from=previous, resumed_at_epoch=cont.resumed_epoch).write(self.trial)
-        run.set_tags({RESUMED_FROM_TAG: previous, RESUMED_AT_TAG: cont.resumed_epoch})
-        if state is not None:
+        return Continuation(run, origin, False, logged_steps=frozenset(run.logged_steps("val_loss")),
+                            previous=previous)
+
+    def load_last(self, directory: Path) -> None:
+        """A retry's state: the newest of its run's last.pt files that reads back whole (docs/design.md
+        §9). A corrupt newest one costs the epochs since the other; none readable, the trial starts over
+        with the same seed. Either says so in one warning line. Called inside the trial's error
+        handling, so anything else going wrong here still closes the reopened run."""
+        cont = self.cont
+        if cont.new_run:
+            return
+        found = newest_readable(self.tracker.download_last_checkpoints(self.run.run_id, directory / "downloaded"))
+        cont.state, cont.state_from = found.state, found.name
+        if found.refused:
+            logger.warning("trial %d (continuing trial %d): %s; %s", self.trial.number, cont.previous,
+                           "; ".join(map(str, found.refused)),
+                           f"continuing from {found.name} at epoch {cont.resumed_epoch}" if found.state is not None
+                           else "starting it over from epoch 0 with the same seed")
+        TrialRecord(resumed_from=cont.previous, resumed_at_epoch=cont.resumed_epoch).write(self.trial)
+        self.run.set_tags({RESUMED_FROM_TAG: cont.previous, RESUMED_AT_TAG: cont.resumed_epoch})
+        if found.state is not None:
             # Epochs saved in last.pt but not logged (killed between the two): log them now, so the
             # run's history has no gap; the ones it has are never logged twice.
-            for epoch, metrics in enumerate(saved_history(state), start=1):
+            for epoch, metrics in enumerate(saved_history(found.state), start=1):
                 if epoch not in cont.logged_steps:
-                    run.log_metrics(metrics, step=epoch)
-        logger.info("trial %d continues trial %d from epoch %d", self.trial.number, previous, cont.resumed_epoch)
-        return cont
+                    self.run.log_metrics(metrics, step=epoch)
+        logger.info("trial %d continues trial %d from epoch %d", self.trial.number, cont.previous, cont.resumed_epoch)
 
     def started(self, config: StudyConfig, fingerprint: str, split_sizes: dict[str, int]) -> None:
         """Training starts: the run says what it is; a new run gets the trial's config and its data."""
@@ -197,7 +221,7 @@ class TrialRecorder:
             if checkpoint.is_file():
                 self.publish_checkpoint(checkpoint)
             if end.ending.final:
-                self.run.delete_last_checkpoint()  # nothing will resume this trial
+                self.run.delete_last_checkpoints()  # nothing will resume this trial
         finally:
             self.run.finish(end.ending, end.stop_reason, end.detail)
         return None if end.ending.final else self._leave_to_resume()

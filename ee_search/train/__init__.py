@@ -23,7 +23,7 @@ from ee_search.train.best_checkpoint import BestCheckpoint
 from ee_search.train.callbacks import Callback, CallbackList, InterruptWhen, TrainerView
 from ee_search.train.checkpoint_files import load_checkpoint, write_atomically
 from ee_search.train.early_stopping import EarlyStopping, judge_epoch
-from ee_search.train.last_checkpoint import LastCheckpoint, ResumeSpec, completed_epochs, saved_history
+from ee_search.train.last_checkpoint import LastCheckpoint, ResumeSpec, completed_epochs, newest_readable, saved_history
 from ee_search.train.optim import build_optimizer
 from ee_search.train.outcome import MAX_EPOCHS, NON_FINITE_LOSS, PATIENCE_EXHAUSTED, FitResult, TrainingInterrupted
 from ee_search.train.trainer import Trainer
@@ -48,6 +48,7 @@ __all__ = [
     "completed_epochs",
     "judge_epoch",
     "load_checkpoint",
+    "newest_readable",
     "saved_history",
     "standard_order",
     "write_atomically",

@@ -16,20 +16,25 @@ It is written at an epoch boundary every `every_epochs` epochs, after early stop
 checkpoint have judged the epoch and BEFORE the epoch's metrics are logged, so a run never holds a
 logged epoch that no last.pt covers when every_epochs is 1. An interrupt (SIGTERM, Ctrl-C) writes it
 at the batch boundary where training stopped.
+
+With an `alternate` file it is written to the two files in turn, so the state before the newest one
+stays until the next write: a newest file torn or corrupted on its way to the store costs the epochs
+since the previous write, not the trial. `newest_readable` picks what a retry continues from.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ee_search.errors import CorruptArtifact
 from ee_search.train.callbacks import Callback, TrainerView
-from ee_search.train.checkpoint_files import write_atomically
+from ee_search.train.checkpoint_files import load_checkpoint, write_atomically
 from ee_search.train.outcome import TrainingInterrupted
 
 FORMAT = 2
@@ -39,12 +44,13 @@ FORMAT = 2
 class ResumeSpec:
     """How a fit saves (and optionally continues from) its resumable state."""
 
-    path: Path  # where last.pt is written locally (atomically) before `on_written` publishes it
+    path: Path  # where last.pt is written locally (atomically, first) before `on_written` publishes it
     every_epochs: int = 1
     state: dict[str, Any] | None = None  # a loaded last.pt to continue from
     on_written: Callable[[Path], None] | None = None  # publish last.pt (the objective uploads it)
     extra: Callable[[], dict[str, Any]] | None = None  # caller's own entries (trial numbers, ...)
     write_seconds: list[float] = field(default_factory=list)  # measured, per write
+    alternate: Path | None = None  # written in turn with `path` (path first): the previous state survives
 
     def __post_init__(self) -> None:
         if self.every_epochs < 1:
@@ -102,6 +108,49 @@ def saved_history(state: dict[str, Any]) -> list[dict[str, float]]:
     return state["trainer"]["history"]
 
 
+@dataclass
+class Found:
+    """What a retry found among its run's last.pt files."""
+
+    state: dict[str, Any] | None = None  # the newest that reads back whole; None: start over
+    name: str | None = None  # the file it came from
+    refused: list[CorruptArtifact] = field(default_factory=list)  # the files that did not, and why
+
+
+def newest_readable(files: Mapping[str, Path]) -> Found:
+    """The newest last.pt among `files` (keyed by the name a person knows them by) that loads with
+    weights_only and has this format's shape; the others are refused with the reason. Newest is the
+    most training steps: the files are written in turn by one fit, so they hold consecutive states."""
+    found = Found()
+    for name, path in files.items():
+        try:
+            state = _verified(load_checkpoint(path))
+        except CorruptArtifact as error:
+            found.refused.append(error.naming(name))
+            continue
+        if found.state is None or _steps(state) > _steps(found.state):
+            found.state, found.name = state, name
+    return found
+
+
+def _verified(state: Any) -> dict[str, Any]:
+    """`state` if it is a last.pt this version can continue from; a CorruptArtifact otherwise (named
+    by the caller). Checked here, before the fit is built, so a bad file costs a fallback, not the trial."""
+    if not isinstance(state, dict) or not isinstance(state.get("trainer"), dict) \
+            or not isinstance(state.get("callbacks"), dict):
+        raise CorruptArtifact("last.pt", "it is not an ee-search last.pt")
+    if state.get("format") != FORMAT:
+        raise CorruptArtifact("last.pt", f"it has format {state.get('format')!r}; this version reads {FORMAT}")
+    trainer = state["trainer"]
+    if not all(key in trainer for key in ("epoch", "global_step", "history", "model", "optimizer")):
+        raise CorruptArtifact("last.pt", "it lacks the trainer's state")
+    return state
+
+
+def _steps(state: dict[str, Any]) -> int:
+    return int(state["trainer"]["global_step"])
+
+
 class LastCheckpoint(Callback):
     """Writes last.pt at epoch boundaries and on an interrupt; restores a saved one at fit start.
 
@@ -109,6 +158,8 @@ class LastCheckpoint(Callback):
 
     def __init__(self, spec: ResumeSpec) -> None:
         self.spec = spec
+        self.slots = [spec.path] + ([spec.alternate] if spec.alternate is not None else [])
+        self.writes = 0
 
     def on_fit_start(self, trainer: TrainerView) -> None:
         if self.spec.state is not None:
@@ -127,7 +178,9 @@ class LastCheckpoint(Callback):
         payload = capture(trainer)
         if self.spec.extra is not None:
             payload["extra"] = self.spec.extra()
-        write_atomically(payload, self.spec.path)
+        path = self.slots[self.writes % len(self.slots)]
+        write_atomically(payload, path)
         if self.spec.on_written is not None:
-            self.spec.on_written(self.spec.path)
+            self.spec.on_written(path)
+        self.writes += 1
         self.spec.write_seconds.append(time.perf_counter() - started)

@@ -14,9 +14,11 @@ from mlflow.entities import RunStatus
 from optuna.trial import TrialState
 
 import ee_search
+from ee_search.errors import CorruptArtifact
 from ee_search.records import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
+    LAST_CHECKPOINT_ALT,
     STUDY_CONFIG,
     TRADEOFF_CSV,
     TRIAL_CONFIG,
@@ -24,6 +26,7 @@ from ee_search.records import (
     Ending,
     StudyRecord,
     TrialRecord,
+    load_best_checkpoint,
     load_val_logits,
     save_val_logits,
     state_counts,
@@ -85,14 +88,22 @@ def test_val_logits_round_trip_and_a_foreign_file_is_refused(tmp_path):
     assert loaded["labels"].dtype == torch.int64 and torch.equal(loaded["labels"], labels.long())
     assert (loaded["relative_flops"], loaded["criterion"]) == ([0.4, 1.0], "entropy")
     torch.save({"logits": logits}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(CorruptArtifact, match=f"^{VAL_LOGITS} cannot be read: .* lacks"):
         load_val_logits(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("load, artifact", [(load_best_checkpoint, BEST_CHECKPOINT), (load_val_logits, VAL_LOGITS)])
+def test_an_unreadable_file_is_named_by_its_artifact_not_by_the_temporary_copy(tmp_path, load, artifact):
+    (tmp_path / "downloaded.pt").write_bytes(b"PK\x03\x04 not a whole zip")
+    with pytest.raises(CorruptArtifact) as caught:
+        load(tmp_path / "downloaded.pt")
+    assert caught.value.file == artifact and str(tmp_path) not in str(caught.value)
 
 
 # ---------------------------------------------------------------------------- nothing spelled twice
 _ATTR_CALLS = {"set_user_attr"}
 _ATTR_DICTS = {"user_attrs", "system_attrs"}
-_PATHS = {BEST_CHECKPOINT, LAST_CHECKPOINT, VAL_LOGITS, TRADEOFF_CSV, TRIAL_CONFIG, STUDY_CONFIG}
+_PATHS = {BEST_CHECKPOINT, LAST_CHECKPOINT, LAST_CHECKPOINT_ALT, VAL_LOGITS, TRADEOFF_CSV, TRIAL_CONFIG, STUDY_CONFIG}
 
 
 def _literal_attr_uses(tree: ast.AST) -> list[str]:

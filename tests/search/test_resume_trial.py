@@ -6,8 +6,10 @@ and stopped by SIGTERM / Ctrl-C at a batch boundary (left to be resumed by the n
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -20,6 +22,7 @@ from ee_search.search.budget import counted_trials
 from ee_search.search.recorder import EpochLogger, TrialRecorder
 from ee_search.search.signals import StudyInterrupted
 from ee_search.search.study import run_study
+from ee_search.tracking import StudyTracker
 from ee_search.train import Callback
 from ee_search.train.last_checkpoint import LastCheckpoint
 from tests.conftest import download_best
@@ -195,6 +198,69 @@ def test_sigterm_stops_at_a_batch_boundary_and_the_next_run_resumes_it_identical
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
     _run(tiny_study)  # no sleep: nothing is stale, the WAITING retry goes first
     _same_as_reference(reference, workdir, resumed_at=1)  # epoch 2 resumes mid-way, at batch 8
+
+
+class TermIn(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, step):
+        if step == self.step:
+            signal.raise_signal(signal.SIGTERM)  # the handler only sets a flag
+
+
+def _last_pt_files(client, run_id: str) -> list[Path]:
+    """The run's last.pt files in the (local) artifact store, the most recently written last."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    folder = Path(local_file_uri_to_path(client.get_run(run_id).info.artifact_uri)) / "checkpoints"
+    return sorted(folder.glob("last*.pt"), key=lambda f: f.stat().st_mtime_ns)
+
+
+@pytest.mark.parametrize("damage, damaged, resumed_at", [
+    ("garbage", 1, 1),  # the newest (mid-epoch 2) is garbage: continue from epoch 1's
+    ("truncated", 2, 0),  # both truncated, nothing readable: start over with the same seed
+])
+def test_a_corrupt_last_pt_costs_only_the_epochs_since_the_last_good_state(reference, tiny_study, workdir, caplog,
+                                                                            damage, damaged, resumed_at):
+    """SIGTERM in epoch 2 leaves epoch 1's state and the mid-epoch-2 one; the store then garbles the
+    newest (or both). The retry still ends COMPLETE, identical to the uninterrupted trial, its run
+    FINISHED (not left RUNNING), with one warning line that never advises weights_only=False."""
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(StudyInterrupted):
+        _with_callback(mp, TermIn(8))
+        _run(tiny_study)
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    run_id = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db").trials[0] \
+        .user_attrs["mlflow_run_id"]
+    for file in _last_pt_files(client, run_id)[-damaged:]:
+        whole = file.read_bytes()
+        file.write_bytes(b"\x80\x02garbage" * 100 if damage == "garbage" else whole[: len(whole) // 2])
+    with caplog.at_level(logging.WARNING):
+        _run(tiny_study)
+    _same_as_reference(reference, workdir, resumed_at)
+    told = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(told) == 1 and "\n" not in told[0] and "weights_only" not in told[0], told
+    assert told[0].count("cannot be read") == damaged
+    assert ("continuing from checkpoints/last" in told[0]) == (resumed_at > 0)
+    assert _last_pt_files(client, run_id) == []  # the trial is done: nothing will resume it
+
+
+def test_a_retry_that_cannot_fetch_its_state_closes_its_run_instead_of_leaving_it_running(tiny_study, workdir,
+                                                                                           monkeypatch):
+    """Whatever fails while a retry fetches its last.pt (here the download) fails inside the trial's
+    error handling: the trial is FAIL with the error recorded, and its reopened run is closed FAILED."""
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(StudyInterrupted):
+        _with_callback(mp, TermIn(3))
+        _run(tiny_study)
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the tracking server is unreachable")
+    monkeypatch.setattr(StudyTracker, "download_last_checkpoints", unreachable)
+    _run(tiny_study)
+    retry = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db").trials[1]
+    assert retry.state.name == "FAIL" and "the tracking server is unreachable" in retry.user_attrs["error"]
+    run = MlflowClient(f"sqlite:///{workdir}/mlflow.db").get_run(retry.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["optuna.trial_state"] == "FAIL"
 
 
 def test_a_second_ctrl_c_exits_at_once_and_the_trial_is_still_resumable(tiny_study, workdir):

@@ -23,8 +23,11 @@ from ee_search.train import (
     Trainer,
     TrainingInterrupted,
     WeightAveraging,
+    completed_epochs,
     load_checkpoint,
+    newest_readable,
 )
+from ee_search.train.checkpoint_files import UNREADABLE
 from ee_search.train.last_checkpoint import moved
 from tests.conftest import TINY_STUDY
 
@@ -158,6 +161,29 @@ def test_interrupted_mid_epoch_resumes_at_that_batch_and_ends_identical(config, 
     assert own["mid_epoch"] and own["global_step"] == step
     assert own["rng"]["data"]["next"] == own["global_step"] - 5 * own["epoch"] > 0
     _same(resumed, uninterrupted)
+
+
+def test_last_pt_goes_to_two_files_in_turn_and_a_retry_takes_the_newest_that_reads(config, tmp_path):
+    """Killed before epoch 3: one file holds epoch 1, the other epoch 2. The newest is truncated on its
+    way to the store: epoch 1's is taken (tests/search/test_resume_trial.py continues from it, to the
+    same end); neither readable (here another format), nothing is, before any fit is built."""
+    slots = {"last.pt": tmp_path / "last.pt", "last.alt.pt": tmp_path / "last.alt.pt"}
+    spec = ResumeSpec(slots["last.pt"], alternate=slots["last.alt.pt"])
+    with pytest.raises(Crash):
+        train_network(config, device=CPU, seed=7, checkpoint_path=tmp_path / "killed-best.pt", resume=spec,
+                      recorders=[CrashAt(next_epoch=3)], pruning=PruningCallback(STUDY.ask(), None))
+    assert {name: completed_epochs(load_checkpoint(p)) for name, p in slots.items()} == {"last.pt": 1, "last.alt.pt": 2}
+    found = newest_readable(slots)
+    assert (found.name, completed_epochs(found.state), found.refused) == ("last.alt.pt", 2, [])
+    whole = slots["last.alt.pt"].read_bytes()
+    slots["last.alt.pt"].write_bytes(whole[: len(whole) // 2])
+    found = newest_readable(slots)
+    assert (found.name, completed_epochs(found.state)) == ("last.pt", 1)
+    assert [str(e) for e in found.refused] == [f"last.alt.pt cannot be read: {UNREADABLE}"]
+    torch.save({**found.state, "format": 1}, slots["last.pt"])
+    found = newest_readable(slots)
+    assert found.state is None and found.name is None
+    assert [e.file for e in found.refused] == ["last.pt", "last.alt.pt"] and "format 1" in str(found.refused[0])
 
 
 def test_last_pt_reads_with_weights_only_and_holds_the_contract(config, tmp_path):
