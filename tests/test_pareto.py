@@ -140,3 +140,14 @@ def test_dense_front_is_the_nondominated_union_of_the_trials_curves(tmp_path):
         hypervolume([(p.accuracy, p.avg_exit_depth) for p in points]))
     html = paths["html"].read_text()
     assert "dense front" in html and "trial 5 curve" in html and "sampled thresholds" in html
+
+
+def test_a_front_point_without_test_numbers_leaves_its_test_cells_empty_wherever_it_sorts(tmp_path):
+    """`pareto --split test` skips a trial whose best.pt cannot be read: its rows have no test_* values,
+    and the others keep theirs, even when the skipped trial's row comes first."""
+    points = collect_points(_study_with_points([(0.9, 0.5), (0.8, 0.3), (0.95, 0.9)]))
+    for p in front(points):
+        if p.trial_number != 1:  # trial 1 is the shallowest: the first row
+            p.test = {"accuracy": p.accuracy - 0.01, "avg_exit_depth": p.avg_exit_depth}
+    rows = list(csv.DictReader(write_front(points, tmp_path, "demo", kind="sampled")["csv"].open()))
+    assert [(r["trial_number"], r["test_accuracy"]) for r in rows] == [("1", ""), ("0", "0.89"), ("2", "0.94")]
