@@ -146,7 +146,8 @@ class TrialRecorder:
             for epoch, metrics in enumerate(saved_history(found.state), start=1):
                 if epoch not in cont.logged_steps:
                     self.run.log_metrics(metrics, step=epoch)
-        logger.info("trial %d continues trial %d from epoch %d", self.trial.number, cont.previous, cont.resumed_epoch)
+        logger.info("trial %d continues trial %d from epoch %d", self.trial.number, cont.previous,
+                    cont.resumed_epoch)
 
     def started(self, config: StudyConfig, fingerprint: str, split_sizes: dict[str, int]) -> None:
         """Training starts: the run says what it is; a new run gets the trial's config and its data."""
