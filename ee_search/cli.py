@@ -237,7 +237,7 @@ def status(study: StudyArg, set_: SetOpt = None, storage: StorageOpt = None, tra
 def export_model(
     study: StudyArg,
     trial: Annotated[int, typer.Option("--trial", min=0, help="The trial whose network to export (a row of pareto.csv).")],
-    out: Annotated[Path, typer.Option("--out", help="New directory for the MLflow model, model.ts and card.json.")],
+    out: Annotated[Path, typer.Option("--out", help="New directory for the MLflow model, program/, onnx/ and card.json.")],
     thresholds: Annotated[str | None, typer.Option("--thresholds", help="JSON list, one per side exit (default: the trial's own).")] = None,
     register: Annotated[str | None, typer.Option("--register", help="Also register it under this name in the model registry.")] = None,
     set_: SetOpt = None,
@@ -262,6 +262,10 @@ def export_model(
         card = export_model(loaded, trial, out, chosen, register)
     except UserInputError as error:
         _fail(error)
+    _print_exported(card, out)
+
+
+def _print_exported(card: dict, out: Path) -> None:
     val, latency = card["validation"], card["latency_ms_cpu"]
     console.print(
         f"Exported trial {card['trial_number']} at thresholds {card['thresholds']} to {out}: validation accuracy "
@@ -275,7 +279,16 @@ def export_model(
                       f"range {b['speedup_min']:.2f}-{b['speedup_max']:.2f}x)")
     if "registered" in card:
         console.print(f"  registered as {card['registered']['name']} version {card['registered']['version']}")
-    console.print(f"Load it with mlflow.pyfunc.load_model('{out}'), or torch.jit.load('{out / 'model.ts'}') with only torch.")
+    onnx = card["onnx"]
+    if "skipped" in onnx:
+        console.print(f"  no ONNX graphs: {onnx['skipped']}")
+    else:
+        routes = onnx["validation_measured_by_onnxruntime"]
+        console.print("  onnxruntime: " + "; ".join(
+            f"{route} accuracy {m['accuracy']:.4f}, avg exit depth {m['avg_exit_depth']:.4f}, "
+            f"{m['exits_differing_from_program']} exits differ from the program" for route, m in routes.items()))
+    console.print(f"Load it with mlflow.pyfunc.load_model('{out}'); with only torch, early_exit_torch.load('{out / 'program'}') "
+                  f"(the file {out / 'program' / 'early_exit_torch.py'}); with onnxruntime, {out / 'onnx'} (README).")
 
 
 # -------------------------------------------------------------------------------------------- ui
