@@ -34,7 +34,6 @@ from ee_search.deploy.onnx_export import ONNX_DIR, export_onnx, measure_onnx, mi
 from ee_search.deploy.onnx_export import RUNNER_FILE as ONNX_RUNNER
 from ee_search.deploy.program import (
     PROGRAM_DIR,
-    AllExits,
     Normalise,
     example_batch,
     exit_stages,
@@ -110,10 +109,10 @@ def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, stag
     point = evaluate(cached["logits"], cached["labels"], chosen, meta["criterion"], cached["relative_flops"])
     normalise = Normalise(meta["mean"], meta["std"]).eval()
     images, labels = _validation_inputs(study_file, trial, meta)
-    example = example_batch(images)
 
     started = time.perf_counter()
-    programs = _export_programs(exit_stages(network, normalise), example, meta["model"]["name"], study_file.path)
+    programs = _export_programs(exit_stages(network, normalise), example_batch(images), meta["model"]["name"],
+                                study_file.path)
     save_program(programs, chosen, meta["criterion"], staging / PROGRAM_DIR)
     seconds = {"program": time.perf_counter() - started}
     program = load_program(staging / PROGRAM_DIR)
@@ -122,8 +121,7 @@ def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, stag
 
     card = _card(trial.number, run_id, chosen, meta, network.num_exits, point)
     card["validation_measured_by_program"] = measured | {"samples": int(len(labels))}
-    card["onnx"] = _onnx(programs, AllExits(network, normalise).eval(), example, chosen, meta, staging,
-                         (images, labels, outputs), seconds)
+    card["onnx"] = _onnx(programs, chosen, meta, staging, (images, labels, outputs), seconds)
     card["latency_ms_cpu"] = latency(program, full_depth(network, normalise), images)
     card["export_seconds"] = seconds
     card["torch_version"] = torch.__version__
@@ -178,7 +176,7 @@ def _card(trial_number: int, run_id: str, chosen: list[float], meta: dict, k_exi
     }
 
 
-def _onnx(programs, dense, example, chosen, meta: dict, staging: Path, validation, seconds: dict) -> dict:
+def _onnx(programs, chosen, meta: dict, staging: Path, validation, seconds: dict) -> dict:
     """The ONNX graphs and what onnxruntime measures with them, or why there are none."""
     missing = missing_packages()
     if missing:
@@ -186,7 +184,7 @@ def _onnx(programs, dense, example, chosen, meta: dict, staging: Path, validatio
     started = time.perf_counter()
     directory = staging / ONNX_DIR
     try:
-        export_onnx(programs, dense, example, chosen, meta["criterion"], directory)
+        export_onnx(programs, chosen, meta["criterion"], directory)
     except Exception as exc:  # the converter's errors have no common type
         if not is_user_model(meta["model"]["name"]):
             raise

@@ -73,18 +73,6 @@ class ExitStage(nn.Module):
         return (logits,) if self.last else (logits, x)
 
 
-class AllExits(nn.Module):
-    """The dense all-exits forward from [0, 1] images: every exit's float32 logits, for every sample."""
-
-    def __init__(self, network: EarlyExitNetwork, normalise: Normalise) -> None:
-        super().__init__()
-        self.normalise = normalise
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(z.float() for z in self.network(self.normalise(x)))
-
-
 def exit_stages(network: EarlyExitNetwork, normalise: Normalise) -> list[ExitStage]:
     k_exits = network.num_exits
     return [ExitStage(stage, head, normalise if k == 0 else None, last=k == k_exits - 1).eval()
