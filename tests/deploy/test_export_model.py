@@ -121,7 +121,8 @@ def _inputs_and_oracle(root: Path, row: dict):
 
 # Run in a fresh interpreter (-I: no PYTHONPATH, no working directory on sys.path) in which any import
 # of ee_search fails, so each format shows it needs only what it says: torch for program/, numpy and
-# onnxruntime for onnx/, mlflow for the pyfunc. One process for all four keeps the module's cost low.
+# onnxruntime for onnx/, mlflow for the pyfunc; and in which a FutureWarning (a deprecated API on the
+# loading path, as torch.jit.load was) is an error. One process for all four keeps the module's cost low.
 FRESH = """
 import sys
 sys.modules["ee_search"] = None  # any import of ee_search now fails
@@ -155,8 +156,8 @@ def fresh(study, oracle, tmp_path_factory):
     root, _, _ = study
     out = tmp_path_factory.mktemp("fresh")
     np.save(out / "x.npy", oracle[0].numpy())
-    done = subprocess.run([sys.executable, "-I", "-c", FRESH, str(root / "model"), str(out / "x.npy")],
-                          cwd=out, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-I", "-W", "error::FutureWarning", "-c", FRESH, str(root / "model"), str(out / "x.npy")]
+    done = subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ee_search not importable" in done.stdout
     return {name: np.load(out / f"{name}.npy") for name in (*FORMATS, "program_one")}
