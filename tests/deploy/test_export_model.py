@@ -156,7 +156,8 @@ def fresh(study, oracle, tmp_path_factory):
     root, _, _ = study
     out = tmp_path_factory.mktemp("fresh")
     np.save(out / "x.npy", oracle[0].numpy())
-    command = [sys.executable, "-I", "-W", "error::FutureWarning", "-c", FRESH, str(root / "model"), str(out / "x.npy")]
+    command = [sys.executable, "-I", "-W", "error::FutureWarning", "-c", FRESH, str(root / "model"),
+               str(out / "x.npy")]
     done = subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ee_search not importable" in done.stdout
@@ -197,7 +198,7 @@ def test_export_writes_every_format_and_the_card(study):
     assert "CPU latency batch 1" in output and "onnxruntime: stages accuracy" in output
 
 
-def test_the_graphs_take_any_batch_size(study, oracle, fresh):
+def test_the_graphs_take_any_batch_size(study, fresh):
     """A dynamic batch dimension in every graph: the ONNX inputs are symbolic, and the program gives
     one image alone what it gave it in the full validation batch."""
     import onnx
