@@ -248,7 +248,7 @@ def status(study: StudyArg, set_: SetOpt = None, storage: StorageOpt = None, tra
 def export_model(
     study: StudyArg,
     trial: Annotated[int, typer.Option("--trial", min=0, help="The trial whose network to export (a row of pareto.csv).")],
-    out: Annotated[Path, typer.Option("--out", help="New directory for the MLflow model, model.ts and card.json.")],
+    out: Annotated[Path, typer.Option("--out", help="New directory for the MLflow model, program/, onnx/ and card.json.")],
     thresholds: Annotated[str | None, typer.Option("--thresholds", help="JSON list, one per side exit (default: the trial's own).")] = None,
     register: Annotated[str | None, typer.Option("--register", help="Also register it under this name in the model registry.")] = None,
     set_: SetOpt = None,
@@ -275,20 +275,9 @@ def export_model(
         _fail(error)
     except CorruptArtifact as error:  # the trial's best.pt or val_logits.pt: another trial can still be exported
         _fail(error.naming(trial=trial, fix="export another trial of the front (ee-search pareto)"))
-    val, latency = card["validation"], card["latency_ms_cpu"]
-    console.print(
-        f"Exported trial {card['trial_number']} at thresholds {card['thresholds']} to {out}: validation accuracy "
-        f"{val['accuracy']:.4f}, avg exit depth {val['avg_exit_depth']:.4f}, relative FLOPs {val['relative_flops']:.3f} "
-        f"(reproduced by the program on {card['validation_measured_by_program']['samples']} validation images)."
-    )
-    for batch in ("batch_1", "batch_256"):
-        b = latency[batch]
-        console.print(f"  CPU latency {batch.replace('_', ' ')}: {b['early_exit_ms']:.2f} ms early-exit vs "
-                      f"{b['full_depth_ms']:.2f} ms full depth (median of paired ratios {b['speedup']:.2f}x, "
-                      f"range {b['speedup_min']:.2f}-{b['speedup_max']:.2f}x)")
-    if "registered" in card:
-        console.print(f"  registered as {card['registered']['name']} version {card['registered']['version']}")
-    console.print(f"Load it with mlflow.pyfunc.load_model('{out}'), or torch.jit.load('{out / 'model.ts'}') with only torch.")
+    from ee_search.console import print_exported
+
+    print_exported(console, card, out)
 
 
 # -------------------------------------------------------------------------------------------- ui

@@ -19,6 +19,7 @@ import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
+from ee_search.deploy import load_program
 from ee_search.exits import evaluate
 from ee_search.train import load_checkpoint
 from tests.conftest import cli, download_best, write_study
@@ -152,9 +153,12 @@ def test_own_model_on_own_images_runs_and_exports_its_front(own):
 
 
 @pytest.mark.slow  # export-model times latency and writes an MLflow model: ~10 s more on 2 cores
-def test_own_model_ships_through_export_model(own):
-    """export-model needs only stages and heads: the program scripts the user's own modules, and
-    export checks that it reproduces the operating point on the validation split."""
+def test_own_model_ships_through_export_model(own, monkeypatch):
+    """export-model needs only stages and heads: torch.export traces the user's own modules, and
+    export checks that the program reproduces the operating point on the validation split. Here as
+    without the `onnx` extra (tests/deploy exports ONNX): everything else is written, and the card
+    says how to get the ONNX graphs."""
+    monkeypatch.setattr("ee_search.deploy.model_export.missing_packages", lambda: ["onnxruntime"])
     cached = load_checkpoint(MlflowClient(f"sqlite:///{own.dir}/mlflow.db").download_artifacts(
         optuna.load_study(study_name="own", storage=f"sqlite:///{own.dir}/optuna.db").trials[0]
         .user_attrs["mlflow_run_id"], "exits/val_logits.pt", str(own.dir)))
@@ -167,28 +171,32 @@ def test_own_model_ships_through_export_model(own):
     assert card["num_exits"] == 3 and card["in_channels"] == 3 and card["input_size"] == 12
     assert card["thresholds"] == chosen and card["validation"]["accuracy"] == pytest.approx(point.accuracy)
     assert card["validation_measured_by_program"]["avg_exit_depth"] == pytest.approx(point.avg_exit_depth)
-    program = torch.jit.load(str(own.dir / "model" / "model.ts"))
+    assert "ee-search[onnx]" in card["onnx"]["skipped"] and not (own.dir / "model" / "onnx").exists()
+    assert "no ONNX graphs" in result.output
+    program = load_program(own.dir / "model" / "program")
     prediction, exit_, _ = program(torch.rand(5, 3, 12, 12))
     assert prediction.shape == (5,) and set(exit_.tolist()) <= {1, 2, 3}
 
 
-# The same network with a stage TorchScript cannot compile (a lambda): it trains, it cannot be exported.
-UNSCRIPTABLE = NET.replace("from torch import nn\n", """from torch import nn
+# The same network with a stage torch.export cannot trace (Python control flow on a tensor's value):
+# it trains, it cannot be exported.
+UNTRACEABLE = NET.replace("from torch import nn\n", """from torch import nn
 
-class Scale(nn.Module):
+class Flip(nn.Module):
     def forward(self, x):
-        double = lambda t: t * 2
-        return double(x)
-""").replace("nn.MaxPool2d(2))", "nn.MaxPool2d(2), Scale())")
+        if x.sum() > 0:
+            return x
+        return -x
+""").replace("nn.MaxPool2d(2))", "nn.MaxPool2d(2), Flip())")
 
 
 @pytest.mark.slow  # a second run (~8 s on 2 cores)
-def test_a_model_torchscript_cannot_compile_trains_but_export_says_why(own, monkeypatch):
-    module = f"unscriptable_{uuid.uuid4().hex[:10]}"
-    (own.dir / f"{module}.py").write_text(textwrap.dedent(UNSCRIPTABLE))
+def test_a_model_torch_export_cannot_trace_trains_but_export_says_why(own, monkeypatch):
+    module = f"untraceable_{uuid.uuid4().hex[:10]}"
+    (own.dir / f"{module}.py").write_text(textwrap.dedent(UNTRACEABLE))
     model = f'{{name: "{module}:build", width: 4, options: {{hidden: 8}}}}'
-    study = write_study(own.dir, STUDY.format(name="unscriptable", data=FOLDER_DATA, model=model, epochs=1,
-                                              exits="{thresholds: [0.5, 0.5]}"), name="unscriptable.yaml")
+    study = write_study(own.dir, STUDY.format(name="untraceable", data=FOLDER_DATA, model=model, epochs=1,
+                                              exits="{thresholds: [0.5, 0.5]}"), name="untraceable.yaml")
     try:
         assert cli("run", study).exit_code == 0
         result = cli("export-model", study, "--trial", "0", "--out", own.dir / "m2", catch_exceptions=True)
@@ -197,7 +205,7 @@ def test_a_model_torchscript_cannot_compile_trains_but_export_says_why(own, monk
     assert result.exit_code == 2, result.output
     # Reading the study's stores prints Optuna's and MLflow's own notices first; the error is one line.
     (message,) = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert f"{study}: model.name: " in message and "torch.jit.script" in message and "lambda" in message
+    assert f"{study}: model.name: " in message and "torch.export" in message and "control flow" in message
     assert not (own.dir / "m2").exists() and not list(own.dir.glob(".m2.*"))  # nothing half-written
 
 

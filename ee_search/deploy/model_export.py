@@ -1,12 +1,16 @@
 """`ee-search export-model`: one operating point (a trial, and thresholds) as a deployable model.
 
-DIR becomes an MLflow pyfunc model (signature, input example) whose `artifacts/model.ts` is the
-standalone TorchScript program; DIR/model.ts is the same file for users with only torch, and
-DIR/card.json says what the model is and how it performs:
-- the operating point's validation metrics, from the trial's cached `exits/val_logits.pt`;
-- the same metrics measured again by running the exported program over the validation split (they
-  must agree: a model that does not reproduce its point is not written);
-- batch-1 and batch-256 CPU latency of the program against full-depth inference of the network.
+DIR is an MLflow pyfunc model (signature, input example) over the `torch.export` program, and holds
+for users without MLflow:
+- `program/`: one `torch.export` program per stage and its head, the operating point's exit rule and
+  the torch-only routine that runs them (program.py);
+- `onnx/`: the same stages as ONNX graphs, the dense all-exits graph `model.onnx`, and a numpy routine
+  that runs either under onnxruntime (onnx_export.py; needs the `onnx` extra);
+- `card.json`: what the model is and how it performs: the operating point's validation metrics, from
+  the trial's cached `exits/val_logits.pt`; the same measured again by running the exported program over
+  the validation split (they must agree: a model that does not reproduce its point is not written) and
+  by onnxruntime over the ONNX graphs; batch-1 and batch-256 CPU latency of the program against
+  full-depth inference of the network.
 
 Nothing half-written: DIR is built in a sibling temporary folder and renamed into place at the end.
 """
@@ -15,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import tempfile
 import time
 import warnings
@@ -25,13 +28,26 @@ import numpy as np
 import torch
 
 from ee_search.config import LoadedStudy
-from ee_search.deploy.program import PROGRAM_FILE, DeployedEarlyExit, full_depth, load_program, save_program
+from ee_search.deploy.early_exit_onnx import DENSE_FILE
+from ee_search.deploy.latency import latency
+from ee_search.deploy.onnx_export import ONNX_DIR, export_onnx, measure_onnx, missing_packages
+from ee_search.deploy.onnx_export import RUNNER_FILE as ONNX_RUNNER
+from ee_search.deploy.program import (
+    PROGRAM_DIR,
+    Normalise,
+    example_batch,
+    exit_stages,
+    export_stages,
+    full_depth,
+    load_program,
+    save_program,
+)
+from ee_search.deploy.program import RUNNER_FILE as PROGRAM_RUNNER
 from ee_search.errors import UserInputError
 from ee_search.models import is_user_model
 from ee_search.records import BEST_CHECKPOINT, VAL_LOGITS, TrialRecord, load_best_checkpoint, load_val_logits
 
 CARD_FILE = "card.json"
-_LATENCY_BATCHES = (1, 256)
 
 
 def export_model(study_file: LoadedStudy, trial_number: int, out_dir: Path, thresholds: list[float] | None = None,
@@ -79,43 +95,68 @@ def _completed_trial(study, number: int, source: str):
 
 
 def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, staging: Path) -> dict:
-    from ee_search.exits import evaluate
     from ee_search.checkpoints import model_from_checkpoint
+    from ee_search.exits import evaluate
 
     with tempfile.TemporaryDirectory(prefix="ee-search-export-") as tmp:
         payload = load_best_checkpoint(client.download_artifacts(run_id, BEST_CHECKPOINT, tmp))
         cached = load_val_logits(client.download_artifacts(run_id, VAL_LOGITS, tmp))
     meta = payload["metadata"]
-    network = model_from_checkpoint(payload).to(memory_format=torch.channels_last)
-    k_exits = network.num_exits
+    network = model_from_checkpoint(payload).to(memory_format=torch.channels_last).eval()
     sampled = TrialRecord.read(trial).thresholds
     chosen = list(sampled if sampled is not None else meta["thresholds"]) if thresholds is None else thresholds
-    _check_thresholds(chosen, k_exits, meta["criterion"], study_file.path)
+    _check_thresholds(chosen, network.num_exits, meta["criterion"], study_file.path)
     point = evaluate(cached["logits"], cached["labels"], chosen, meta["criterion"], cached["relative_flops"])
-    program = DeployedEarlyExit(network, chosen, meta["criterion"], meta["mean"], meta["std"]).eval()
-    program_path = staging / PROGRAM_FILE
-    try:
-        save_program(program, program_path)
-    except Exception as exc:  # torch.jit.script's errors have no common type (OSError, RuntimeError, ...)
-        if not is_user_model(meta["model"]["name"]):
-            raise  # a built-in family that does not script is a bug, with its traceback
-        detail = " ".join(str(exc).split())[:300]
-        raise UserInputError(study_file.path, "model.name", f"the stages and heads of {meta['model']['name']} cannot "
-                             f"be compiled by torch.jit.script, which export-model needs ({type(exc).__name__}: "
-                             f"{detail}): keep their forward methods to TorchScript's subset (no lambdas, "
-                             "**kwargs or untyped non-tensor arguments)") from None
-    scripted = load_program(program_path)
-
+    normalise = Normalise(meta["mean"], meta["std"]).eval()
     images, labels = _validation_inputs(study_file, trial, meta)
-    with torch.no_grad():
-        predicted, exits, _ = scripted(images)
+
+    started = time.perf_counter()
+    programs = _export_programs(exit_stages(network, normalise), example_batch(images), meta["model"]["name"],
+                                study_file.path)
+    save_program(programs, chosen, meta["criterion"], staging / PROGRAM_DIR)
+    seconds = {"program": time.perf_counter() - started}
+    program = load_program(staging / PROGRAM_DIR)
+    outputs = program(images)
+    measured = _reproduced(outputs, labels, network.num_exits, point)
+
+    card = _card(trial.number, run_id, chosen, meta, network.num_exits, point)
+    card["validation_measured_by_program"] = measured | {"samples": int(len(labels))}
+    card["onnx"] = _onnx(programs, chosen, meta, staging, (images, labels, outputs), seconds)
+    card["latency_ms_cpu"] = latency(program, full_depth(network, normalise), images)
+    card["export_seconds"] = seconds
+    card["torch_version"] = torch.__version__
+    _save_pyfunc(program, staging / PROGRAM_DIR, images[:2].numpy(), staging)
+    (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def _export_programs(stages, example: torch.Tensor, model_name: str, source: str) -> list:
+    try:
+        return export_stages(stages, example)
+    except Exception as exc:  # torch.export's errors have no common type (UserError, RuntimeError, ...)
+        if not is_user_model(model_name):
+            raise  # a built-in family that does not export is a bug, with its traceback
+        detail = " ".join(str(exc).split())[:300]
+        raise UserInputError(source, "model.name", f"the stages and heads of {model_name} cannot be traced by "
+                             f"torch.export, which export-model needs ({type(exc).__name__}: {detail}): keep "
+                             "their forward methods free of Python control flow on tensor values") from None
+
+
+def _reproduced(outputs, labels: torch.Tensor, k_exits: int, point) -> dict:
+    """Accuracy and depth of the exported program on the validation split: they must be the operating
+    point's, or nothing is written."""
+    predicted, exits, _ = outputs
     measured = {"accuracy": float(predicted.eq(labels).double().mean()),
                 "avg_exit_depth": float(exits.double().mean() / k_exits)}
     if abs(measured["accuracy"] - point.accuracy) > 1e-9 or abs(measured["avg_exit_depth"] - point.avg_exit_depth) > 1e-9:
         raise RuntimeError(f"the exported program gives {measured} on the validation split, not the operating "
                            f"point's accuracy {point.accuracy} and avg exit depth {point.avg_exit_depth}")
-    card = {
-        "trial_number": trial.number,
+    return measured
+
+
+def _card(trial_number: int, run_id: str, chosen: list[float], meta: dict, k_exits: int, point) -> dict:
+    return {
+        "trial_number": trial_number,
         "mlflow_run_id": run_id,
         "thresholds": chosen,
         "criterion": meta["criterion"],
@@ -130,32 +171,50 @@ def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, stag
                     "confidence": "float32 max softmax at the exit taken"},
         "validation": {"accuracy": point.accuracy, "avg_exit_depth": point.avg_exit_depth,
                        "relative_flops": point.relative_flops, "exit_fractions": point.exit_fractions},
-        "validation_measured_by_program": measured | {"samples": int(len(labels))},
-        "latency_ms_cpu": _latency(scripted, full_depth(program), images),
-        "program": PROGRAM_FILE,
+        "program": {"dir": f"{PROGRAM_DIR}/", "runner": f"{PROGRAM_DIR}/{PROGRAM_RUNNER}",
+                    "stages": [f"{PROGRAM_DIR}/stage_{k}.pt2" for k in range(1, k_exits + 1)]},
     }
-    _save_pyfunc(scripted, program_path, images[:2].numpy(), staging)
-    (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    return card
 
 
-def _save_pyfunc(program, program_path: Path, example: np.ndarray, staging: Path) -> None:
+def _onnx(programs, chosen, meta: dict, staging: Path, validation, seconds: dict) -> dict:
+    """The ONNX graphs and what onnxruntime measures with them, or why there are none."""
+    missing = missing_packages()
+    if missing:
+        return {"skipped": f"{', '.join(missing)} not installed: pip install 'ee-search[onnx]'"}
+    started = time.perf_counter()
+    directory = staging / ONNX_DIR
+    try:
+        export_onnx(programs, chosen, meta["criterion"], directory)
+    except Exception as exc:  # the converter's errors have no common type
+        if not is_user_model(meta["model"]["name"]):
+            raise
+        shutil.rmtree(directory, ignore_errors=True)
+        return {"skipped": f"torch.onnx cannot convert {meta['model']['name']}: {type(exc).__name__}: "
+                           + " ".join(str(exc).split())[:300]}
+    seconds["onnx"] = time.perf_counter() - started
+    images, labels, outputs = validation
+    k_exits = len(programs)
+    return {"dir": f"{ONNX_DIR}/", "runner": f"{ONNX_DIR}/{ONNX_RUNNER}", "model": f"{ONNX_DIR}/{DENSE_FILE}",
+            "stages": [f"{ONNX_DIR}/stage_{k}.onnx" for k in range(1, k_exits + 1)],
+            "validation_measured_by_onnxruntime": measure_onnx(directory, images, labels, outputs)}
+
+
+def _save_pyfunc(program, program_dir: Path, example: np.ndarray, staging: Path) -> None:
     """The MLflow model (pyfunc from code, see pyfunc.py) with its signature and input example, its
-    files at DIR's top level beside model.ts."""
+    files at DIR's top level beside program/ (its `program` artifact is a copy of that folder)."""
     import mlflow.pyfunc
     import pandas as pd
     from mlflow.models import infer_signature
 
     from ee_search.deploy import pyfunc
 
-    with torch.no_grad():
-        prediction, exit_, top = program(torch.from_numpy(example))
+    prediction, exit_, top = program(torch.from_numpy(example))
     output = pd.DataFrame({"prediction": prediction.numpy(), "exit": exit_.numpy(), "confidence": top.numpy()})
     pyfunc_dir = staging / "pyfunc"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # hints about integer columns and type hints
         mlflow.pyfunc.save_model(
-            path=str(pyfunc_dir), python_model=pyfunc.__file__, artifacts={"program": str(program_path)},
+            path=str(pyfunc_dir), python_model=pyfunc.__file__, artifacts={"program": str(program_dir)},
             signature=infer_signature(example, output), input_example=example,
         )
     for entry in pyfunc_dir.iterdir():
@@ -187,48 +246,6 @@ def _validation_inputs(study_file: LoadedStudy, trial, meta: dict) -> tuple[torc
     images = torch.from_numpy(np.ascontiguousarray(prepared.val.images.transpose(0, 2, 3, 1)))
     x = to_unit(images, torch.arange(len(images)), None)
     return x.contiguous(), torch.from_numpy(prepared.val.labels)
-
-
-def _latency(program, baseline, images: torch.Tensor) -> dict:
-    """Wall time per call, early-exit program vs full depth, on validation images.
-
-    The two are called alternately (A B, B A, ...) after a warm-up, and the speedup is the median of
-    the per-pair ratios: on a shared machine the speed drifts, and timing one side after the other
-    would put that drift into the ratio."""
-    out = {}
-    for batch in _LATENCY_BATCHES:
-        x = images[:batch]
-        reps = 50 if batch == 1 else 10
-        early, full = _paired_ms(lambda: program(x), lambda: baseline(x), reps)
-        ratios = [f / e for e, f in zip(early, full)]
-        out[f"batch_{batch}"] = {
-            "early_exit_ms": statistics.median(early), "full_depth_ms": statistics.median(full),
-            "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
-            "repeats": reps,
-        }
-    out["torch_threads"] = torch.get_num_threads()
-    return out
-
-
-def _paired_ms(a, b, reps: int) -> tuple[list[float], list[float]]:
-    def once(call) -> float:
-        start = time.perf_counter()
-        call()
-        return (time.perf_counter() - start) * 1000.0
-
-    with torch.no_grad():
-        for _ in range(3):
-            a()
-            b()
-        times_a, times_b = [], []
-        for i in range(reps):
-            if i % 2 == 0:
-                times_a.append(once(a))
-                times_b.append(once(b))
-            else:
-                times_b.append(once(b))
-                times_a.append(once(a))
-    return times_a, times_b
 
 
 def _register(client, run_id: str, out_dir: Path, name: str, trial_number: int) -> dict:

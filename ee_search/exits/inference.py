@@ -29,8 +29,9 @@ class CompactedEarlyExit(nn.Module):
     """A network's stages and heads run with one operating point's thresholds, dropping the samples
     that leave after each side exit. Returns (prediction, exit 1..K, max softmax at the exit taken).
 
-    TorchScript-compatible (the exported program is this module, scripted): no `break` in the loop
-    over stages, so once everyone has left the remaining stages run on an empty batch, for free."""
+    The exported model runs the same loop over `torch.export` programs of the stages
+    (deploy/early_exit_torch.py). Here there is no `break`: once everyone has left, the remaining
+    stages run on an empty batch, for free."""
 
     def __init__(self, network: EarlyExitNetwork, thresholds: Sequence[float], criterion: str) -> None:
         super().__init__()

@@ -18,8 +18,9 @@ CRITERIA = ("max_softmax", "entropy")
 
 def score_logits(logits: torch.Tensor, max_softmax: bool) -> torch.Tensor:
     """Per-sample score over the last (class) dimension: max softmax, or entropy in nats. The one
-    formula every path uses: evaluation, sweeps, operating points, compacted inference and the
-    exported TorchScript program (hence a bool, not the criterion's name: it must script)."""
+    formula every path uses: evaluation, sweeps, operating points and compacted inference; the
+    exported model's routines (deploy/early_exit_torch.py, early_exit_onnx.py) carry copies of it,
+    checked against it by the export's tests."""
     logits = logits.float()
     if max_softmax:
         return torch.softmax(logits, dim=-1).amax(dim=-1)
@@ -29,7 +30,7 @@ def score_logits(logits: torch.Tensor, max_softmax: bool) -> torch.Tensor:
 
 def may_leave(score: torch.Tensor, threshold: torch.Tensor, max_softmax: bool) -> torch.Tensor:
     """Whether a sample may leave: confident enough (max_softmax >= t) or certain enough (entropy <= t).
-    A bool rather than the criterion's name for the same reason as `score_logits` (it must script)."""
+    A bool rather than the criterion's name: the compacted loop decides it once, not per stage."""
     return score >= threshold if max_softmax else score <= threshold
 
 

@@ -1,7 +1,9 @@
-"""`ee-search export-model` on a real study: the MLflow pyfunc (loaded in a fresh process), the
-standalone TorchScript program (with ee_search not importable) and a real `mlflow models serve` all
-give exactly the dense all-exits forward of the trial's checkpoint with the exit rule applied, and a
-front row exported reproduces its validation accuracy and average exit depth."""
+"""`ee-search export-model` on a real study: every format it writes, run in a fresh process where
+ee_search cannot be imported (the `torch.export` program with its torch-only routine, the MLflow
+pyfunc over it, the ONNX stage graphs and the dense `model.onnx` under onnxruntime), and a real
+`mlflow models serve`, gives the dense all-exits forward of the trial's checkpoint with the exit rule
+applied (ONNX within float rounding of its confidences, exits identical), and a front row exported
+reproduces its validation accuracy and average exit depth in each format."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import sys
 import tempfile
 import textwrap
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,8 @@ from mlflow import MlflowClient
 from ee_search.config import load_study_file
 from ee_search.data import build_batches, prepare_data
 from ee_search.data.augment import BatchTransform
-from ee_search.exits import exit_predictions
+from ee_search.deploy import early_exit_onnx, early_exit_torch
+from ee_search.exits import exit_predictions, score_logits
 from ee_search.records import VAL_LOGITS, TrialRecord, load_val_logits
 from ee_search.search import values_from_params
 from tests.conftest import best_model, cli, mlflow_client
@@ -75,10 +79,19 @@ def study(tmp_path_factory):
         assert cli("run", "deploy.yaml").exit_code == 0
         assert cli("pareto", "deploy.yaml", "--out", "front").exit_code == 0
         row = _point_using_both_exits(root)
-        result = cli("export-model", "deploy.yaml", "--trial", row["trial_number"], "--thresholds",
-                     row["thresholds"], "--out", "model", "--register", "digits-ee")
+        with warnings.catch_warnings():
+            # The issue's acceptance: nothing on the export path is deprecated (torch.jit warned so).
+            warnings.simplefilter("error", FutureWarning)
+            result = cli("export-model", "deploy.yaml", "--trial", row["trial_number"], "--thresholds",
+                         row["thresholds"], "--out", "model", "--register", "digits-ee")
         assert result.exit_code == 0, result.output
         yield root, row, result.output
+
+
+@pytest.fixture(scope="module")
+def oracle(study):
+    root, row, _ = study
+    return _inputs_and_oracle(root, row)
 
 
 def _inputs_and_oracle(root: Path, row: dict):
@@ -106,13 +119,67 @@ def _inputs_and_oracle(root: Path, row: dict):
     return x, labels, dense_pred, dense_taken, confidence
 
 
-def test_export_writes_the_mlflow_model_the_program_and_the_card(study):
+# Run in a fresh interpreter (-I: no PYTHONPATH, no working directory on sys.path) in which any import
+# of ee_search fails, so each format shows it needs only what it says: torch for program/, numpy and
+# onnxruntime for onnx/, mlflow for the pyfunc; and in which a FutureWarning (a deprecated API on the
+# loading path, as torch.jit.load was) is an error. One process for all four keeps the module's cost low.
+FRESH = """
+import sys
+sys.modules["ee_search"] = None  # any import of ee_search now fails
+sys.dont_write_bytecode = True  # leave the model folder as export wrote it
+import numpy as np, torch, mlflow.pyfunc
+model, x = sys.argv[1], np.load(sys.argv[2])
+sys.path[:0] = [model + "/program", model + "/onnx"]
+import early_exit_torch, early_exit_onnx
+
+def save(name, outputs):
+    np.save(name + ".npy", np.stack([np.asarray(o, dtype=np.float64) for o in outputs]))
+
+program = early_exit_torch.load(model + "/program")
+save("program", [o.numpy() for o in program(torch.from_numpy(x))])
+save("program_one", [o.numpy() for o in program(torch.from_numpy(x[:1]))])  # a batch of one
+frame = mlflow.pyfunc.load_model(model).predict(x)
+save("pyfunc", [frame["prediction"], frame["exit"], frame["confidence"]])
+save("onnx_stages", early_exit_onnx.load_stages(model + "/onnx")(x))
+save("onnx_model", early_exit_onnx.load_dense(model + "/onnx")(x))
+try:
+    import ee_search
+except ImportError:
+    print("ee_search not importable")
+"""
+FORMATS = ("program", "pyfunc", "onnx_stages", "onnx_model")
+
+
+@pytest.fixture(scope="module")
+def fresh(study, oracle, tmp_path_factory):
+    """Each format's (prediction, exit, confidence) on the validation images, from the fresh process."""
+    root, _, _ = study
+    out = tmp_path_factory.mktemp("fresh")
+    np.save(out / "x.npy", oracle[0].numpy())
+    command = [sys.executable, "-I", "-W", "error::FutureWarning", "-c", FRESH, str(root / "model"),
+               str(out / "x.npy")]
+    done = subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ee_search not importable" in done.stdout
+    return {name: np.load(out / f"{name}.npy") for name in (*FORMATS, "program_one")}
+
+
+def test_export_writes_every_format_and_the_card(study):
     root, row, output = study
     model_dir = root / "model"
-    assert {"MLmodel", "model.ts", "card.json", "input_example.json"} <= {p.name for p in model_dir.iterdir()}
+    assert {"MLmodel", "card.json", "input_example.json", "program", "onnx"} <= {p.name for p in model_dir.iterdir()}
+    assert not list(model_dir.rglob("*.ts"))  # no TorchScript any more
+    assert {p.name for p in (model_dir / "program").iterdir()} == {
+        "stage_1.pt2", "stage_2.pt2", "exit_rule.json", "early_exit_torch.py"}
+    assert {p.name for p in (model_dir / "onnx").iterdir()} == {
+        "stage_1.onnx", "stage_2.onnx", "model.onnx", "exit_rule.json", "early_exit_onnx.py"}
     card = json.loads((model_dir / "card.json").read_text())
     assert card["trial_number"] == int(row["trial_number"]) and card["thresholds"] == json.loads(row["thresholds"])
     assert {"criterion", "num_exits", "in_channels", "input_size", "mean", "std"} <= set(card)
+    for path in (*card["program"]["stages"], card["program"]["runner"], *card["onnx"]["stages"],
+                 card["onnx"]["model"], card["onnx"]["runner"]):
+        assert (model_dir / path).is_file(), path
+    assert set(card["export_seconds"]) == {"program", "onnx"}
     # The operating point is reproduced from the cached logits.
     # Counted here in float64 against export's float32 rule: a sample within rounding of the threshold
     # may fall on the other side, no more.
@@ -128,56 +195,71 @@ def test_export_writes_the_mlflow_model_the_program_and_the_card(study):
         # so drift cancels): a speedup computed from the wrong side or the wrong pairs falls outside.
         ratio_of_medians = timing["full_depth_ms"] / timing["early_exit_ms"]
         assert 0.5 * ratio_of_medians < timing["speedup"] < 2 * ratio_of_medians
-    assert "CPU latency batch 1" in output
+    assert "CPU latency batch 1" in output and "onnxruntime: stages accuracy" in output
 
 
-def test_the_card_holds_what_the_program_measures_on_the_validation_images(study):
-    """Oracle: the program run here on the validation images, accuracy and depth counted by hand."""
-    root, row, _ = study
-    x, labels, _, _, _ = _inputs_and_oracle(root, row)
-    program = torch.jit.load(str(root / "model" / "model.ts"))
-    with torch.no_grad():
-        prediction, exits, _ = program(x)
+def test_the_graphs_take_any_batch_size(study, fresh):
+    """A dynamic batch dimension in every graph: the ONNX inputs are symbolic, and the program gives
+    one image alone what it gave it in the full validation batch."""
+    import onnx
+
+    root, _, _ = study
+    for path in sorted((root / "model" / "onnx").glob("*.onnx")):
+        graph = onnx.load(str(path)).graph
+        assert [i.name for i in graph.input] == ["x"]
+        assert graph.input[0].type.tensor_type.shape.dim[0].dim_param, path.name  # a name, not a size
+    dense = onnx.load(str(root / "model" / "onnx" / "model.onnx")).graph
+    assert [o.name for o in dense.output] == ["logits_1", "logits_2"]
+    assert np.array_equal(fresh["program_one"][:2, 0], fresh["program"][:2, 0])
+
+
+def test_the_card_holds_what_the_program_and_onnxruntime_measure(study, oracle, fresh):
+    """Oracle: the outputs of the fresh process, accuracy and depth counted by hand."""
+    root, _, _ = study
+    labels = oracle[1].numpy()
     card = json.loads((root / "model" / "card.json").read_text())
-    measured = card["validation_measured_by_program"]
-    assert measured["samples"] == len(labels)
-    assert measured["accuracy"] == pytest.approx(float((prediction == labels).double().mean()), abs=1e-12)
-    assert measured["avg_exit_depth"] == pytest.approx(float(exits.double().mean()) / card["num_exits"], abs=1e-12)
+    measured = {"program": card["validation_measured_by_program"]}
+    measured |= {f"onnx_{route}": m for route, m in card["onnx"]["validation_measured_by_onnxruntime"].items()}
+    assert measured["program"]["samples"] == len(labels)
+    for name, m in measured.items():
+        prediction, exits = fresh[name][0], fresh[name][1]
+        assert m["accuracy"] == pytest.approx(float((prediction == labels).mean()), abs=1e-12)
+        assert m["avg_exit_depth"] == pytest.approx(exits.mean() / card["num_exits"], abs=1e-12)
+    for route in ("onnx_stages", "onnx_model"):
+        assert measured[route]["exits_differing_from_program"] == 0
 
 
-def test_the_program_equals_the_dense_forward_of_the_checkpoint(study):
-    root, row, _ = study
-    x, labels, dense_pred, dense_taken, confidence = _inputs_and_oracle(root, row)
+@pytest.mark.parametrize("name", FORMATS)
+def test_each_format_equals_the_dense_forward_and_reproduces_the_point(study, oracle, fresh, name):
+    root, _, _ = study
+    _, labels, dense_pred, dense_taken, confidence = oracle
     assert 0 < int((dense_taken == 0).sum()) < len(labels)  # both exits are used
-    program = torch.jit.load(str(root / "model" / "model.ts"))
-    with torch.no_grad():
-        prediction, exits, top = program(x)
-    assert torch.equal(prediction, dense_pred) and torch.equal(exits, dense_taken + 1)
-    assert torch.allclose(top, confidence, rtol=1e-5, atol=1e-6)  # softmax of the exit taken, recomputed
+    prediction, exits, top = fresh[name]
+    assert np.array_equal(prediction, dense_pred.numpy()) and np.array_equal(exits, dense_taken.numpy() + 1)
+    # The softmax of the exit taken, recomputed: torch's own arithmetic for program/ and the pyfunc,
+    # onnxruntime's convolutions and numpy's softmax for the ONNX routes.
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if name in ("program", "pyfunc") else {"rtol": 1e-4, "atol": 1e-5}
+    assert np.allclose(top, confidence.numpy(), **tolerance)
+    card = json.loads((root / "model" / "card.json").read_text())
+    assert float((prediction == labels.numpy()).mean()) == pytest.approx(card["validation"]["accuracy"], abs=1e-12)
+    assert exits.mean() / card["num_exits"] == pytest.approx(card["validation"]["avg_exit_depth"], abs=1e-12)
 
 
-def test_pyfunc_in_a_fresh_process_and_the_program_without_ee_search(study):
-    root, row, _ = study
-    x, _, dense_pred, dense_taken, _ = _inputs_and_oracle(root, row)
-    np.save(root / "x.npy", x.numpy())
-    pyfunc = textwrap.dedent(f"""
-        import mlflow.pyfunc, numpy as np
-        out = mlflow.pyfunc.load_model({str(root / 'model')!r}).predict(np.load({str(root / 'x.npy')!r}))
-        np.save({str(root / 'pyfunc.npy')!r}, out[["prediction", "exit"]].to_numpy())
-    """)
-    subprocess.run([sys.executable, "-c", pyfunc], check=True, cwd=root, timeout=300)
-    got = np.load(root / "pyfunc.npy")
-    assert np.array_equal(got[:, 0], dense_pred.numpy()) and np.array_equal(got[:, 1], dense_taken.numpy() + 1)
-    standalone = textwrap.dedent(f"""
-        import sys
-        sys.modules["ee_search"] = None  # any import of ee_search now fails
-        import numpy as np, torch
-        prediction, exits, _ = torch.jit.load({str(root / 'model' / 'model.ts')!r})(
-            torch.from_numpy(np.load({str(root / 'x.npy')!r})))
-        np.save({str(root / 'program.npy')!r}, torch.stack([prediction, exits], 1).numpy())
-    """)
-    subprocess.run([sys.executable, "-c", standalone], check=True, cwd=root, timeout=300)
-    assert np.array_equal(np.load(root / "program.npy"), got)
+@pytest.mark.parametrize("criterion", ["max_softmax", "entropy"])
+def test_the_shipped_exit_rules_are_the_policys(criterion):
+    """The routines shipped in program/ and onnx/ carry copies of policy.score_logits (they must run
+    without ee_search): torch's copy is bit for bit the same, numpy's within float rounding."""
+    logits = torch.randn(500, 10, generator=torch.Generator().manual_seed(0)) * 4
+    max_softmax = criterion == "max_softmax"
+    expected = score_logits(logits, max_softmax)
+    assert torch.equal(early_exit_torch.confidence_score(logits, max_softmax), expected)
+    assert np.allclose(early_exit_onnx.confidence_score(logits.numpy(), max_softmax), expected.numpy(),
+                       rtol=1e-5, atol=1e-6)
+
+
+def test_no_torch_jit_in_the_package():
+    package = Path(early_exit_torch.__file__).parents[1]
+    assert [p for p in package.rglob("*.py") if "torch.jit" in p.read_text()] == []
 
 
 def test_register_links_the_version_to_the_trials_run(study):
@@ -210,12 +292,10 @@ def test_mistakes_exit_2_and_write_nothing(study, args, words):
 
 
 @pytest.mark.slow  # a server process
-def test_served_by_a_real_mlflow_models_serve(study, serve):
-    root, row, _ = study
-    x, _, _, _, _ = _inputs_and_oracle(root, row)
-    program = torch.jit.load(str(root / "model" / "model.ts"))
-    with torch.no_grad():
-        expected, exits, _ = program(x[:5])
+def test_served_by_a_real_mlflow_models_serve(study, oracle, serve):
+    root, _, _ = study
+    x, _, dense_pred, dense_taken, _ = oracle
+    expected, exits = dense_pred[:5], dense_taken[:5] + 1
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     base = serve(lambda port: [mlflow, "models", "serve", "-m", str(root / "model"), "--env-manager", "local",
                                "--host", "127.0.0.1", "--port", str(port)])
