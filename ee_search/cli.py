@@ -87,19 +87,24 @@ def _locating_flags(set_: list[str] | None, storage: str | None, tracking_uri: s
     return redact(" ".join(flags))
 
 
+def _run_words(study: Path, flags: dict[str, object], sets: list[str] | None) -> list[str]:
+    """The arguments of this `run` command after `ee-search`."""
+    words = ["run", str(study)]
+    for item in sets or []:
+        words += ["--set", item]
+    for flag, value in flags.items():
+        if value is not None:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return words
+
+
 def _same_command(study: Path, flags: dict[str, object], sets: list[str] | None) -> str:
     """This `run` command again, from its own arguments (passwords redacted)."""
     import shlex
 
     from ee_search.config import redact
 
-    words = ["ee-search", "run", str(study)]
-    for item in sets or []:
-        words += ["--set", item]
-    for flag, value in flags.items():
-        if value is not None:
-            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    return redact(shlex.join(words))
+    return redact(shlex.join(["ee-search", *_run_words(study, flags, sets)]))
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -128,13 +133,18 @@ def run(
     device: DeviceOpt = None,
     timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run summary (and errors).")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes on this machine (overrides search.workers).")] = None,
+    devices: Annotated[str | None, typer.Option("--devices", help="all | cpu | cuda:0,cuda:1 (overrides search.devices).")] = None,
 ) -> None:
     """Create or resume the study, run trials, print a summary.
 
     On a terminal a live area shows the study and each running trial; piped, one plain line per epoch."""
+    from ee_search.search.devices import plan_workers, worker_sets
+
     try:
-        loaded = _load(study, set_, storage, tracking_uri, device, n_trials)
+        loaded = _load(study, [*(set_ or []), *worker_sets(workers, devices)], storage, tracking_uri, device, n_trials)
         torch_device, prepared = _device_and_data(study, loaded.config)
+        slots = plan_workers(loaded.config, str(study)) if loaded.config.search.workers > 1 else []
     except UserInputError as error:
         _fail(error)
     config = loaded.config
@@ -142,22 +152,27 @@ def run(
     from ee_search.config import redact
     from ee_search.search.signals import StudyInterrupted
     from ee_search.search.study import run_study
+    from ee_search.search.workers import run_local_workers  # search.workers > 1: processes, not this one
 
     if not quiet:
         console.print(
             f"[bold]{config.name}[/]: {config.model.name} on {config.data.dataset} "
-            f"({len(prepared.train)} train / {len(prepared.val)} val images), device {torch_device}, "
+            f"({len(prepared.train)} train / {len(prepared.val)} val images), "
+            f"{'; '.join(f'worker {w.index} on {w.describe()}' for w in slots) or f'device {torch_device}'}, "
             f"objectives {' & '.join(config.search.objectives)}; "
             f"Optuna {redact(config.search.storage)}, MLflow {redact(config.tracking.uri)}"
         )
-    again = _same_command(study, {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri,
-                                  "--device": device, "--timeout": timeout}, set_)
+    shared = {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri}
+    again = _same_command(study, {**shared, "--device": device, "--timeout": timeout, "--workers": workers,
+                                  "--devices": devices}, set_)
+    timeout_s = timeout if timeout is not None else config.search.timeout_s
     try:
         # The live area is gone (erased) before anything below prints: the summary or the interruption.
         with run_progress(console, config.name, config.search.objectives, config.directions,
-                          config.train.early_stopping.monitor, config.search.n_jobs, quiet) as events:
-            summary = run_study(loaded, torch_device, config.search.n_trials,
-                                timeout if timeout is not None else config.search.timeout_s, events=events)
+                          config.train.early_stopping.monitor, config.search.n_jobs * max(1, len(slots)),
+                          quiet) as events:
+            summary = (run_local_workers(loaded, slots, _run_words(study, shared, set_), timeout_s, events) if slots
+                       else run_study(loaded, torch_device, config.search.n_trials, timeout_s, events=events))
     except UserInputError as error:
         _fail(error)
     except StudyInterrupted as stopped:

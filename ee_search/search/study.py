@@ -130,6 +130,19 @@ class RunSummary:
         return [t for t in self.study.get_trials(deepcopy=False) if t.number in wanted]
 
 
+def open_study(study_file: LoadedStudy) -> tuple[StudyTracker, optuna.Study, str]:
+    """Create (or open) both stores, the study, the MLflow experiment and the study's parent run."""
+    config = study_file.config
+    tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location,
+                           source=str(Path(study_file.path).resolve()))
+    storage = open_storage(config.search.storage, on_stale_trial=stale_trial_callback(tracker, config.search.retries),
+                           heartbeat=config.search.heartbeat)
+    study = load_or_create(config, study_file.path, storage)
+    parent = tracker.parent_run(config.name, config_params(config), study_file.raw_text)
+    StudyRecord(mlflow_parent_run_id=parent, mlflow_experiment_id=tracker.experiment_id).write(study)
+    return tracker, study, parent
+
+
 def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: float | None,
               events: StudyEvents | None = None) -> RunSummary:
     """Create or resume the study and run trials until the study has `n_trials` (or time is up)."""
@@ -137,14 +150,7 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
 
     config = study_file.config
     events = events or StudyEvents()
-    tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location,
-                           source=str(Path(study_file.path).resolve()))
-
-    storage = open_storage(config.search.storage, on_stale_trial=stale_trial_callback(tracker, config.search.retries),
-                           heartbeat=config.search.heartbeat)
-    study = load_or_create(config, study_file.path, storage)
-    parent = tracker.parent_run(config.name, config_params(config), study_file.raw_text)
-    StudyRecord(mlflow_parent_run_id=parent, mlflow_experiment_id=tracker.experiment_id).write(study)
+    tracker, study, parent = open_study(study_file)
     summary = RunSummary(study, parent, tracker.experiment_id)
 
     remaining = None if n_trials is None else trials_to_start(study, n_trials)
