@@ -34,7 +34,8 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cu
 
 
 def _load(study: Path, sets: list[str] | None, storage: str | None = None, tracking_uri: str | None = None,
-          device: str | None = None, n_trials: int | None = None):
+          device: str | None = None, n_trials: int | None = None, workers: int | None = None,
+          devices: str | None = None):
     """Validate everything a command needs; nothing is created here."""
     from ee_search.config import load_study_file
     from ee_search.search.study import check_search_components
@@ -42,7 +43,7 @@ def _load(study: Path, sets: list[str] | None, storage: str | None = None, track
 
     overrides = list(sets or [])
     for path, value in (("search.storage", storage), ("tracking.uri", tracking_uri), ("device", device),
-                        ("search.n_trials", n_trials)):
+                        ("search.n_trials", n_trials), ("search.workers", workers), ("search.devices", devices)):
         if value is not None:
             overrides.append(f"{path}={value}" if not isinstance(value, str) else f"{path}={_yaml_str(value)}")
     loaded = load_study_file(study, overrides)
@@ -87,38 +88,36 @@ def _locating_flags(set_: list[str] | None, storage: str | None, tracking_uri: s
     return redact(" ".join(flags))
 
 
-def _run_words(study: Path, flags: dict[str, object], sets: list[str] | None) -> list[str]:
-    """The arguments of this `run` command after `ee-search`."""
-    words = ["run", str(study)]
-    for item in sets or []:
-        words += ["--set", item]
-    for flag, value in flags.items():
-        if value is not None:
-            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    return words
-
-
 def _same_command(study: Path, flags: dict[str, object], sets: list[str] | None) -> str:
     """This `run` command again, from its own arguments (passwords redacted)."""
     import shlex
 
     from ee_search.config import redact
 
-    return redact(shlex.join(["ee-search", *_run_words(study, flags, sets)]))
+    words = ["ee-search", "run", str(study)]
+    for item in sets or []:
+        words += ["--set", item]
+    for flag, value in flags.items():
+        if value is not None:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return redact(shlex.join(words))
 
 
 # ------------------------------------------------------------------------------------------- run
 def _device_and_data(study: Path, config):
-    """The device, and the data loaded before any store exists, so a missing dataset creates nothing."""
+    """The device (and the worker processes' devices), and the data loaded before any store exists,
+    so a missing dataset creates nothing."""
     from ee_search.data import prepare_data
     from ee_search.device import resolve_device
+    from ee_search.search.devices import plan_workers
 
     try:
         torch_device = resolve_device(config.device)
     except RuntimeError as exc:
         raise UserInputError(str(study), "device", str(exc)) from None
+    slots = plan_workers(config, str(study)) if config.search.workers > 1 else []
     try:
-        return torch_device, prepare_data(config.data, config.seed)
+        return torch_device, prepare_data(config.data, config.seed), slots
     except UserInputError as exc:
         raise UserInputError(str(study), exc.field, exc.message) from None
 
@@ -139,12 +138,9 @@ def run(
     """Create or resume the study, run trials, print a summary.
 
     On a terminal a live area shows the study and each running trial; piped, one plain line per epoch."""
-    from ee_search.search.devices import plan_workers, worker_sets
-
     try:
-        loaded = _load(study, [*(set_ or []), *worker_sets(workers, devices)], storage, tracking_uri, device, n_trials)
-        torch_device, prepared = _device_and_data(study, loaded.config)
-        slots = plan_workers(loaded.config, str(study)) if loaded.config.search.workers > 1 else []
+        loaded = _load(study, set_, storage, tracking_uri, device, n_trials, workers, devices)
+        torch_device, prepared, slots = _device_and_data(study, loaded.config)
     except UserInputError as error:
         _fail(error)
     config = loaded.config
@@ -171,7 +167,7 @@ def run(
         with run_progress(console, config.name, config.search.objectives, config.directions,
                           config.train.early_stopping.monitor, config.search.n_jobs * max(1, len(slots)),
                           quiet) as events:
-            summary = (run_local_workers(loaded, slots, _run_words(study, shared, set_), timeout_s, events) if slots
+            summary = (run_local_workers(loaded, slots, study, set_, shared, timeout_s, events) if slots
                        else run_study(loaded, torch_device, config.search.n_trials, timeout_s, events=events))
     except UserInputError as error:
         _fail(error)

@@ -287,6 +287,8 @@ class SearchConfig(Strict):
     @classmethod
     def _known_devices(cls, devices: str | list[str]) -> str | list[str]:
         wanted = "all, cpu, or a list such as [cuda:0, cuda:1]"
+        if isinstance(devices, str) and ("," in devices or devices.startswith("[")):  # --devices cuda:0,cuda:1
+            devices = [d.strip() for d in devices.strip("[]").split(",") if d.strip()]
         if isinstance(devices, str):
             if devices not in ("all", "cpu"):
                 raise ValueError(f"must be {wanted}, got {devices!r}")

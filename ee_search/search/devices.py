@@ -95,12 +95,3 @@ def plan_workers(config: StudyConfig, source: str, cuda_count: int | None = None
             slots.append(WorkerSlot(i, "cuda", gpu=physical[index] if physical else str(index)))
     return slots
 
-
-def worker_sets(workers: int | None, devices: str | None) -> list[str]:
-    """`--workers` and `--devices` as `--set` overrides (applied after the user's own, so they win);
-    `--devices cuda:0,cuda:1` is the list [cuda:0, cuda:1]."""
-    sets = [] if workers is None else [f"search.workers={workers}"]
-    if devices is not None:
-        listed = "," in devices and not devices.lstrip().startswith("[")
-        sets.append(f"search.devices=[{devices}]" if listed else f"search.devices={devices}")
-    return sets

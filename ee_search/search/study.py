@@ -31,6 +31,7 @@ from ee_search.config import redact
 from ee_search.config.params import config_params
 from ee_search.records import StudyRecord
 from ee_search.search.budget import StopAtTarget, counted_trials, trials_to_start
+from ee_search.search.gate import TrialGate, lock_path
 from ee_search.search.retry import stale_trial_callback
 from ee_search.search.signals import StopRequest, StudyInterrupted
 from ee_search.tracking import StudyTracker
@@ -153,8 +154,13 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
     tracker, study, parent = open_study(study_file)
     summary = RunSummary(study, parent, tracker.experiment_id)
 
-    remaining = None if n_trials is None else trials_to_start(study, n_trials)
-    callbacks = [StopAtTarget(n_trials)] if n_trials is not None else []
+    # One process's trials, or no target: Optuna's loop alone; else the gate makes the target exact.
+    gate = None if n_trials is None or config.search.n_jobs > 1 else TrialGate(
+        lock_path(config.search.storage, config.name), n_trials, timeout_s=timeout_s)
+    remaining = None if n_trials is None else gate.first(study) if gate else trials_to_start(study, n_trials)
+    if gate is not None:
+        gate.limit = remaining
+    callbacks = [] if n_trials is None else [StopAtTarget(n_trials)] if gate is None else []
     stop = StopRequest()
 
     def record(study_: optuna.Study, trial: FrozenTrial) -> None:
@@ -171,14 +177,16 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
         with stop.installed():
             if remaining != 0:
                 study.optimize(
-                    objective,
+                    gate.gated(objective) if gate else objective,
                     n_trials=remaining,
                     timeout=timeout_s,
                     n_jobs=config.search.n_jobs,
                     catch=(Exception,),  # a failing trial is marked FAIL and the study goes on
-                    callbacks=[*callbacks, record],
+                    callbacks=[*callbacks, record, *([gate] if gate else [])],  # the gate last: held briefly
                 )
     finally:
+        if gate is not None:
+            gate.close()
         summary.seconds = time.perf_counter() - started
     if stop.signum is not None:
         raise StudyInterrupted(stop.signum, objective.interrupted)

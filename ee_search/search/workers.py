@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -183,11 +184,24 @@ class LocalWorkers:
                 signal.signal(s, handler)
 
 
-def run_local_workers(study_file: LoadedStudy, slots: list[WorkerSlot], argv: list[str], timeout_s: float | None,
-                      events: StudyEvents | None = None) -> RunSummary:
-    """Run the study with one worker process per slot until it has `search.n_trials` (or time is up).
-    `argv`: the `ee-search run` arguments every worker shares (the study file, `--set`, stores)."""
+def worker_argv(study: Path, sets: list[str] | None, flags: dict[str, object]) -> list[str]:
+    """The `ee-search run` arguments every worker shares: the parent's study file, `--set`s and the
+    flags that locate the study (relative paths resolve alike: the workers start in its directory)."""
+    argv = ["run", str(study)]
+    for item in sets or []:
+        argv += ["--set", item]
+    for flag, value in flags.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run_local_workers(study_file: LoadedStudy, slots: list[WorkerSlot], study_path: Path, sets: list[str] | None,
+                      flags: dict[str, object], timeout_s: float | None, events: StudyEvents | None = None) -> RunSummary:
+    """Run the study with one worker process per slot until it has `search.n_trials` (or time is up);
+    `study_path`, `sets` and `flags` are the parent's `run` arguments, which every worker gets."""
     config = study_file.config
+    argv = worker_argv(study_path, sets, flags)
     tracker, study, parent = open_study(study_file)  # once, before any worker starts
     target = config.search.n_trials
     watcher = StudyWatcher(study, events or StudyEvents(), config.train.early_stopping.monitor,
