@@ -67,7 +67,8 @@ class WorkerProcess:
     def _forward(self, sink: Callable[[str], None]) -> None:
         for line in self.proc.stderr:
             self.tail.append(line.rstrip("\n"))
-            sink(f"worker {self.slot.index}: {line.rstrip()}")
+            if not line.startswith("interrupted ("):  # its resume command is not the user's: the parent's is
+                sink(f"worker {self.slot.index}: {line.rstrip()}")
 
     def exit_code(self) -> int | None:
         code = self.proc.poll()

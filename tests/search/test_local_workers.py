@@ -135,6 +135,14 @@ def _running_epochs(db: Path) -> list[int]:
     return [len(json.loads(value)) for (value,) in rows]
 
 
+def _wait_until_both_workers_are_past_epoch_1(parent: subprocess.Popen, workdir: Path) -> None:
+    """Both workers mid-trial, each with a last.pt to resume from."""
+    deadline = time.monotonic() + 240
+    while not (len(epochs := _running_epochs(workdir / "optuna.db")) == 2 and min(epochs) >= 1):
+        assert parent.poll() is None and time.monotonic() < deadline, (workdir / "parent.log").read_text()
+        time.sleep(0.05)
+
+
 def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -147,10 +155,7 @@ def test_a_sigkilled_worker_is_restarted_and_its_trial_resumed_as_if_never_kille
     with open(workdir / "parent.log", "w") as log:
         parent = subprocess.Popen([sys.executable, "-m", "ee_search.cli", "run", str(tiny_study), "--workers", "2",
                                    *sets], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    while not (len(epochs := _running_epochs(workdir / "optuna.db")) == 2 and min(epochs) >= 1):
-        assert parent.poll() is None and time.monotonic() < deadline, (workdir / "parent.log").read_text()
-        time.sleep(0.05)
+    _wait_until_both_workers_are_past_epoch_1(parent, workdir)
     os.kill(_children(parent.pid)[0], signal.SIGKILL)  # both workers are mid-trial, each with a last.pt
     assert parent.wait(timeout=300) == 0, (workdir / "parent.log").read_text()
     output = (workdir / "parent.log").read_text()
@@ -168,3 +173,28 @@ def test_a_sigkilled_worker_is_restarted_and_its_trial_resumed_as_if_never_kille
     assert len(runs) == 3 and parents[0].info.status == "FINISHED"
     for run in runs:  # one run per logical trial, every epoch logged once
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == [1, 2, 3, 4]
+
+
+@pytest.mark.slow  # worker processes, the parent SIGTERMed
+def test_sigterm_on_the_parent_stops_every_worker_resumably_and_the_next_run_finishes(tiny_study, workdir):
+    sets = [a for s in KILL_SETS for a in ("--set", s)]
+    with open(workdir / "parent.log", "w") as log:
+        parent = subprocess.Popen([sys.executable, "-m", "ee_search.cli", "run", str(tiny_study), "--workers", "2",
+                                   *sets], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    _wait_until_both_workers_are_past_epoch_1(parent, workdir)
+    workers = _children(parent.pid)
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=120) == 143
+    output = (workdir / "parent.log").read_text()
+    assert f"to resume, run: ee-search run {tiny_study}" in output and "--workers 2" in output
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # none left behind
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db")
+    waiting = [t for t in study.trials if t.state.name == "WAITING"]
+    assert len(waiting) == 2  # each worker saved its trial and queued it
+
+    again = cli("run", tiny_study, "--workers", "2", *sets)
+    assert again.exit_code == 0, again.output
+    final = counted_trials(optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db"))
+    assert len(final) == 3 and all(t.state.name == "COMPLETE" for t in final)
+    resumed_at = [t.user_attrs["resumed_at_epoch"] for t in final if t.system_attrs.get(RETRY_HISTORY)]
+    assert len(resumed_at) == 2 and min(resumed_at) >= 1  # both went on from their last.pt
