@@ -59,6 +59,10 @@ def open_storage(url: str, on_stale_trial: Callable[[optuna.Study, FrozenTrial],
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     heartbeat = heartbeat or HeartbeatConfig()
     kwargs: dict = {"heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_period_s}
+    if url.startswith("sqlite"):
+        # Local workers (search.workers) write one file: wait up to a minute for its write lock, where
+        # sqlite3's default 5 s can lapse with 8 workers' heartbeats and trials ("database is locked").
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if on_stale_trial is not None:
         params = inspect.signature(RDBStorage).parameters
         name = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"

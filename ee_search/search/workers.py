@@ -122,6 +122,8 @@ class LocalWorkers:
                 if not self.alive():
                     return
             else:
+                if self.heartbeat:  # a dead worker's trial is queued for its retry as soon as it is stale
+                    optuna.storages.fail_stale_trials(self.study)
                 self._reap()
                 if not self.alive() and not self._more_work():
                     return
