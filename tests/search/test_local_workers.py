@@ -25,6 +25,8 @@ from ee_search.errors import UserInputError
 from ee_search.records import RETRY_HISTORY
 from ee_search.search.budget import counted_trials
 from ee_search.search.devices import plan_workers
+from ee_search.search.events import StudyEvents
+from ee_search.search.watch import StudyWatcher
 from tests.conftest import TINY_STUDY, cli, tiny_config
 
 SMALL = ["--set", "train.max_epochs=1", "--set", "data.train_subset=256"]
@@ -67,6 +69,42 @@ def test_devices_may_be_a_comma_separated_list_as_on_the_command_line():
     assert tiny_config(**{"search.devices": "[cuda]"}).search.devices == ["cuda:0"]
 
 
+class _Events(StudyEvents):
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def study_started(self, study, target, to_start) -> None:
+        self.calls.append(("study_started", target, to_start))
+
+    def trial_started(self, trial_number, max_epochs, resumed_at_epoch) -> None:
+        self.calls.append(("trial_started", trial_number, max_epochs, resumed_at_epoch))
+
+    def epoch_ended(self, trial_number, epoch, metrics) -> None:
+        self.calls.append(("epoch_ended", trial_number, epoch, dict(metrics)))
+
+    def trial_ended(self, trial) -> None:
+        self.calls.append(("trial_ended", trial.number, trial.state.name))
+
+
+def test_the_parent_reads_the_progress_of_other_processes_trials_from_the_storage():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.tell(study.ask(), [0.5, 0.5])  # an earlier run's trial: not this run's
+    events = _Events()
+    watcher = StudyWatcher(study, events, "val_loss", 4)
+    watcher.start(3, 2)
+    running = study.ask()
+    running.set_user_attr("monitor_history", [1.0, 0.9])
+    watcher.poll()
+    watcher.poll()  # nothing new: nothing twice
+    running.set_user_attr("monitor_history", [1.0, 0.9, 0.8])
+    study.tell(running, [0.6, 0.4])
+    watcher.poll()
+    assert events.calls == [("study_started", 3, 2), ("trial_started", 1, 4, 0),
+                            ("epoch_ended", 1, 1, {"val_loss": 1.0}), ("epoch_ended", 1, 2, {"val_loss": 0.9}),
+                            ("epoch_ended", 1, 3, {"val_loss": 0.8}), ("trial_ended", 1, "COMPLETE")]
+    assert watcher.ended == [1]
+
+
 @pytest.mark.parametrize(("flags", "field"), [
     (["--workers", "0"], "search.workers"),
     (["--workers", "2", "--devices", "tpu"], "search.devices"),
@@ -104,7 +142,7 @@ def test_two_workers_end_with_exactly_n_trials_one_run_each(tiny_study, workdir)
 # Every trial trains the same recipe (no search space), so a trial's values depend only on its seed,
 # seed + its original number: the reference is the same study run by one process.
 KILL_SETS = ["search.space={}", "train.max_epochs=4", "train.early_stopping.patience=50", "search.n_trials=3",
-             "search.heartbeat={interval_s: 1, grace_period_s: 4}"]
+             "search.heartbeat={interval_s: 1, grace_period_s: 8}"]  # 8: a busy machine delays live beats
 
 
 @pytest.fixture
