@@ -1,13 +1,14 @@
 """Throughput of local worker processes (`ee-search run --workers N`) on the quick start: the whole
-study, start to summary, with 1 and 2 workers, alternated and repeated, in fresh stores each time.
+study, start to summary, with 1, 2 and 4 workers, alternated and repeated, in fresh stores each time.
 
     python benchmarks/workers.py --json benchmarks/results/workers-cpu.json          # full quick start, 3 repeats
-    python benchmarks/workers.py --tiny --json /tmp/workers-tiny.json                # seconds: the smoke run
+    python benchmarks/workers.py --tiny --json /tmp/workers-tiny.json                # a minute: the smoke run
 
 Rows: `1` (one worker, torch's default threads: every core), `1@1thread` (one worker on one thread,
-OMP_NUM_THREADS=1) and `2` (two workers, the cores split between them, search/devices.py). Each repeat
-runs the rows in a rotated order, so slow drift on a shared machine falls on every row alike, and the
-ratios against one worker are taken within a repeat (benchmarks/_common.py, `paired_ratios`).
+OMP_NUM_THREADS=1), `2` and `4` (two and four workers, the cores split between them, at least one
+thread each, search/devices.py). Each repeat runs the rows in a rotated order, so slow drift on a
+shared machine falls on every row alike, and the ratios against one worker are taken within a repeat
+(benchmarks/_common.py, `paired_ratios`).
 
 Per run: wall seconds of the `ee-search run` command (process start to exit, the parent's and the
 workers' imports included), trials per hour, and training images per second (epochs trained, read
@@ -37,7 +38,7 @@ from _common import TINY_QUICKSTART_SETS, add_tiny_argument, paired_ratios, spre
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "quickstart.yaml"
-ROWS = {"1": (1, None), "1@1thread": (1, 1), "2": (2, None)}  # name -> (workers, OMP_NUM_THREADS or default)
+ROWS = {"1": (1, None), "1@1thread": (1, 1), "2": (2, None), "4": (4, None)}  # name -> (workers, OMP_NUM_THREADS or default)
 
 
 def parse_args() -> argparse.Namespace:
