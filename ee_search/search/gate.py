@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +34,8 @@ TIME_MARGIN_S = 1.0  # this close to the timeout no trial is started: Optuna's o
 
 def lock_path(storage_url: str, study_name: str) -> Path:
     digest = hashlib.sha256(f"{storage_url}\0{study_name}".encode()).hexdigest()[:24]
-    return Path(tempfile.gettempdir()) / "ee-search-locks" / f"{digest}.lock"
+    # Per user: a folder another user created in the shared temporary directory is not writable here.
+    return Path(tempfile.gettempdir()) / f"ee-search-locks-{os.getuid()}" / f"{digest}.lock"
 
 
 class TrialGate:

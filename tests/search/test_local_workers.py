@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -26,6 +27,7 @@ from ee_search.records import RETRY_HISTORY
 from ee_search.search.budget import counted_trials
 from ee_search.search.devices import plan_workers
 from ee_search.search.events import StudyEvents
+from ee_search.search.gate import TrialGate
 from ee_search.search.watch import StudyWatcher
 from tests.conftest import TINY_STUDY, cli, tiny_config
 
@@ -67,6 +69,22 @@ def test_a_plan_that_does_not_fit_names_the_field_and_the_fix(dotted, field, wor
 def test_devices_may_be_a_comma_separated_list_as_on_the_command_line():
     assert tiny_config(**{"search.devices": "cuda:0, cuda:1"}).search.devices == ["cuda:0", "cuda:1"]
     assert tiny_config(**{"search.devices": "[cuda]"}).search.devices == ["cuda:0"]
+
+
+def test_the_gate_lets_one_worker_at_a_time_check_the_target_and_create_its_trial(tmp_path):
+    study = optuna.create_study()
+    first, second = (TrialGate(tmp_path / "study.lock", n_trials=1) for _ in range(2))  # two workers
+    assert first.first(study) == 1  # one trial left: the gate stays shut until it exists
+    seen: list[int] = []
+    waiting = threading.Thread(target=lambda: seen.append(second.first(study)))
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()  # the second worker waits for the gate
+    first.gated(lambda trial: None)(study.ask())  # the trial exists; its objective opens the gate
+    waiting.join(10)
+    assert seen == [0]  # it counts as running: nothing left for the second worker to start
+    first.close()
+    second.close()
 
 
 class _Events(StudyEvents):
