@@ -158,14 +158,17 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
     tracker, study, parent = open_study(study_file)
     summary = RunSummary(study, parent, tracker.experiment_id)
 
-    # One process's trials, or no target: Optuna's loop alone; else the gate makes the target exact.
-    gate = None if n_trials is None or config.search.n_jobs > 1 else TrialGate(
-        lock_path(config.search.storage, config.name), n_trials, timeout_s=timeout_s)
+    stop = StopRequest()
+    objective = TrialObjective(study_file, tracker, parent, device, stop, events)
+    # With a target and one trial at a time, the gate makes the target exact across this machine's
+    # processes (search/gate.py); threads check it after each trial (StopAtTarget).
+    gate = None
+    if n_trials is not None and config.search.n_jobs == 1:
+        gate = TrialGate(lock_path(config.search.storage, config.name), n_trials, timeout_s=timeout_s)
     remaining = None if n_trials is None else gate.first(study) if gate else trials_to_start(study, n_trials)
     if gate is not None:
         gate.limit = remaining
-    callbacks = [] if n_trials is None else [StopAtTarget(n_trials)] if gate is None else []
-    stop = StopRequest()
+    callbacks = [StopAtTarget(n_trials)] if n_trials is not None and gate is None else []
 
     def record(study_: optuna.Study, trial: FrozenTrial) -> None:
         if stop.signum is not None:
@@ -175,9 +178,8 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
         events.trial_ended(trial)
 
     started = time.perf_counter()
-    objective = TrialObjective(study_file, tracker, parent, device, stop, events)
-    events.study_started(study, n_trials, remaining)
     try:
+        events.study_started(study, n_trials, remaining)
         with stop.installed():
             if remaining != 0:
                 study.optimize(
