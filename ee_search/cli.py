@@ -34,14 +34,15 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cu
 
 
 def _load(study: Path, sets: list[str] | None, storage: str | None = None, tracking_uri: str | None = None,
-          device: str | None = None, n_trials: int | None = None):
+          device: str | None = None, n_trials: int | None = None, workers: int | None = None,
+          devices: str | None = None):
     """Validate everything a command needs; nothing is created here."""
     from ee_search.config import load_study_file
     from ee_search.config.urls import absolute_sqlite, check_storage_url, check_tracking_uri
 
     overrides = list(sets or [])
     for path, value in (("search.storage", storage), ("tracking.uri", tracking_uri), ("device", device),
-                        ("search.n_trials", n_trials)):
+                        ("search.n_trials", n_trials), ("search.workers", workers), ("search.devices", devices)):
         if value is not None:
             overrides.append(f"{path}={value}" if not isinstance(value, str) else f"{path}={_yaml_str(value)}")
     loaded = load_study_file(study, overrides)
@@ -115,16 +116,19 @@ def _same_command(study: Path, flags: dict[str, object], sets: list[str] | None)
 
 # ------------------------------------------------------------------------------------------- run
 def _device_and_data(study: Path, config):
-    """The device, and the data loaded before any store exists, so a missing dataset creates nothing."""
+    """The device (and the worker processes' devices), and the data loaded before any store exists,
+    so a missing dataset creates nothing."""
     from ee_search.data import prepare_data
     from ee_search.device import resolve_device
+    from ee_search.search.devices import plan_workers
 
     try:
         torch_device = resolve_device(config.device)
     except RuntimeError as exc:
         raise UserInputError(str(study), "device", str(exc)) from None
+    slots = plan_workers(config, str(study)) if config.search.workers > 1 else []
     try:
-        return torch_device, prepare_data(config.data, config.seed)
+        return torch_device, prepare_data(config.data, config.seed), slots
     except UserInputError as exc:
         raise UserInputError(str(study), exc.field, exc.message) from None
 
@@ -139,13 +143,15 @@ def run(
     device: DeviceOpt = None,
     timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run summary (and errors).")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes on this machine (overrides search.workers).")] = None,
+    devices: Annotated[str | None, typer.Option("--devices", help="all | cpu | cuda:0,cuda:1 (overrides search.devices).")] = None,
 ) -> None:
     """Create or resume the study, run trials, print a summary.
 
     On a terminal a live area shows the study and each running trial; piped, one plain line per epoch."""
     try:
-        loaded = _load(study, set_, storage, tracking_uri, device, n_trials)
-        torch_device, prepared = _device_and_data(study, loaded.config)
+        loaded = _load(study, set_, storage, tracking_uri, device, n_trials, workers, devices)
+        torch_device, prepared, slots = _device_and_data(study, loaded.config)
     except UserInputError as error:
         _fail(error)
     config = loaded.config
@@ -153,22 +159,27 @@ def run(
     from ee_search.config import redact
     from ee_search.search.signals import StudyInterrupted
     from ee_search.search.study import run_study
+    from ee_search.search.workers import run_local_workers  # search.workers > 1: processes, not this one
 
     if not quiet:
         console.print(
             f"[bold]{config.name}[/]: {config.model.name} on {config.data.dataset} "
-            f"({len(prepared.train)} train / {len(prepared.val)} val images), device {torch_device}, "
+            f"({len(prepared.train)} train / {len(prepared.val)} val images), "
+            f"{'; '.join(f'worker {w.index} on {w.describe()}' for w in slots) or f'device {torch_device}'}, "
             f"objectives {' & '.join(config.search.objectives)}; "
             f"Optuna {redact(config.search.storage)}, MLflow {redact(config.tracking.uri)}"
         )
-    again = _same_command(study, {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri,
-                                  "--device": device, "--timeout": timeout}, set_)
+    shared = {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri}
+    again = _same_command(study, {**shared, "--device": device, "--timeout": timeout, "--workers": workers,
+                                  "--devices": devices}, set_)
+    timeout_s = timeout if timeout is not None else config.search.timeout_s
     try:
         # The live area is gone (erased) before anything below prints: the summary or the interruption.
         with run_progress(console, config.name, config.search.objectives, config.directions,
-                          config.train.early_stopping.monitor, config.search.n_jobs, quiet) as events:
-            summary = run_study(loaded, torch_device, config.search.n_trials,
-                                timeout if timeout is not None else config.search.timeout_s, events=events)
+                          config.train.early_stopping.monitor, config.search.n_jobs * max(1, len(slots)),
+                          quiet) as events:
+            summary = (run_local_workers(loaded, slots, study, set_, shared, timeout_s, events) if slots
+                       else run_study(loaded, torch_device, config.search.n_trials, timeout_s, events=events))
     except UserInputError as error:
         _fail(error)
     except StudyInterrupted as stopped:

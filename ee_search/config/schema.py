@@ -15,6 +15,7 @@ cached), because one loss weight per exit and one threshold per side exit are ch
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -275,7 +276,33 @@ class SearchConfig(Strict):
     # a value > 0 is refused.
     retries: NonNegativeInt = 2
     n_jobs: PositiveInt = 1  # trials run at once in this process (share one device)
+    # Worker processes on this machine, each a whole `ee-search run` on this study (search/workers.py);
+    # spread round-robin over `devices`, at most `trials_per_device` on one GPU.
+    workers: PositiveInt = 1
+    devices: str | list[str] = "all"
+    trials_per_device: PositiveInt = 1
     space: dict[str, Dimension] = {}
+
+    @field_validator("devices")
+    @classmethod
+    def _known_devices(cls, devices: str | list[str]) -> str | list[str]:
+        wanted = "all, cpu, or a list such as [cuda:0, cuda:1]"
+        if isinstance(devices, str) and ("," in devices or devices.startswith("[")):  # --devices cuda:0,cuda:1
+            devices = [d.strip() for d in devices.strip("[]").split(",") if d.strip()]
+        if isinstance(devices, str):
+            if devices not in ("all", "cpu"):
+                raise ValueError(f"must be {wanted}, got {devices!r}")
+            return devices
+        if not devices:
+            raise ValueError(f"the list is empty: give {wanted}")
+        for name in devices:
+            if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+                raise ValueError(f"{name!r} is not a device: give {wanted}")
+        named = ["cuda:0" if d == "cuda" else d for d in devices]
+        if len(set(named)) != len(named):
+            raise ValueError(f"{devices} names a device twice: use search.trials_per_device to put several "
+                             "workers on one")
+        return named
 
 
 class TrackingConfig(Strict):

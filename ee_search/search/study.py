@@ -31,6 +31,7 @@ from ee_search.config import redact
 from ee_search.config.params import config_params
 from ee_search.records import StudyRecord
 from ee_search.search.budget import StopAtTarget, counted_trials, trials_to_start
+from ee_search.search.gate import TrialGate, lock_path
 from ee_search.search.retry import stale_trial_callback
 from ee_search.search.signals import StopRequest, StudyInterrupted
 from ee_search.tracking import StudyTracker
@@ -58,6 +59,10 @@ def open_storage(url: str, on_stale_trial: Callable[[optuna.Study, FrozenTrial],
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     heartbeat = heartbeat or HeartbeatConfig()
     kwargs: dict = {"heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_period_s}
+    if url.startswith("sqlite"):
+        # Local workers (search.workers) write one file: wait up to a minute for its write lock, where
+        # sqlite3's default 5 s can lapse with 8 workers' heartbeats and trials ("database is locked").
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if on_stale_trial is not None:
         params = inspect.signature(RDBStorage).parameters
         name = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
@@ -130,6 +135,19 @@ class RunSummary:
         return [t for t in self.study.get_trials(deepcopy=False) if t.number in wanted]
 
 
+def open_study(study_file: LoadedStudy) -> tuple[StudyTracker, optuna.Study, str]:
+    """Create (or open) both stores, the study, the MLflow experiment and the study's parent run."""
+    config = study_file.config
+    tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location,
+                           source=str(Path(study_file.path).resolve()))
+    storage = open_storage(config.search.storage, on_stale_trial=stale_trial_callback(tracker, config.search.retries),
+                           heartbeat=config.search.heartbeat)
+    study = load_or_create(config, study_file.path, storage)
+    parent = tracker.parent_run(config.name, config_params(config), study_file.raw_text)
+    StudyRecord(mlflow_parent_run_id=parent, mlflow_experiment_id=tracker.experiment_id).write(study)
+    return tracker, study, parent
+
+
 def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: float | None,
               events: StudyEvents | None = None) -> RunSummary:
     """Create or resume the study and run trials until the study has `n_trials` (or time is up)."""
@@ -137,19 +155,20 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
 
     config = study_file.config
     events = events or StudyEvents()
-    tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location,
-                           source=str(Path(study_file.path).resolve()))
-
-    storage = open_storage(config.search.storage, on_stale_trial=stale_trial_callback(tracker, config.search.retries),
-                           heartbeat=config.search.heartbeat)
-    study = load_or_create(config, study_file.path, storage)
-    parent = tracker.parent_run(config.name, config_params(config), study_file.raw_text)
-    StudyRecord(mlflow_parent_run_id=parent, mlflow_experiment_id=tracker.experiment_id).write(study)
+    tracker, study, parent = open_study(study_file)
     summary = RunSummary(study, parent, tracker.experiment_id)
 
-    remaining = None if n_trials is None else trials_to_start(study, n_trials)
-    callbacks = [StopAtTarget(n_trials)] if n_trials is not None else []
     stop = StopRequest()
+    objective = TrialObjective(study_file, tracker, parent, device, stop, events)
+    # With a target and one trial at a time, the gate makes the target exact across this machine's
+    # processes (search/gate.py); threads check it after each trial (StopAtTarget).
+    gate = None
+    if n_trials is not None and config.search.n_jobs == 1:
+        gate = TrialGate(lock_path(config.search.storage, config.name), n_trials, timeout_s=timeout_s)
+    remaining = None if n_trials is None else gate.first(study) if gate else trials_to_start(study, n_trials)
+    if gate is not None:
+        gate.limit = remaining
+    callbacks = [StopAtTarget(n_trials)] if n_trials is not None and gate is None else []
 
     def record(study_: optuna.Study, trial: FrozenTrial) -> None:
         if stop.signum is not None:
@@ -159,20 +178,21 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
         events.trial_ended(trial)
 
     started = time.perf_counter()
-    objective = TrialObjective(study_file, tracker, parent, device, stop, events)
-    events.study_started(study, n_trials, remaining)
     try:
+        events.study_started(study, n_trials, remaining)
         with stop.installed():
             if remaining != 0:
                 study.optimize(
-                    objective,
+                    gate.gated(objective) if gate else objective,
                     n_trials=remaining,
                     timeout=timeout_s,
                     n_jobs=config.search.n_jobs,
                     catch=(Exception,),  # a failing trial is marked FAIL and the study goes on
-                    callbacks=[*callbacks, record],
+                    callbacks=[*callbacks, record, *([gate] if gate else [])],  # the gate last: held briefly
                 )
     finally:
+        if gate is not None:
+            gate.close()
         summary.seconds = time.perf_counter() - started
     if stop.signum is not None:
         raise StudyInterrupted(stop.signum, objective.interrupted)
