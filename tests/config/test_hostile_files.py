@@ -6,7 +6,6 @@ and with nothing created. The limits themselves are `ee_search/config/safe_yaml.
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -53,30 +52,43 @@ class Outcome:
     peak_mb: float
 
 
-def _cap_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (_CHILD_MEMORY_CAP, _CHILD_MEMORY_CAP))
+# The child caps its own address space and, as it exits, writes its own peak RSS (VmHWM of its own
+# memory map). os.wait4's ru_maxrss cannot be used: Linux carries the forking process's peak over
+# exec, and a pytest worker that has imported torch would lend the child its 850 MB.
+_TRAMPOLINE = f"""
+import atexit, os, re, resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_AS, ({_CHILD_MEMORY_CAP}, {_CHILD_MEMORY_CAP}))
+def _peak():
+    status = open("/proc/self/status").read()
+    open(os.environ["EE_SEARCH_PEAK_FILE"], "w").write(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
+atexit.register(_peak)
+sys.argv = ["ee-search", *sys.argv[1:]]
+runpy.run_module("ee_search.cli", run_name="__main__")
+"""
 
 
 def ee_search_process(args: list[str], cwd: Path, timeout: float = 120) -> Outcome:
-    """`ee-search ARGS` as a process of its own, with its own peak memory (os.wait4's rusage of that
-    child alone, not of every child this test process has had)."""
+    """`ee-search ARGS` as a process of its own, with its own peak memory (the child's own VmHWM)."""
     repo = str(Path(ee_search.__file__).resolve().parents[1])  # the checkout under test, not an install
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
     out_path, err_path = cwd.parent / f"{cwd.name}.stdout", cwd.parent / f"{cwd.name}.stderr"
+    peak_path = cwd.parent / f"{cwd.name}.peak"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]),
+           "EE_SEARCH_PEAK_FILE": str(peak_path)}
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         start = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "ee_search.cli", *args], cwd=cwd, stdout=out, stderr=err,
-                                env=env, preexec_fn=_cap_memory)
+        proc = subprocess.Popen([sys.executable, "-c", _TRAMPOLINE, *args], cwd=cwd, stdout=out, stderr=err,
+                                env=env)
         killer = threading.Timer(timeout, proc.kill)
         killer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            _, status, _ = os.wait4(proc.pid, 0)
         finally:
             killer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - start
     read = lambda path: path.read_bytes().decode("utf-8", "replace")  # noqa: E731
-    return Outcome(proc.returncode, read(out_path), read(err_path), seconds, usage.ru_maxrss / 1024)
+    peak_mb = int(peak_path.read_text()) / 1024 if peak_path.exists() else float("inf")
+    return Outcome(proc.returncode, read(out_path), read(err_path), seconds, peak_mb)
 
 
 def assert_refused(outcome: Outcome, *words: str) -> None:
