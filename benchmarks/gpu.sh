@@ -7,14 +7,14 @@
 # Steps, each under its own time limit so that one hang cannot eat the lease (seconds in brackets):
 #   install (60)      the .wheelhouse/ wheels (../shared/gpu/make-wheelhouse.sh) with --no-deps, so the
 #                     image's own torch stays; ee_search itself is imported from this checkout
-#   cuda tests (100)  pytest -m cuda: bf16 + channels_last, trials on their own streams, torch.compile
-#   throughput (75)   benchmarks/train_throughput.py
-#   exit inference (45), concurrency (45)
-#   workers (150)     benchmarks/gpu_workers.py: 4 `ee-search run` workers sharing the device, 8 trials of
-#                     3 epochs at SVHN's size, nvidia-smi sampled every 500 ms
+#   cuda tests (90)   pytest -m cuda: bf16 + channels_last, trials on their own streams, torch.compile
+#   throughput (70)   benchmarks/train_throughput.py
+#   exit inference (40), concurrency (40)
+#   workers (180)     benchmarks/workers.py: `ee-search run --workers 4` sharing the device, 8 trials of
+#                     3 epochs of ee_resnet-64 at SVHN's size, nvidia-smi sampled every 500 ms meanwhile
 # Results go to $OUT (the device tool's folder; default benchmarks/results/gpu-<date>), at most 8 files:
-# summary.json (each step's exit code and seconds, the device), gpu.log, cuda-tests.xml and one JSON per
-# benchmark, named *-h100.json / *-h200.json / *-cpu.json after the device. A failed step is recorded and
+# summary.json (each step's exit code and seconds, the device), gpu.log, cuda-tests.xml, nvidia-smi.csv and
+# one JSON per benchmark, named *-h100.json / *-h200.json / *-cpu.json after the device. A failed step is recorded and
 # the next one runs: a lease is too short to stop at the first error.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,20 +59,27 @@ print(next((k for k in ('h200', 'h100', 'a100') if k in name), 'cpu' if name == 
 size=()
 [ "$tiny" = 1 ] && size=(--tiny)
 
-step cuda-tests 100 "$python" -m pytest -m cuda -q -p no:cacheprovider -o addopts="" --timeout=90 \
+step cuda-tests 90 "$python" -m pytest -m cuda -q -p no:cacheprovider -o addopts="" --timeout=90 \
     tests/test_cuda.py --junitxml="$out/cuda-tests.xml"
-step throughput 75 "$python" benchmarks/train_throughput.py --device "$device" --quick "${size[@]}" \
+step throughput 70 "$python" benchmarks/train_throughput.py --device "$device" --quick "${size[@]}" \
     --json "$out/train-throughput-$tag.json"
-step exit-inference 45 "$python" benchmarks/exit_inference.py --device "$device" --quick "${size[@]}" \
+step exit-inference 40 "$python" benchmarks/exit_inference.py --device "$device" --quick "${size[@]}" \
     --json "$out/exit-inference-$tag.json"
-step concurrency 45 "$python" benchmarks/concurrency.py --device "$device" --quick "${size[@]}" \
+step concurrency 40 "$python" benchmarks/concurrency.py --device "$device" --quick "${size[@]}" \
     --json "$out/concurrency-$tag.json"
-workers=(--workers 4)
-[ "$tiny" = 1 ] && workers=(--workers 2)
-work=$(mktemp -d)
-step workers 150 "$python" benchmarks/gpu_workers.py --device "$device" "${size[@]}" "${workers[@]}" \
-    --max-wall 120 --work "$work" --json "$out/gpu-workers-$tag.json"
-[ -f "$work/nvidia-smi.csv" ] && cp "$work/nvidia-smi.csv" "$out/"
+# The study at SVHN's size, through the product's own `--workers`: 4 processes share the device.
+svhn=(--set "data.synthetic={train_size: 73257, test_size: 26032}" --set model.name=ee_resnet --set model.width=64
+      --set train.max_epochs=3 --set search.n_trials=8 --set search.pruner.type=none)
+workers=(--rows 4 --repeats 1 "${svhn[@]}")
+[ "$tiny" = 1 ] && workers=(--tiny)
+smi=""
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used,power.draw --format=csv -lms 500 \
+        >"$out/nvidia-smi.csv" 2>/dev/null &
+    smi=$!
+fi
+step workers 180 "$python" benchmarks/workers.py --device "$device" "${workers[@]}" --json "$out/workers-$tag.json"
+[ -n "$smi" ] && kill "$smi"
 
 nvidia=$( (nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo none) | head -1)
 failed=0

@@ -245,12 +245,15 @@ def test_sigterm_on_the_parent_stops_every_worker_resumably_and_the_next_run_fin
     assert f"to resume, run: ee-search run {tiny_study}" in output and "--workers 2" in output
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # none left behind
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db")
-    waiting = [t for t in study.trials if t.state.name == "WAITING"]
-    assert len(waiting) == 2  # each worker saved its trial and queued it
+    # Each worker saved its unfinished trial and queued it. Both were past epoch 1 at the signal, but one
+    # may have finished its last epoch before the signal reached it: then only the other one waits.
+    states = [t.state.name for t in study.trials]
+    waiting = states.count("WAITING")
+    assert 1 <= waiting <= 2 and set(states) <= {"COMPLETE", "WAITING"}
 
     again = cli("run", tiny_study, "--workers", "2", *sets)
     assert again.exit_code == 0, again.output
     final = counted_trials(optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir}/optuna.db"))
     assert len(final) == 3 and all(t.state.name == "COMPLETE" for t in final)
     resumed_at = [t.user_attrs["resumed_at_epoch"] for t in final if t.system_attrs.get(RETRY_HISTORY)]
-    assert len(resumed_at) == 2 and min(resumed_at) >= 1  # both went on from their last.pt
+    assert len(resumed_at) == waiting and min(resumed_at) >= 1  # each went on from its last.pt

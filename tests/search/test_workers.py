@@ -43,14 +43,14 @@ def mlflow_server(postgres, serve, tmp_path_factory):
 def stores(request, workdir):
     if request.param == "journal":
         return f"journal:{workdir}/optuna.journal", f"sqlite:///{workdir}/mlflow.db"
-    if request.param == "sqlite":
-        return f"sqlite:///{workdir}/optuna.db", f"sqlite:///{workdir}/mlflow.db"
     postgres = request.getfixturevalue("postgres")
     url, _ = request.getfixturevalue("mlflow_server")
     return postgres.url("optuna"), url
 
 
-@pytest.mark.parametrize("stores", ["journal", "sqlite", "postgres_and_mlflow_server"], indirect=True)
+# SQLite shared by worker processes is proved by tests/search/test_local_workers.py (`run --workers 2`):
+# here the journal file and PostgreSQL + an mlflow server, with workers started by hand.
+@pytest.mark.parametrize("stores", ["journal", "postgres_and_mlflow_server"], indirect=True)
 def test_two_workers_share_one_study(tiny_study, workdir, stores):
     storage, tracking = stores
     # Create the stores first, as an operator would, so the workers race only over trials.
