@@ -25,7 +25,7 @@ def latency(program, baseline, images: torch.Tensor) -> dict:
         out[f"batch_{batch}"] = {
             "early_exit_ms": statistics.median(early), "full_depth_ms": statistics.median(full),
             "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
-            "repeats": reps,
+            "repeats": reps, "early_exit_ms_all": early, "full_depth_ms_all": full,  # the pairs, in order
         }
     out["torch_threads"] = torch.get_num_threads()
     return out

@@ -1,5 +1,6 @@
 """A crash mid-study loses no finished trial and no metric already logged; running again resumes.
-Both ways a worker can die: Ctrl-C (it cleans up), and SIGKILL (it cannot: the heartbeat tells)."""
+Here the ways a worker stops and cleans up: Ctrl-C and SIGTERM. SIGKILL (no cleanup: the heartbeat
+tells) is tests/search/test_local_workers.py's."""
 
 from __future__ import annotations
 
