@@ -1,0 +1,94 @@
+"""`ee-search run`: create or resume the study and run its trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ee_search.cli.common import (DeviceOpt, SetOpt, StorageOpt, StudyArg, TrackingOpt, _fail, _load,
+                                  _locating_flags, _same_command, app, console, err_console)
+from ee_search.errors import UserInputError
+
+
+# ------------------------------------------------------------------------------------------- run
+def _device_and_data(study: Path, config):
+    """The device (and the worker processes' devices), and the data loaded before any store exists,
+    so a missing dataset creates nothing."""
+    from ee_search.data import prepare_data
+    from ee_search.device import resolve_device
+    from ee_search.search.devices import plan_workers
+
+    try:
+        torch_device = resolve_device(config.device)
+    except RuntimeError as exc:
+        raise UserInputError(str(study), "device", str(exc)) from None
+    slots = plan_workers(config, str(study)) if config.search.workers > 1 else []
+    try:
+        return torch_device, prepare_data(config.data, config.seed), slots
+    except UserInputError as exc:
+        raise UserInputError(str(study), exc.field, exc.message) from None
+
+
+@app.command()
+def run(
+    study: StudyArg,
+    set_: SetOpt = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", min=1, help="Trials the study should have in total.")] = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    device: DeviceOpt = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run summary (and errors).")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes on this machine (overrides search.workers).")] = None,
+    devices: Annotated[str | None, typer.Option("--devices", help="all | cpu | cuda:0,cuda:1 (overrides search.devices).")] = None,
+) -> None:
+    """Create or resume the study, run trials, print a summary.
+
+    On a terminal a live area shows the study and each running trial; piped, one plain line per epoch."""
+    try:
+        loaded = _load(study, set_, storage, tracking_uri, device, n_trials, workers, devices)
+        torch_device, prepared, slots = _device_and_data(study, loaded.config)
+    except UserInputError as error:
+        _fail(error)
+    config = loaded.config
+    from ee_search.console import print_run_summary, run_progress
+    from ee_search.config import redact
+    from ee_search.search.signals import StudyInterrupted
+    from ee_search.search.study import run_study
+    from ee_search.search.workers import run_local_workers  # search.workers > 1: processes, not this one
+
+    if not quiet:
+        console.print(
+            f"[bold]{config.name}[/]: {config.model.name} on {config.data.dataset} "
+            f"({len(prepared.train)} train / {len(prepared.val)} val images), "
+            f"{'; '.join(f'worker {w.index} on {w.describe()}' for w in slots) or f'device {torch_device}'}, "
+            f"objectives {' & '.join(config.search.objectives)}; "
+            f"Optuna {redact(config.search.storage)}, MLflow {redact(config.tracking.uri)}"
+        )
+    shared = {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri}
+    again = _same_command(study, {**shared, "--device": device, "--timeout": timeout, "--workers": workers,
+                                  "--devices": devices}, set_)
+    timeout_s = timeout if timeout is not None else config.search.timeout_s
+    try:
+        # The live area is gone (erased) before anything below prints: the summary or the interruption.
+        with run_progress(console, config.name, config.search.objectives, config.directions,
+                          config.train.early_stopping.monitor, config.search.n_jobs * max(1, len(slots)),
+                          quiet) as events:
+            summary = (run_local_workers(loaded, slots, study, set_, shared, timeout_s, events) if slots
+                       else run_study(loaded, torch_device, config.search.n_trials, timeout_s, events=events))
+    except UserInputError as error:
+        _fail(error)
+    except StudyInterrupted as stopped:
+        saved = f"trial(s) {', '.join(map(str, stopped.trials))} saved and queued" if stopped.trials else "nothing to save"
+        err_console.print(f"interrupted ({stopped}): {saved}; to resume, run: {again}", soft_wrap=True)
+        raise typer.Exit(code=stopped.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: finished trials are kept; to resume, run: {again}", soft_wrap=True)
+        raise typer.Exit(code=130) from None
+    print_run_summary(console, loaded, summary, _locating_flags(set_, storage, tracking_uri))
+    states = [t.state.name for t in summary.trials()]
+    if states and all(s == "FAIL" for s in states):
+        err_console.print("[bold red]every trial of this run failed[/]: see the errors above")
+        raise typer.Exit(code=1)
