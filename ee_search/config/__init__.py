@@ -19,23 +19,25 @@ from ee_search.config.objectives import DIRECTIONS, OBJECTIVES, ObjectiveName, O
 from ee_search.config.schema import (
     AugmentConfig,
     AveragingConfig,
-    CategoricalDimension,
     DataConfig,
-    Dimension,
     EarlyStoppingConfig,
     ExitsConfig,
-    FloatDimension,
-    HeartbeatConfig,
     ResumeConfig,
-    IntDimension,
     ModelConfig,
-    PrunerConfig,
-    SamplerConfig,
-    SearchConfig,
     StudyConfig,
     SyntheticConfig,
     TrackingConfig,
     TrainConfig,
+)
+from ee_search.config.search_schema import (
+    CategoricalDimension,
+    Dimension,
+    FloatDimension,
+    HeartbeatConfig,
+    IntDimension,
+    PrunerConfig,
+    SamplerConfig,
+    SearchConfig,
 )
 from ee_search.config.search_registry import OPTUNA_PRUNERS, PRUNERS, SAMPLERS, PrunerSpec, SamplerSpec
 from ee_search.config.urls import absolute_sqlite, check_storage_url, check_tracking_uri, redact

@@ -11,13 +11,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from ee_search.config.schema import (
+from ee_search.config.schema import StudyConfig
+from ee_search.config.search_schema import (
     CategoricalDimension,
     Dimension,
     FloatDimension,
     IntDimension,
     SearchConfig,
-    StudyConfig,
 )
 from ee_search.config.safe_yaml import parse_yaml
 from ee_search.errors import QUOTE_CHARS, FieldError, UserInputError, cut, quote

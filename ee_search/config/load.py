@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ee_search.config.dotted import config_value, get_path, parse_override, set_path, walk_schema
 from ee_search.config.messages import to_user_error
 from ee_search.config.safe_yaml import MAX_YAML_BYTES, check_size, parse_yaml
-from ee_search.config.schema import CategoricalDimension, Dimension, StudyConfig
+from ee_search.config.schema import StudyConfig
+from ee_search.config.search_schema import CategoricalDimension, Dimension
 from ee_search.errors import QUOTE_CHARS, FieldError, UserInputError, cut, quote
 
 # Searching these would change what the study *is* (its name, its storage), not a trial's config.
