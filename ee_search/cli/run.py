@@ -19,7 +19,9 @@ def _device_and_data(study: Path, config):
     from ee_search.data import prepare_data
     from ee_search.device import resolve_device
     from ee_search.search.devices import plan_workers
+    from ee_search.search.disk_full import quiet_disk_full_logs
 
+    quiet_disk_full_logs()  # a full disk is told in one line (`_exit_if_disk_full`), not in loggers' tracebacks
     try:
         torch_device = resolve_device(config.device)
     except RuntimeError as exc:
@@ -29,6 +31,29 @@ def _device_and_data(study: Path, config):
         return torch_device, prepare_data(config.data, config.seed), slots
     except UserInputError as exc:
         raise UserInputError(str(study), exc.field, exc.message) from None
+
+
+def _print_header(config, prepared, slots, torch_device) -> None:
+    from ee_search.config import redact
+
+    console.print(
+        f"[bold]{config.name}[/]: {config.model.name} on {config.data.dataset} "
+        f"({len(prepared.train)} train / {len(prepared.val)} val images), "
+        f"{'; '.join(f'worker {w.index} on {w.describe()}' for w in slots) or f'device {torch_device}'}, "
+        f"objectives {' & '.join(config.search.objectives)}; "
+        f"Optuna {redact(config.search.storage)}, MLflow {redact(config.tracking.uri)}"
+    )
+
+
+def _exit_if_disk_full(error: Exception, config, again: str) -> None:
+    """A full disk, wherever it showed up: one line naming it and the command that resumes, exit 75
+    (docs/design.md §9). Returns for any other error, which the caller re-raises."""
+    from ee_search.search.disk_full import DISK_FULL_EXIT, stop_line
+
+    line = stop_line(error, config, again)
+    if line is not None:
+        err_console.print(line, soft_wrap=True)
+        raise typer.Exit(code=DISK_FULL_EXIT) from None
 
 
 @app.command()
@@ -47,29 +72,26 @@ def run(
     """Create or resume the study, run trials, print a summary.
 
     On a terminal a live area shows the study and each running trial; piped, one plain line per epoch."""
+    shared = {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri}
+    again = _same_command(study, {**shared, "--device": device, "--timeout": timeout, "--workers": workers,
+                                  "--devices": devices}, set_)
+    loaded = None
     try:
         loaded = _load(study, set_, storage, tracking_uri, device, n_trials, workers, devices)
-        torch_device, prepared, slots = _device_and_data(study, loaded.config)
+        torch_device, prepared, slots = _device_and_data(study, loaded.config)  # a data cache may fill a disk
     except UserInputError as error:
         _fail(error)
+    except Exception as error:
+        _exit_if_disk_full(error, loaded and loaded.config, again)
+        raise
     config = loaded.config
     from ee_search.console import print_run_summary, run_progress
-    from ee_search.config import redact
     from ee_search.search.signals import StudyInterrupted
     from ee_search.search.study import run_study
     from ee_search.search.workers import run_local_workers  # search.workers > 1: processes, not this one
 
     if not quiet:
-        console.print(
-            f"[bold]{config.name}[/]: {config.model.name} on {config.data.dataset} "
-            f"({len(prepared.train)} train / {len(prepared.val)} val images), "
-            f"{'; '.join(f'worker {w.index} on {w.describe()}' for w in slots) or f'device {torch_device}'}, "
-            f"objectives {' & '.join(config.search.objectives)}; "
-            f"Optuna {redact(config.search.storage)}, MLflow {redact(config.tracking.uri)}"
-        )
-    shared = {"--n-trials": n_trials, "--storage": storage, "--tracking-uri": tracking_uri}
-    again = _same_command(study, {**shared, "--device": device, "--timeout": timeout, "--workers": workers,
-                                  "--devices": devices}, set_)
+        _print_header(config, prepared, slots, torch_device)
     timeout_s = timeout if timeout is not None else config.search.timeout_s
     try:
         # The live area is gone (erased) before anything below prints: the summary or the interruption.
@@ -87,6 +109,9 @@ def run(
     except KeyboardInterrupt:
         err_console.print(f"interrupted: finished trials are kept; to resume, run: {again}", soft_wrap=True)
         raise typer.Exit(code=130) from None
+    except Exception as error:
+        _exit_if_disk_full(error, config, again)
+        raise
     print_run_summary(console, loaded, summary, _locating_flags(set_, storage, tracking_uri))
     states = [t.state.name for t in summary.trials()]
     if states and all(s == "FAIL" for s in states):

@@ -21,6 +21,8 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 def _reason(trial: FrozenTrial) -> str:
     record = TrialRecord.read(trial)
     if trial.state == TrialState.FAIL:
+        if record.resumed_by is not None:  # SIGTERM, a full disk: not an outcome (docs/design.md §9)
+            return f"interrupted, saved: trial {record.resumed_by} resumes it"
         return record.error or "failed"
     reason = record.stop_reason or ""
     return f"{reason}: {record.prune_detail}" if reason == PRUNED_BY_PRUNER and record.prune_detail else reason

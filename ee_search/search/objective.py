@@ -6,13 +6,14 @@ PRUNED with a reason, FAILED with the error, or INTERRUPTED) and the recorder cl
 
 A trial may be a retry of one whose worker died or was stopped (search/retry.py): the recorder then
 reopens that trial's run and its `last.pt`, and training goes on with the original trial's seed.
-Stopped by SIGTERM / Ctrl-C, it ends INTERRUPTED: Optuna records FAIL, the run waits KILLED, and a
-WAITING retry is queued (docs/design.md §9).
+Stopped by SIGTERM / Ctrl-C, or by a full disk anywhere, it ends INTERRUPTED: Optuna records FAIL,
+the run waits KILLED, and a WAITING retry is queued (docs/design.md §9).
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,9 +26,11 @@ from ee_search.data import prepare_data
 from ee_search.fit import train_network
 from ee_search.records import BEST_CHECKPOINT, PRUNED_BY_PRUNER, Ending, file_name
 from ee_search.search import space
+from ee_search.search.disk_full import DiskWatch, disk_full_detail, disk_full_path
 from ee_search.search.events import StudyEvents
 from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
 from ee_search.search.recorder import Continuation, TrialEnd, TrialRecorder
+from ee_search.search.retry import enqueue_retry, successor
 from ee_search.search.signals import StopRequest
 from ee_search.tracking import StudyTracker, SystemMetrics
 from ee_search.train import NON_FINITE_LOSS, InterruptWhen, ResumeSpec, TrainingInterrupted
@@ -37,17 +40,26 @@ class TrialInterrupted(Exception):
     """The trial stopped on SIGTERM / Ctrl-C, saved, and has a WAITING retry; Optuna marks it FAIL."""
 
 
+def _interrupted_by(error: BaseException, detail: str) -> TrainingInterrupted:
+    """A full disk, as the interruption it is treated as; the disk's error stays its cause."""
+    interrupted = TrainingInterrupted(detail)
+    interrupted.__cause__ = error
+    return interrupted
+
+
 class TrialObjective:
     """The callable `study.optimize` runs: one trial from sampled values to its objective values."""
 
     def __init__(self, study_file: LoadedStudy, tracker: StudyTracker, parent_run_id: str, device: torch.device,
-                 stop: StopRequest | None = None, events: StudyEvents | None = None) -> None:
+                 stop: StopRequest | None = None, events: StudyEvents | None = None,
+                 disk: DiskWatch | None = None) -> None:
         self.study_file = study_file
         self.tracker = tracker
         self.parent_run_id = parent_run_id
         self.device = device
         self.stop = stop or StopRequest()
         self.events = events or StudyEvents()
+        self.disk = disk or DiskWatch(self.stop)  # a full disk stops the study (search/disk_full.py)
         self.interrupted: list[int] = []  # trials left to be resumed by this process
         pruner_cfg = study_file.config.search.pruner
         self.es_pruner = EarlyStoppingPruner.from_config(pruner_cfg) if pruner_cfg.type == "early_stopping" else None
@@ -55,13 +67,12 @@ class TrialObjective:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         config = self.study_file.with_values(space.sample(trial, self.study_file.config))  # a retry: same params
         recorder = TrialRecorder(trial, self.tracker, self.events)
-        with tempfile.TemporaryDirectory(prefix=f"ee-search-trial-{trial.number}-") as tmp:
-            cont = recorder.open(self.parent_run_id, lambda n: config_params(config, **{"trial.seed": config.seed + n}))
-            checkpoint = Path(tmp) / file_name(BEST_CHECKPOINT)  # where the fit writes it, uploaded on close
-            # Sampled while the trial trains, flushed before the run is closed.
-            with SystemMetrics(self.tracker.uri, cont.run.run_id, resumed=not cont.new_run):
-                end = self._train_and_judge(trial, recorder, config, cont, Path(tmp))
-            recorder.close(end, config, checkpoint)
+        try:
+            end = self._run(trial, recorder, config)
+        except Exception as error:
+            if self.disk.hit(error) is None:
+                raise
+            end = self._left_by_full_disk(trial, recorder, error)
         if end.ending is Ending.COMPLETE:
             return end.values
         if end.ending is Ending.PRUNED:
@@ -70,8 +81,39 @@ class TrialObjective:
             self.interrupted.append(trial.number)
         if isinstance(end.error, TrainingInterrupted):
             trial.study.stop()  # start no new trial; Optuna records this one as FAIL (it has a retry)
-            raise TrialInterrupted(end.detail)
+            raise TrialInterrupted(end.detail) from end.error
         raise end.error
+
+    def _run(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig) -> TrialEnd:
+        with tempfile.TemporaryDirectory(prefix=f"ee-search-trial-{trial.number}-") as tmp:
+            cont = recorder.open(self.parent_run_id, lambda n: config_params(config, **{"trial.seed": config.seed + n}))
+            checkpoint = Path(tmp) / file_name(BEST_CHECKPOINT)  # where the fit writes it, uploaded on close
+            # Sampled while the trial trains, flushed before the run is closed.
+            with SystemMetrics(self.tracker.uri, cont.run.run_id, resumed=not cont.new_run):
+                end = self._train_and_judge(trial, recorder, config, cont, Path(tmp))
+            if end.ending is Ending.INTERRUPTED and self.disk.path is not None:
+                # Room for the closing writes where this folder shares the full disk. Nothing is lost:
+                # best.pt and last.pt went to the store as they were written (or their previous
+                # versions did), and the retry's last.pt holds the best epoch's weights.
+                for item in Path(tmp).iterdir():
+                    shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+            recorder.close(end, config, checkpoint)
+        return end
+
+    def _left_by_full_disk(self, trial: optuna.Trial, recorder: TrialRecorder, error: Exception) -> TrialEnd:
+        """A full disk outside training (opening or closing the trial's run): the trial is left to be
+        resumed as far as the stores still take writes; what they refuse, the stale-trial retry makes
+        up for (docs/design.md §9)."""
+        detail = disk_full_detail(self.disk.path)
+        try:
+            if recorder.cont is not None:
+                recorder.run.finish(Ending.INTERRUPTED, detail=detail)
+            if successor(trial.study, trial.number) is None:
+                enqueue_retry(trial)
+        except Exception as again:  # noqa: BLE001 - the disk is still full: left to the heartbeat
+            if disk_full_path(again) is None:
+                raise
+        return TrialEnd(Ending.INTERRUPTED, 0, detail=detail, error=_interrupted_by(error, detail))
 
     def _train_and_judge(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig,
                          cont: Continuation, tmp: Path) -> TrialEnd:
@@ -84,6 +126,9 @@ class TrialObjective:
         except (TrainingInterrupted, KeyboardInterrupt) as error:  # left to be resumed, not failed
             return TrialEnd(Ending.INTERRUPTED, epochs(), detail=f"{type(error).__name__}: {error}", error=error)
         except BaseException as error:  # the run must not stay RUNNING
+            if (path := self.disk.hit(error)) is not None:  # not the trial's fault: resumed once there is room
+                detail = disk_full_detail(path)
+                return TrialEnd(Ending.INTERRUPTED, epochs(), detail=detail, error=_interrupted_by(error, detail))
             return TrialEnd(Ending.FAILED, epochs(), detail=f"{type(error).__name__}: {error}", error=error)
 
     def _train(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig, cont: Continuation,

@@ -27,7 +27,9 @@ def stale_trial_callback(tracker: StudyTracker, retries: int) -> Callable[[optun
     retry = RetryHeartbeatStaleTrialCallback(max_retry=retries)
 
     def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-        if retries > 0:
+        # A trial stopped by a full disk may have queued its retry and then failed to record its own
+        # end (disk_full.py): one retry, or it would be trained twice.
+        if retries > 0 and successor(study, trial.number) is None:
             retry(study, trial)
         run_id = TrialRecord.read(trial).mlflow_run_id
         if not run_id:

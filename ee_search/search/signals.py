@@ -18,8 +18,11 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.disk_full: str | None = None  # where a disk filled up (search/disk_full.py): stop as for a signal
 
     def reason(self) -> str | None:
+        if self.disk_full is not None:
+            return "disk full"
         return None if self.signum is None else signal.Signals(self.signum).name
 
     @property

@@ -5,7 +5,8 @@ invocation and worker (as Optuna's MaxTrialsCallback does, except that a FAIL wi
 count: budget.counted_trials), so a resumed study runs only what is missing and several workers can
 share one target. RDB storages (SQLite, PostgreSQL) get heartbeats, so a worker that dies mid-trial
 leaves its trial to be retried (`search.retries` times) from its last.pt, or FAILED, never RUNNING
-forever. SIGTERM / Ctrl-C stop every running trial at a batch boundary and leave them to be resumed.
+forever. SIGTERM / Ctrl-C, and a full disk (disk_full.py), stop every running trial at a batch
+boundary and leave them to be resumed.
 The parent MLflow run is terminal only once the study has its `n_trials` (shared by workers).
 """
 
@@ -30,6 +31,7 @@ from ee_search.search.study_figures import refresh_study_figures
 from ee_search.config import redact
 from ee_search.config.params import config_params
 from ee_search.records import StudyRecord
+from ee_search.search.disk_full import DiskFull, DiskWatch, Reserve, study_locations
 from ee_search.search.budget import StopAtTarget, counted_trials, trials_to_start
 from ee_search.search.gate import TrialGate, lock_path
 from ee_search.search.retry import stale_trial_callback
@@ -159,7 +161,8 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
     summary = RunSummary(study, parent, tracker.experiment_id)
 
     stop = StopRequest()
-    objective = TrialObjective(study_file, tracker, parent, device, stop, events)
+    disk = DiskWatch(stop, study_locations(config), Reserve.for_study(config, tracker).make())
+    objective = TrialObjective(study_file, tracker, parent, device, stop, events, disk)
     # With a target and one trial at a time, the gate makes the target exact across this machine's
     # processes (search/gate.py); threads check it after each trial (StopAtTarget).
     gate = None
@@ -171,16 +174,17 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
     callbacks = [StopAtTarget(n_trials)] if n_trials is not None and gate is None else []
 
     def record(study_: optuna.Study, trial: FrozenTrial) -> None:
-        if stop.signum is not None:
-            study_.stop()  # a signal came between two trials' batches: start nothing new
+        if stop.reason() is not None:
+            study_.stop()  # a signal (or a full disk) came between two trials' batches: start nothing new
         summary.trial_numbers.append(trial.number)
-        refresh_study_figures(tracker, parent, study_, trial, n_trials)
+        if stop.disk_full is None:
+            refresh_study_figures(tracker, parent, study_, trial, n_trials)
         events.trial_ended(trial)
 
     started = time.perf_counter()
     try:
         events.study_started(study, n_trials, remaining)
-        with stop.installed():
+        with stop.installed(), disk.watching_threads():
             if remaining != 0:
                 study.optimize(
                     gate.gated(objective) if gate else objective,
@@ -190,10 +194,15 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
                     catch=(Exception,),  # a failing trial is marked FAIL and the study goes on
                     callbacks=[*callbacks, record, *([gate] if gate else [])],  # the gate last: held briefly
                 )
+    except Exception as error:
+        if disk.hit(error) is None:
+            raise
     finally:
         if gate is not None:
             gate.close()
         summary.seconds = time.perf_counter() - started
+    if stop.disk_full is not None:
+        raise DiskFull(stop.disk_full, objective.interrupted)
     if stop.signum is not None:
         raise StudyInterrupted(stop.signum, objective.interrupted)
     # Workers share the parent run: only the one that sees the study complete closes it.

@@ -8,8 +8,10 @@ budget and resume as a process started by hand, so nothing here trains. The pare
   file's seed + its start number), since processes sharing one seeded sampler draw the same values;
 - polls the storage for the one progress view (watch.py) and fails stale trials as it goes, so a
   dead worker's trial is queued for its retry as soon as its heartbeat is stale;
-- restarts a worker that died (a signal, or any exit but 0, 1 or 2); the stale-trial retry (retry.py)
-  resumes its trial from last.pt, and when no worker is left a new one is started for it;
+- restarts a worker that died (a signal, or any exit but 0, 1, 2 or 75); the stale-trial retry
+  (retry.py) resumes its trial from last.pt, and when no worker is left a new one is started for it;
+- stops every worker (SIGTERM: each saves its trial) when one stops on a full disk (exit 75,
+  disk_full.py), and raises DiskFull;
 - forwards SIGINT / SIGTERM to every worker as SIGTERM (each saves its trial to be resumed, §9), waits
   for them, then raises StudyInterrupted; a second signal is forwarded too, and the workers exit at once.
 Workers run in their own session, so a terminal's Ctrl-C reaches the parent alone and each worker
@@ -36,6 +38,7 @@ from ee_search.config import LoadedStudy
 from ee_search.records import RETRY_HISTORY
 from ee_search.search.budget import trials_to_start
 from ee_search.search.devices import WorkerSlot
+from ee_search.search.disk_full import DISK_FULL_EXIT, DISK_FULL_LINE_START, DiskFull
 from ee_search.search.events import StudyEvents
 from ee_search.search.signals import StudyInterrupted
 from ee_search.search.study import RunSummary, finished_count, open_study
@@ -67,7 +70,8 @@ class WorkerProcess:
     def _forward(self, sink: Callable[[str], None]) -> None:
         for line in self.proc.stderr:
             self.tail.append(line.rstrip("\n"))
-            if not line.startswith("interrupted ("):  # its resume command is not the user's: the parent's is
+            # Its resume command is not the user's: the parent's is.
+            if not line.startswith(("interrupted (", DISK_FULL_LINE_START)):
                 sink(f"worker {self.slot.index}: {line.rstrip()}")
 
     def exit_code(self) -> int | None:
@@ -137,6 +141,8 @@ class LocalWorkers:
             if code in NORMAL_ENDS:
                 self.finished.add(index)
                 continue
+            if code == DISK_FULL_EXIT:  # it left its trial to be resumed; the others stop and save too
+                raise DiskFull("")
             if code == 2 or self.restarts_left == 0:
                 raise RuntimeError(f"worker {index} {describe_exit(code)}; its last lines:\n" + "\n".join(worker.tail))
             self.restarts_left -= 1
