@@ -218,11 +218,13 @@ def measure(args, here: Path, disk: Path, rng: random.Random) -> dict:
 
 def round_checks(r: dict) -> dict[str, bool]:
     hit = r["moment"]["hit"]
+    completed_at_stop = any(t["state"] == "COMPLETE" for t in r["trials_at_stop"].values())
     return {
         "stopped_in_one_line_exit_75": not hit or (r["exit_codes"]["run1"] == 75 and len(r["stop_lines"]) == 1
                                                    and "free space there" in r["stop_lines"][0]),
+        # pareto refuses (exit 2, one line) a study with no completed trial yet, full disk or not.
         "status_and_pareto_work_while_full": r["exit_codes"]["status_while_full"] == 0
-        and r["exit_codes"]["pareto_while_full"] == 0,
+        and r["exit_codes"]["pareto_while_full"] == (0 if completed_at_stop else 2),
         "rerun_completes_n_trials": r["exit_codes"]["run2"] == 0 and r["trials_finished"] == r["n_trials"],
         "no_trial_failed": r["trials_failed"] == 0,
         "no_completed_epoch_redone": r["completed_epochs_redone"] == 0,

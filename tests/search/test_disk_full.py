@@ -99,6 +99,7 @@ def _enospc_at_epoch_log(monkeypatch, when: int) -> None:
     monkeypatch.setattr(TrialRun, "log_metrics", log_metrics)
 
 
+@pytest.mark.slow  # four tiny trials in three commands (about 25 s on 2 idle cores)
 def test_a_full_disk_stops_the_study_in_one_line_and_running_again_finishes_it(tiny_study, workdir, monkeypatch):
     _enospc_at_epoch_log(monkeypatch, when=4)  # trials take 2 epochs: trial 1's second epoch
     result = cli("run", tiny_study, "--n-trials", 3, *SMALL, catch_exceptions=True)
