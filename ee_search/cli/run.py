@@ -81,8 +81,7 @@ def run(
     except UserInputError as error:
         _fail(error)
     except StudyInterrupted as stopped:
-        saved = f"trial(s) {', '.join(map(str, stopped.trials))} saved and queued" if stopped.trials else "nothing to save"
-        err_console.print(f"interrupted ({stopped}): {saved}; to resume, run: {again}", soft_wrap=True)
+        err_console.print(f"interrupted ({stopped}): {stopped.resume_note()}; to resume, run: {again}", soft_wrap=True)
         raise typer.Exit(code=stopped.exit_code) from None
     except KeyboardInterrupt:
         err_console.print(f"interrupted: finished trials are kept; to resume, run: {again}", soft_wrap=True)

@@ -26,8 +26,10 @@ from ee_search.fit import train_network
 from ee_search.records import BEST_CHECKPOINT, PRUNED_BY_PRUNER, Ending, file_name
 from ee_search.search import space
 from ee_search.search.events import StudyEvents
+from ee_search.search.ownership import FenceCallback, FencedRun, TrialOwnership, TrialTakenOver
 from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
 from ee_search.search.recorder import Continuation, TrialEnd, TrialRecorder
+from ee_search.search.resilient_storage import StorageOutage
 from ee_search.search.signals import StopRequest
 from ee_search.tracking import StudyTracker, SystemMetrics
 from ee_search.train import NON_FINITE_LOSS, InterruptWhen, ResumeSpec, TrainingInterrupted
@@ -53,14 +55,17 @@ class TrialObjective:
         self.es_pruner = EarlyStoppingPruner.from_config(pruner_cfg) if pruner_cfg.type == "early_stopping" else None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        ownership = TrialOwnership(trial).take()  # the fence: one worker per trial (search/ownership.py)
         config = self.study_file.with_values(space.sample(trial, self.study_file.config))  # a retry: same params
         recorder = TrialRecorder(trial, self.tracker, self.events)
         with tempfile.TemporaryDirectory(prefix=f"ee-search-trial-{trial.number}-") as tmp:
             cont = recorder.open(self.parent_run_id, lambda n: config_params(config, **{"trial.seed": config.seed + n}))
+            cont.run = FencedRun(cont.run, ownership)  # every write to the run checks the fence first
             checkpoint = Path(tmp) / file_name(BEST_CHECKPOINT)  # where the fit writes it, uploaded on close
             # Sampled while the trial trains, flushed before the run is closed.
             with SystemMetrics(self.tracker.uri, cont.run.run_id, resumed=not cont.new_run):
-                end = self._train_and_judge(trial, recorder, config, cont, Path(tmp))
+                end = self._train_and_judge(trial, recorder, config, cont, Path(tmp), ownership)
+            ownership.check()  # a trial taken over is left to its new owner: no ending written
             recorder.close(end, config, checkpoint)
         if end.ending is Ending.COMPLETE:
             return end.values
@@ -74,11 +79,13 @@ class TrialObjective:
         raise end.error
 
     def _train_and_judge(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig,
-                         cont: Continuation, tmp: Path) -> TrialEnd:
+                         cont: Continuation, tmp: Path, ownership: TrialOwnership) -> TrialEnd:
         pruning = PruningCallback(trial, self.es_pruner)
         epochs = lambda: len(pruning.history)  # noqa: E731 - epochs judged so far, resumed ones included
         try:
-            return self._train(trial, recorder, config, cont, tmp, pruning)
+            return self._train(trial, recorder, config, cont, tmp, pruning, FenceCallback(ownership))
+        except (TrialTakenOver, StorageOutage):  # nothing of this trial is written any more
+            raise
         except optuna.TrialPruned as pruned:
             return TrialEnd(Ending.PRUNED, epochs(), PRUNED_BY_PRUNER, detail=str(pruned))
         except (TrainingInterrupted, KeyboardInterrupt) as error:  # left to be resumed, not failed
@@ -87,7 +94,7 @@ class TrialObjective:
             return TrialEnd(Ending.FAILED, epochs(), detail=f"{type(error).__name__}: {error}", error=error)
 
     def _train(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig, cont: Continuation,
-               tmp: Path, pruning: PruningCallback) -> TrialEnd:
+               tmp: Path, pruning: PruningCallback, fence: FenceCallback) -> TrialEnd:
         """Train, then judge the result; exceptions (pruning, errors) are the caller's."""
         recorder.load_last(tmp)  # a retry's last.pt: here, so whatever goes wrong still closes the run
         prepared = prepare_data(config.data, config.seed)  # once per trial, passed to the fit
@@ -98,7 +105,7 @@ class TrialObjective:
                                            "mlflow_run_id": cont.run.run_id}, alternate=second)
         # The original trial's seed: a resumed trial ends exactly where it would have.
         result = train_network(config, device=self.device, seed=config.seed + cont.origin, prepared=prepared,
-                               recorders=[*recorder.epoch_callbacks(), InterruptWhen(self.stop.reason)],
+                               recorders=[fence, *recorder.epoch_callbacks(), InterruptWhen(self.stop.reason)],
                                pruning=pruning, checkpoint_path=tmp / file_name(BEST_CHECKPOINT),
                                on_best_saved=recorder.publish_checkpoint, resume=resume)
         recorder.trained(result.best_epoch, resume.write_seconds)

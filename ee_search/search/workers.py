@@ -37,6 +37,7 @@ from ee_search.records import RETRY_HISTORY
 from ee_search.search.budget import trials_to_start
 from ee_search.search.devices import WorkerSlot
 from ee_search.search.events import StudyEvents
+from ee_search.search.resilient_storage import outage_stops_resumably
 from ee_search.search.signals import StudyInterrupted
 from ee_search.search.study import RunSummary, finished_count, open_study
 from ee_search.search.watch import StudyWatcher
@@ -214,7 +215,8 @@ def run_local_workers(study_file: LoadedStudy, slots: list[WorkerSlot], study_pa
                         heartbeat=not config.search.storage.startswith("journal:"))
     started = time.perf_counter()
     try:
-        with crew.forwarding_signals():
+        # The storage unreachable past search.storage_outage_s: one resumable line (resilient_storage.py).
+        with crew.forwarding_signals(), outage_stops_resumably(config.search.heartbeat.grace_period_s):
             if target is None or finished_count(study) < target:
                 crew.run()
     finally:
