@@ -26,6 +26,7 @@ from pathlib import Path
 
 import optuna
 import psutil
+import sqlalchemy as sa
 import torch
 from mlflow import MlflowClient
 
@@ -72,6 +73,14 @@ def outage(server, seconds: float) -> None:
     server.ensure_postgres_running()
 
 
+def _running(engine) -> bool:
+    try:
+        with engine.connect() as con:
+            return bool(con.execute(sa.text("SELECT count(*) FROM trials WHERE state = 'RUNNING'")).scalar())
+    except sa.exc.SQLAlchemyError:  # the tables are not made yet
+        return False
+
+
 def drive(args, work: Path, server, storage_url: str) -> tuple[int, list[dict], str, float]:
     rng = random.Random(args.seed)
     log_path = work / "run.log"
@@ -79,6 +88,12 @@ def drive(args, work: Path, server, storage_url: str) -> tuple[int, list[dict], 
     with open(log_path, "w") as log:
         run = subprocess.Popen([sys.executable, "-m", "ee_search.cli", "run", str(work / "study.yaml")],
                                cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    engine = sa.create_engine(storage_url)
+    while not _running(engine):  # the faults hit a run under way: both workers started, trials running
+        if run.poll() is not None or time.monotonic() - started > args.timeout_s:
+            break
+        time.sleep(0.5)
+    engine.dispose()
     faults = []
     for _ in range(args.faults):
         wait = rng.uniform(*args.between_s)
@@ -91,6 +106,8 @@ def drive(args, work: Path, server, storage_url: str) -> tuple[int, list[dict], 
         faults.append({"at_s": round(time.monotonic() - started, 1), "down_s": round(down, 1)})
         outage(server, down)
     code = run.wait(timeout=args.timeout_s)
+    if code != 0:
+        print(log_path.read_text()[-4000:], file=sys.stderr)
     return code, faults, log_path.read_text(), time.monotonic() - started
 
 

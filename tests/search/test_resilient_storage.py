@@ -72,7 +72,7 @@ def test_past_the_limit_every_call_gives_up_at_once_with_one_line(tmp_path):
     assert "\n" not in str(lost.value) and "unreachable for 1 s (OperationalError: unable to open" in str(lost.value)
     started = time.monotonic()
     with pytest.raises(StorageOutage):  # the process is stopping: no second wait
-        study.trials
+        _ = study.trials
     assert time.monotonic() - started < 0.5
 
 
