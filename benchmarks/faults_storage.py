@@ -30,7 +30,7 @@ import sqlalchemy as sa
 import torch
 from mlflow import MlflowClient
 
-from ee_search.records import RETRY_HISTORY
+from ee_search.records import RETRY_HISTORY, TrialRecord
 from ee_search.search.budget import counted_trials
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,16 +119,18 @@ def measure(storage_url: str, tracking: str, n_trials: int) -> dict:
     client = MlflowClient(tracking)
     lost = twice = 0
     for trial in final:
-        steps = Counter(m.step for m in client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val_loss"))
-        epochs = int(trial.user_attrs.get("epochs_trained") or 0)
+        record = TrialRecord.read(trial)
+        steps = Counter(m.step for m in client.get_metric_history(record.mlflow_run_id, "val_loss"))
+        epochs = int(record.epochs_trained or 0)
         lost += sum(1 for e in range(1, epochs + 1) if e not in steps)
         twice += any(n > 1 for n in steps.values())
     redone = 0
     for t in trials:  # a retry resumed at epoch r; its predecessor had recorded h epochs: h - r redone
         history = t.system_attrs.get(RETRY_HISTORY)
-        if history and "resumed_at_epoch" in t.user_attrs:
-            had = len(by_number[history[-1]].user_attrs.get("monitor_history") or [])
-            redone += max(0, had - int(t.user_attrs["resumed_at_epoch"]))
+        resumed_at = TrialRecord.read(t).resumed_at_epoch
+        if history and resumed_at is not None:
+            had = len(TrialRecord.read(by_number[history[-1]]).monitor_history or [])
+            redone += max(0, had - int(resumed_at))
     return {"n_trials": n_trials, "trials_finished": sum(t.state.name == "COMPLETE" for t in final),
             "retries": sum(bool(t.system_attrs.get(RETRY_HISTORY)) for t in trials), "epochs_redone": redone,
             "metrics_lost": lost, "trials_trained_twice": twice,
