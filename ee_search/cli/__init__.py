@@ -31,5 +31,10 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # MLflow's own loggers are quietened by _load, once the study file is valid: ee_search.tracking
     # imports torch, and a refused file must cost neither its seconds nor its hundreds of MB.
-    app()
+    try:
+        app()
+    except Exception as error:  # noqa: BLE001 - no traceback for users: one line, the rest in a file
+        from ee_search.cli.crash_log import report
+
+        raise SystemExit(report(error)) from None
 
