@@ -31,6 +31,18 @@ def _device_and_data(study: Path, config):
         raise UserInputError(str(study), exc.field, exc.message) from None
 
 
+def _check_tracking_server(study: Path, uri: str) -> None:
+    """An HTTP tracking server must answer before anything is created (a few seconds of probes,
+    docs/design.md §5): otherwise one line naming it and the fix, exit 2, no store touched."""
+    from ee_search.config import redact
+    from ee_search.spool import is_remote, unreachable_reason
+
+    if is_remote(uri) and (why := unreachable_reason(uri)) is not None:
+        raise UserInputError(str(study), "tracking.uri", f"the MLflow tracking server at {redact(uri)} does not "
+                             f"answer ({why}): start it (mlflow server), or point tracking.uri / --tracking-uri "
+                             "at one that runs")
+
+
 @app.command()
 def run(
     study: StudyArg,
@@ -50,6 +62,7 @@ def run(
     try:
         loaded = _load(study, set_, storage, tracking_uri, device, n_trials, workers, devices)
         torch_device, prepared, slots = _device_and_data(study, loaded.config)
+        _check_tracking_server(study, loaded.config.tracking.uri)
     except UserInputError as error:
         _fail(error)
     config = loaded.config
@@ -58,6 +71,8 @@ def run(
     from ee_search.search.signals import StudyInterrupted
     from ee_search.search.study import run_study
     from ee_search.search.workers import run_local_workers  # search.workers > 1: processes, not this one
+    from ee_search.spool import TrackingUnavailable
+    from rich.markup import escape
 
     if not quiet:
         console.print(
@@ -84,6 +99,13 @@ def run(
         saved = f"trial(s) {', '.join(map(str, stopped.trials))} saved and queued" if stopped.trials else "nothing to save"
         err_console.print(f"interrupted ({stopped}): {saved}; to resume, run: {again}", soft_wrap=True)
         raise typer.Exit(code=stopped.exit_code) from None
+    except TrackingUnavailable as outage:
+        saved = f"trial(s) {', '.join(map(str, outage.trials))} saved and queued; " if outage.trials else ""
+        line = (f"the MLflow tracking server at {redact(config.tracking.uri)} has been unreachable for "
+                f"{outage.seconds:.0f} s (tracking.max_outage_s): {saved}its unsent writes wait in "
+                f"{outage.folder}; once it answers again, run: {again}")
+        err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+        raise typer.Exit(code=outage.exit_code) from None
     except KeyboardInterrupt:
         err_console.print(f"interrupted: finished trials are kept; to resume, run: {again}", soft_wrap=True)
         raise typer.Exit(code=130) from None
