@@ -61,3 +61,24 @@ def report(error: BaseException, what: str | None = None) -> int:
     """Print the one line for an unexpected `error` on stderr; returns the exit code to end with."""
     print(crash_line(what or describe(error), error), file=sys.stderr, flush=True)
     return EXIT_CODE
+
+
+class TracebacksToFile:
+    """A logging filter: a record that carries a traceback (Optuna's "Trial N failed ...", a library's
+    `logger.exception`) keeps its one line on the terminal, and the traceback goes to a log file
+    named at the end of that line."""
+
+    def filter(self, record) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            path, why = write_traceback(record.exc_info[1])
+            record.msg = f"{record.getMessage()} ({f'details in {path}' if path else f'traceback not saved: {why}'})"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
+def keep_tracebacks_off_the_terminal() -> None:
+    """Every handler of the root logger gets the filter (call after logging is configured)."""
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TracebacksToFile())

@@ -50,3 +50,24 @@ def test_no_folder_at_all_still_gives_one_line(monkeypatch, tmp_path):
     line = crash_log.crash_line("uploading failed", ValueError("x"))
     assert line.startswith("error: uploading failed; its traceback could not be saved (")
     assert "\n" not in line
+
+
+def test_a_logged_traceback_stays_one_line_and_goes_to_a_file(workdir, capsys):
+    import logging
+
+    from ee_search.cli.crash_log import TracebacksToFile
+
+    handler = logging.StreamHandler()
+    handler.addFilter(TracebacksToFile())
+    logger = logging.getLogger("test.crash_log")
+    logger.addHandler(handler)
+    try:
+        _boom()
+    except RuntimeError:
+        logger.warning("Trial %d failed", 3, exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("Trial 3 failed (details in ")
+    assert "in _boom" in open(err.strip().rsplit("details in ", 1)[1].rstrip(")"), encoding="utf-8").read()
