@@ -7,7 +7,9 @@ PRUNED with a reason, FAILED with the error, or INTERRUPTED) and the recorder cl
 A trial may be a retry of one whose worker died or was stopped (search/retry.py): the recorder then
 reopens that trial's run and its `last.pt`, and training goes on with the original trial's seed.
 Stopped by SIGTERM / Ctrl-C, it ends INTERRUPTED: Optuna records FAIL, the run waits KILLED, and a
-WAITING retry is queued (docs/design.md §9).
+WAITING retry is queued (docs/design.md §9). So does a trial whose tracking server stayed away past
+`tracking.max_outage_s` (docs/design.md §5, "Tracking outages"): an infrastructure failure never
+costs the trial or its last.pt.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from ee_search.search.ownership import FenceCallback, FencedRun, TrialOwnership,
 from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
 from ee_search.search.recorder import Continuation, TrialEnd, TrialRecorder
 from ee_search.search.resilient_storage import StorageOutage
+from ee_search.search.retry import enqueue_retry
 from ee_search.search.signals import StopRequest
+from ee_search.spool import TrackingUnavailable, is_transient
 from ee_search.tracking import StudyTracker, SystemMetrics
 from ee_search.train import NON_FINITE_LOSS, InterruptWhen, ResumeSpec, TrainingInterrupted
 
@@ -59,11 +63,17 @@ class TrialObjective:
         config = self.study_file.with_values(space.sample(trial, self.study_file.config))  # a retry: same params
         recorder = TrialRecorder(trial, self.tracker, self.events)
         with tempfile.TemporaryDirectory(prefix=f"ee-search-trial-{trial.number}-") as tmp:
-            cont = recorder.open(self.parent_run_id, lambda n: config_params(config, **{"trial.seed": config.seed + n}))
+            try:
+                cont = recorder.open(self.parent_run_id, lambda n: config_params(config, **{"trial.seed": config.seed + n}))
+            except TrackingUnavailable:  # no run to close: a WAITING copy starts it again later
+                enqueue_retry(trial)
+                self.interrupted.append(trial.number)
+                trial.study.stop()
+                raise
             cont.run = FencedRun(cont.run, ownership)  # every write to the run checks the fence first
             checkpoint = Path(tmp) / file_name(BEST_CHECKPOINT)  # where the fit writes it, uploaded on close
             # Sampled while the trial trains, flushed before the run is closed.
-            with SystemMetrics(self.tracker.uri, cont.run.run_id, resumed=not cont.new_run):
+            with SystemMetrics(self.tracker.uri, cont.run.run_id, resumed=not cont.new_run, spool=self.tracker.spool):
                 end = self._train_and_judge(trial, recorder, config, cont, Path(tmp), ownership)
             ownership.check()  # a trial taken over is left to its new owner: no ending written
             recorder.close(end, config, checkpoint)
@@ -78,6 +88,12 @@ class TrialObjective:
             raise TrialInterrupted(end.detail)
         raise end.error
 
+    def _outage(self) -> str | None:
+        """Why the trial stops now, if the tracking server has been away past tracking.max_outage_s."""
+        if not self.tracker.outage_expired():
+            return None
+        return f"the tracking server has been unreachable for {self.tracker.spool.outage_seconds():.0f} s"
+
     def _train_and_judge(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig,
                          cont: Continuation, tmp: Path, ownership: TrialOwnership) -> TrialEnd:
         pruning = PruningCallback(trial, self.es_pruner)
@@ -91,6 +107,10 @@ class TrialObjective:
         except (TrainingInterrupted, KeyboardInterrupt) as error:  # left to be resumed, not failed
             return TrialEnd(Ending.INTERRUPTED, epochs(), detail=f"{type(error).__name__}: {error}", error=error)
         except BaseException as error:  # the run must not stay RUNNING
+            if isinstance(error, TrackingUnavailable) or (self.tracker.spool is not None and is_transient(error)):
+                # The tracking server, not the trial: resumable, its last.pt kept (a read at its start).
+                stopped = TrainingInterrupted(f"the tracking server is unreachable: {error}")
+                return TrialEnd(Ending.INTERRUPTED, epochs(), detail=str(stopped), error=stopped)
             return TrialEnd(Ending.FAILED, epochs(), detail=f"{type(error).__name__}: {error}", error=error)
 
     def _train(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig, cont: Continuation,
@@ -105,7 +125,8 @@ class TrialObjective:
                                            "mlflow_run_id": cont.run.run_id}, alternate=second)
         # The original trial's seed: a resumed trial ends exactly where it would have.
         result = train_network(config, device=self.device, seed=config.seed + cont.origin, prepared=prepared,
-                               recorders=[fence, *recorder.epoch_callbacks(), InterruptWhen(self.stop.reason)],
+                               recorders=[fence, *recorder.epoch_callbacks(), InterruptWhen(self.stop.reason),
+                                          InterruptWhen(self._outage)],
                                pruning=pruning, checkpoint_path=tmp / file_name(BEST_CHECKPOINT),
                                on_best_saved=recorder.publish_checkpoint, resume=resume)
         recorder.trained(result.best_epoch, resume.write_seconds)

@@ -40,6 +40,7 @@ from ee_search.search.signals import StopRequest, StudyInterrupted
 from ee_search.tracking import StudyTracker
 
 logger = logging.getLogger(__name__)
+SIGNAL_DRAIN_S = 10.0  # stopped by a signal: this long to send the spool (a scheduler's grace is short)
 
 
 def check_search_components(config: StudyConfig, source: str) -> None:
@@ -149,7 +150,8 @@ def open_study(study_file: LoadedStudy) -> tuple[StudyTracker, optuna.Study, str
     """Create (or open) both stores, the study, the MLflow experiment and the study's parent run."""
     config = study_file.config
     tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location,
-                           source=str(Path(study_file.path).resolve()))
+                           source=str(Path(study_file.path).resolve()), spool_dir=config.tracking.spool_dir,
+                           max_outage_s=config.tracking.max_outage_s)
     storage = open_storage(config.search.storage, on_stale_trial=stale_trial_callback(tracker, config.search.retries),
                            heartbeat=config.search.heartbeat, outage_s=config.search.storage_outage_s)
     study = load_or_create(config, study_file.path, storage)
@@ -203,10 +205,12 @@ def _run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s:
             gate.close()
         summary.seconds = time.perf_counter() - started
     if stop.signum is not None:
+        tracker.close(wait_s=SIGNAL_DRAIN_S)  # what is left is sent by the next run
         raise StudyInterrupted(stop.signum, objective.interrupted)
     # Workers share the parent run: only the one that sees the study complete closes it.
-    if n_trials is None or finished_count(study) >= n_trials:
+    if not tracker.outage_expired() and (n_trials is None or finished_count(study) >= n_trials):
         tracker.finish_parent(parent, "FINISHED")
+    close_tracker(tracker, objective.interrupted)
     return summary
 
 
@@ -229,3 +233,11 @@ def _optimize(study: optuna.Study, objective, gate: TrialGate | None, n_trials: 
         remaining = None if n_trials is None else gate.first(study) if gate else trials_to_start(study, n_trials)
         if gate is not None:
             gate.limit, gate.started = remaining, 0
+
+
+def close_tracker(tracker: StudyTracker, interrupted: list[int]) -> None:
+    """Send what the spool holds, waiting out an outage within `tracking.max_outage_s`; past it, the
+    run ends with `TrackingUnavailable` (the spool kept for the next run, `interrupted` to resume)."""
+    tracker.close()
+    if tracker.outage_expired():
+        raise tracker.spool.unavailable(interrupted)

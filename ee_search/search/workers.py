@@ -39,7 +39,7 @@ from ee_search.search.devices import WorkerSlot
 from ee_search.search.events import StudyEvents
 from ee_search.search.resilient_storage import outage_stops_resumably
 from ee_search.search.signals import StudyInterrupted
-from ee_search.search.study import RunSummary, finished_count, open_study
+from ee_search.search.study import RunSummary, close_tracker, finished_count, open_study
 from ee_search.search.watch import StudyWatcher
 
 POLL_S = 1.0
@@ -228,4 +228,5 @@ def run_local_workers(study_file: LoadedStudy, slots: list[WorkerSlot], study_pa
         raise StudyInterrupted(crew.signum, queued)
     if target is None or finished_count(study) >= target:
         tracker.finish_parent(parent, "FINISHED")
+    close_tracker(tracker, [])
     return summary
