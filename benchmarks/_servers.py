@@ -32,12 +32,13 @@ def start_postgres(work: Path, servers: list):
     return lambda db: f"postgresql://postgres:@/{db}?host={sock}"
 
 
-def start_mlflow_server(backend_uri: str, work: Path, servers: list) -> str:
-    """`mlflow server` on loopback, proxying artifacts (--serve-artifacts), waited for on /health."""
-    port = free_port()
+def start_mlflow_server(backend_uri: str, work: Path, servers: list, port: int | None = None) -> str:
+    """`mlflow server` on loopback, proxying artifacts (--serve-artifacts), waited for on /health;
+    `port`: a given one (the same server started again after an outage), else a free one."""
+    port = port or free_port()
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
-    log = open(work / "mlflow-server.log", "w")
+    log = open(work / "mlflow-server.log", "a")
     proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", backend_uri, "--serve-artifacts",
                              "--artifacts-destination", str(work / "artifacts"), "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "1"],

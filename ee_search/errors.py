@@ -1,8 +1,8 @@
 """The one error type for mistakes in user input.
 
 Every command catches `UserInputError` at the edge and prints `str(error)`: one line naming the file,
-the field and what to do about it, then exits with code 2. Anything else is a bug and keeps its
-traceback.
+the field and what to do about it, then exits with code 2. Anything else ends in one line too, with
+its traceback in a log file (`ee_search.cli.crash_log`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 Everything goes through `MlflowClient` with explicit run ids rather than the fluent `mlflow.start_run`
 API, whose active-run stack is global per thread; explicit ids keep trials that run concurrently
-(search.n_jobs) from logging into each other's runs. Logging is synchronous, so a metric that has been
-logged survives a crash that comes after it.
+(search.n_jobs) from logging into each other's runs. On a local store logging is synchronous, so a
+metric that has been logged survives a crash that comes after it. Over an HTTP tracking server a
+trial's writes go through a durable on-disk spool instead (`ee_search.spool`, docs/design.md §5,
+"Tracking outages"): they survive a crash just the same, and an outage of the server does not stop
+training.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ee_search.config import redact
 from ee_search.config.params import param_value
 from ee_search.records import LAST_CHECKPOINTS, STUDY_CONFIG, Ending, folder
+from ee_search.spool import Spool, delete_artifacts, is_remote, quicken_mlflow_http, spool_folder
+
+T = TypeVar("T")
+SPOOL_FOLDER = Path(".ee-search") / "spool"  # under the working directory unless tracking.spool_dir
 
 ROLE_TAG = "ee_search.role"
 STUDY_TAG = "ee_search.study_name"
@@ -48,6 +55,11 @@ def quiet_mlflow_logging() -> None:
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration", "mlflow.tracking.fluent",
                  "mlflow.pyfunc", "mlflow.models", "mlflow.system_metrics"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # While a tracking server is away the spool retries by itself (docs/design.md §5): urllib3's
+    # "Retrying ..." lines and the system-metrics monitor's "Failed to get mlflow run" (it stops for
+    # the rest of that trial; system metrics never cost one) would be a line per call.
+    for name in ("urllib3.connectionpool", "mlflow.system_metrics.system_metrics_monitor"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def ui_url(tracking_uri: str, route: str) -> str:
@@ -81,15 +93,43 @@ def log_files(client, run_id: str, files: Mapping[str, str | bytes], folder: str
 
 class StudyTracker:
     def __init__(self, uri: str, experiment_name: str, artifact_location: str | None = None,
-                 source: str | None = None) -> None:
+                 source: str | None = None, spool_dir: str | Path | None = None, max_outage_s: float = 1800) -> None:
         from mlflow import MlflowClient
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment(experiment_name, artifact_location)
+        # A remote server: trials write through the spool, and what a killed run left there is sent
+        # first, before any run is read. A local store is written directly.
+        self.spool: Spool | None = None
+        if is_remote(uri):
+            quicken_mlflow_http()
+            self.spool = Spool(self.client, spool_folder(spool_dir or SPOOL_FOLDER, uri).absolute(), max_outage_s)
+            self.spool.drain_orphans()
+        self.writes = self.spool or self.client  # where a trial's writes go
+        self.experiment_id = self.call(lambda: self._experiment(experiment_name, artifact_location))
         self.source = source  # the study file: each run's "Source" in the UI
         # Set on existing experiments too, so a store made by an older ee-search opens on its runs.
-        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        self.call(lambda: self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND))
+
+    def call(self, fn: Callable[[], T], after_run: str | None = None) -> T:
+        """A direct MLflow call (a new run, a read): over a remote server, retried through an outage
+        within `tracking.max_outage_s` (and made once the spool has sent `after_run`'s writes)."""
+        return fn() if self.spool is None else self.spool.call(fn, after_run)
+
+    def outage_expired(self) -> bool:
+        """The server has been unreachable for longer than `tracking.max_outage_s`."""
+        return self.spool is not None and self.spool.expired()
+
+    def in_outage(self) -> bool:
+        return self.spool is not None and self.spool.outage_seconds() > 0
+
+    def trial_run(self, run_id: str) -> TrialRun:
+        return TrialRun(self.client, run_id, self.writes)
+
+    def close(self, wait_s: float | None = None) -> int:
+        """Send what the spool holds (within the outage limit, and `wait_s`): the writes left unsent,
+        which the next run sends."""
+        return 0 if self.spool is None else self.spool.close(wait_s)
 
     def run_url(self, run_id: str) -> str:
         """Where the run's page is: a full URL over an HTTP tracking server (credentials left out),
@@ -124,6 +164,9 @@ class StudyTracker:
     # ------------------------------------------------------------------------------ parent run
     def parent_run(self, study_name: str, params: Mapping[str, Any], study_yaml: str) -> str:
         """The study's parent run, reused across invocations (and shared by workers)."""
+        return self.call(lambda: self._parent_run(study_name, params, study_yaml))
+
+    def _parent_run(self, study_name: str, params: Mapping[str, Any], study_yaml: str) -> str:
         existing = self._parent_runs(study_name)
         if existing:
             run_id = existing[0].info.run_id
@@ -153,14 +196,14 @@ class StudyTracker:
         )
 
     def finish_parent(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        self.writes.set_terminated(run_id, status=status)
 
     def describe(self, run_id: str, text: str) -> None:
         self.client.set_tag(run_id, NOTE_TAG, redact(text))
 
     # ------------------------------------------------------------------------------ trial runs
     def start_trial(self, parent_run_id: str, trial_number: int, params: Mapping[str, Any]) -> TrialRun:
-        run = self.client.create_run(
+        run = self.call(lambda: self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial_number}",
             tags={
@@ -170,35 +213,35 @@ class StudyTracker:
                 TRIAL_TAG: str(trial_number),
                 STATE_TAG: "RUNNING",
             },
-        )
-        trial_run = TrialRun(self.client, run.info.run_id)
+        ))
+        trial_run = self.trial_run(run.info.run_id)
         self._log_params(trial_run.run_id, params)
         return trial_run
 
     def reopen_trial(self, run_id: str, trial_number: int) -> TrialRun:
         """A retried trial continues its predecessor's run: the run is RUNNING again, and its tags
         name every Optuna trial that worked on it, so the user sees one logical trial."""
-        run = self.client.get_run(run_id)
+        run = self.call(lambda: self.client.get_run(run_id), after_run=run_id)
         numbers = run.data.tags.get(TRIAL_NUMBERS_TAG) or run.data.tags.get(TRIAL_TAG, "")
         listed = [n for n in numbers.split(",") if n]
-        trial_run = TrialRun(self.client, run_id)
+        trial_run = self.trial_run(run_id)
         trial_run.set_tags({TRIAL_TAG: str(trial_number), STATE_TAG: "RUNNING", RESUME_STATE_TAG: "RESUMED",
                             TRIAL_NUMBERS_TAG: ",".join([*listed, str(trial_number)])})
-        self.client.update_run(run_id, status="RUNNING")
+        self.call(lambda: self.client.update_run(run_id, status="RUNNING"), after_run=run_id)
         return trial_run
 
     def download_last_checkpoints(self, run_id: str, directory: str | Path) -> dict[str, Path]:
         """The run's last.pt files (both slots, docs/design.md §9), downloaded (also from a remote
         tracking server) and keyed by artifact path; empty if the run never got to write one (killed
         during its first epoch)."""
-        return {name: Path(self.client.download_artifacts(run_id, name, str(directory)))
-                for name in _present(self.client, run_id, LAST_CHECKPOINTS)}
+        return self.call(lambda: {name: Path(self.client.download_artifacts(run_id, name, str(directory)))
+                                  for name in _present(self.client, run_id, LAST_CHECKPOINTS)}, after_run=run_id)
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
         # log_batch splits the request into chunks under the store's limits by itself.
-        self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+        self.writes.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
 
 
 def _present(client, run_id: str, names: tuple[str, ...]) -> list[str]:
@@ -210,49 +253,51 @@ def _present(client, run_id: str, names: tuple[str, ...]) -> list[str]:
 
 
 class TrialRun:
-    """One trial's MLflow run; `finish` closes it with the status its ending maps to."""
+    """One trial's MLflow run; `finish` closes it with the status its ending maps to. Its writes go to
+    `writes`: the client itself, or the spool in front of a remote server (same signatures)."""
 
-    def __init__(self, client, run_id: str) -> None:
+    def __init__(self, client, run_id: str, writes=None) -> None:
         self.client = client
         self.run_id = run_id
+        self.writes = writes if writes is not None else client
+        self.spooled = writes is not None and writes is not client
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+        self.writes.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.writes.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         # Replacing an artifact is atomic in MLflow's local artifact store (temp file + os.replace,
         # also behind `mlflow server`'s proxied artifacts): a reader sees the old file or the new one.
-        self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+        self.writes.log_artifact(self.run_id, str(local_path), artifact_path)
 
     def delete_last_checkpoints(self) -> None:
         """`last.pt` exists while a trial can still be resumed (docs/design.md §9); a finished trial drops
         both its slots. Best effort: a store that cannot delete artifacts keeps files nobody will read."""
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
+        if self.spooled:  # after the uploads queued before it; the spool drops it if the store refuses
+            self.writes.delete_artifacts(self.run_id, LAST_CHECKPOINTS)
+            return
         try:
-            artifact_uri = self.client.get_run(self.run_id).info.artifact_uri
-            repository = get_artifact_repository(artifact_uri, tracking_uri=self.client.tracking_uri)
-            for name in _present(self.client, self.run_id, LAST_CHECKPOINTS):
-                repository.delete_artifacts(name)
+            delete_artifacts(self.client, self.run_id, LAST_CHECKPOINTS)
         except Exception as exc:  # noqa: BLE001 - the trial's result matters more than the cleanup
             logging.getLogger(__name__).warning("could not delete the last.pt files of run %s: %s", self.run_id, exc)
 
     def logged_steps(self, key: str) -> set[int]:
-        return {m.step for m in self.client.get_metric_history(self.run_id, key)}
+        read = lambda: {m.step for m in self.client.get_metric_history(self.run_id, key)}  # noqa: E731
+        return self.writes.call(read, after_run=self.run_id) if self.spooled else read()
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.writes.log_text(self.run_id, text, artifact_file)
 
     def log_files(self, files: Mapping[str, str | bytes], folder: str) -> None:
-        log_files(self.client, self.run_id, files, folder)
+        log_files(self.writes, self.run_id, files, folder)
 
     def log_dataset(self, name: str, digest: str, source: str, profile: Mapping[str, Any]) -> None:
         """The data the trial trained on, as an MLflow dataset input (the run page's "Datasets used"):
@@ -266,7 +311,7 @@ class TrialRun:
         context = InputTag(key="mlflow.data.context", value="training")
         for attempt in range(2):
             try:
-                self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+                self.writes.log_inputs(self.run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
                 return
             except MlflowException:
                 # MLflow's SQL store checks whether the dataset exists, then inserts it: two trials
@@ -288,7 +333,7 @@ class TrialRun:
         if ending is Ending.INTERRUPTED:
             tags |= {RESUME_STATE_TAG: "INTERRUPTED", INTERRUPT_TAG: (detail or "interrupted")[:500]}
         self.set_tags(tags)
-        self.client.set_terminated(self.run_id, status=ending.run_status)
+        self.writes.set_terminated(self.run_id, status=ending.run_status)
 
 
 class SystemMetrics:
@@ -297,7 +342,7 @@ class SystemMetrics:
     run continues its steps. The sampling interval is MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
     (10 s unless set)."""
 
-    def __init__(self, tracking_uri: str, run_id: str, resumed: bool = False) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, resumed: bool = False, spool: Spool | None = None) -> None:
         self.monitor = None
         try:
             import psutil  # noqa: F401 - MLflow's monitor needs it
@@ -305,6 +350,10 @@ class SystemMetrics:
         except ImportError:
             return
         self.monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=tracking_uri)
+        if spool is not None:
+            # Its samples go through the spool too. (MLflow's monitor also reads the run's status
+            # every interval and stops for the rest of the trial when the server does not answer.)
+            self.monitor.mlflow_logger = _SpooledMetrics(spool, run_id)
 
     def __enter__(self) -> SystemMetrics:
         if self.monitor is not None:
@@ -323,3 +372,22 @@ class SystemMetrics:
             self.monitor.mlflow_logger.flush()
         except Exception as exc:  # noqa: BLE001 - system metrics never cost a trial
             logging.getLogger(__name__).warning("could not log the last system metrics: %s", exc)
+
+
+class _SpooledMetrics:
+    """What SystemMetricsMonitor uses of MLflow's BatchMetricsLogger, writing to the spool."""
+
+    data: list = []
+    total_training_time = total_log_batch_time = 0.0
+
+    def __init__(self, spool: Spool, run_id: str) -> None:
+        self.spool, self.run_id = spool, run_id
+
+    def record_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.spool.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+
+    def flush(self) -> None:
+        pass  # written when recorded

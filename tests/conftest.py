@@ -4,6 +4,7 @@ CLI run in-process, the stores a study leaves, and a trial's best checkpoint fet
 
 from __future__ import annotations
 
+import signal
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,20 @@ class Postgres:
 
     def url(self, database: str, user: str = "postgres", password: str = "") -> str:
         return f"postgresql://{user}:{password}@/{database}?host={self.socket_dir}"
+
+    def stop(self) -> None:
+        """An outage as clients see one: a fast shutdown (SIGINT to the postmaster, what `pg_ctl stop -m
+        fast` sends; pg_ctl itself, run as pgserver's user, cannot enter pytest's folders when root runs
+        the tests) ends every connection and refuses new ones."""
+        import psutil
+
+        process = psutil.Process(self.server.get_pid())
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+
+    def start(self) -> None:
+        self.server.ensure_pgdata_inited()  # lets pgserver's user into pytest's folders again (no initdb)
+        self.server.ensure_postgres_running()  # the same data and socket
 
 
 @pytest.fixture

@@ -27,9 +27,21 @@ def main() -> None:
     # middle of our lines (and of --quiet); each trial's line names its run, its mlflow_run_url the page.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's records go through the root handler, whose filter keeps tracebacks (a failed trial's)
+    # off the terminal: one line each, the traceback in a log file (docs/design.md §2).
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    from ee_search.cli.crash_log import keep_tracebacks_off_the_terminal
+
+    keep_tracebacks_off_the_terminal()
     # Heartbeats, metric names and some samplers are "experimental" in Optuna; users cannot act on it.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # MLflow's own loggers are quietened by _load, once the study file is valid: ee_search.tracking
     # imports torch, and a refused file must cost neither its seconds nor its hundreds of MB.
-    app()
+    try:
+        app()
+    except Exception as error:  # noqa: BLE001 - no traceback for users: one line, the rest in a file
+        from ee_search.cli.crash_log import report
+
+        raise SystemExit(report(error)) from None
 

@@ -15,7 +15,7 @@ from ee_search.errors import UserInputError
 # ------------------------------------------------------------------------------------------- run
 def _device_and_data(study: Path, config):
     """The device (and the worker processes' devices), and the data loaded before any store exists,
-    so a missing dataset creates nothing."""
+    so a missing dataset creates nothing; then the tracking server must answer."""
     from ee_search.data import prepare_data
     from ee_search.device import resolve_device
     from ee_search.search.devices import plan_workers
@@ -28,9 +28,23 @@ def _device_and_data(study: Path, config):
         raise UserInputError(str(study), "device", str(exc)) from None
     slots = plan_workers(config, str(study)) if config.search.workers > 1 else []
     try:
-        return torch_device, prepare_data(config.data, config.seed), slots
+        prepared = prepare_data(config.data, config.seed)
     except UserInputError as exc:
         raise UserInputError(str(study), exc.field, exc.message) from None
+    _check_tracking_server(study, config.tracking.uri)  # last: a server that just started gets the most time
+    return torch_device, prepared, slots
+
+
+def _check_tracking_server(study: Path, uri: str) -> None:
+    """An HTTP tracking server must answer before anything is created (a few seconds of probes,
+    docs/design.md §5): otherwise one line naming it and the fix, exit 2, no store touched."""
+    from ee_search.config import redact
+    from ee_search.spool import is_remote, unreachable_reason
+
+    if is_remote(uri) and (why := unreachable_reason(uri)) is not None:
+        raise UserInputError(str(study), "tracking.uri", f"the MLflow tracking server at {redact(uri)} does not "
+                             f"answer ({why}): start it (mlflow server), or point tracking.uri / --tracking-uri "
+                             "at one that runs")
 
 
 def _print_header(config, prepared, slots, torch_device) -> None:
@@ -89,6 +103,7 @@ def run(
     from ee_search.search.signals import StudyInterrupted
     from ee_search.search.study import run_study
     from ee_search.search.workers import run_local_workers  # search.workers > 1: processes, not this one
+    from ee_search.spool import TrackingUnavailable  # the tracking server away past tracking.max_outage_s
 
     if not quiet:
         _print_header(config, prepared, slots, torch_device)
@@ -103,9 +118,10 @@ def run(
     except UserInputError as error:
         _fail(error)
     except StudyInterrupted as stopped:
-        saved = f"trial(s) {', '.join(map(str, stopped.trials))} saved and queued" if stopped.trials else "nothing to save"
-        err_console.print(f"interrupted ({stopped}): {saved}; to resume, run: {again}", soft_wrap=True)
+        err_console.print(f"interrupted ({stopped}): {stopped.resume_note()}; to resume, run: {again}", soft_wrap=True)
         raise typer.Exit(code=stopped.exit_code) from None
+    except TrackingUnavailable as outage:
+        _outage_exit(outage, config.tracking.uri, again)
     except KeyboardInterrupt:
         err_console.print(f"interrupted: finished trials are kept; to resume, run: {again}", soft_wrap=True)
         raise typer.Exit(code=130) from None
@@ -113,7 +129,25 @@ def run(
         _exit_if_disk_full(error, config, again)
         raise
     print_run_summary(console, loaded, summary, _locating_flags(set_, storage, tracking_uri))
+    _exit_if_all_failed(summary)
+
+
+def _exit_if_all_failed(summary) -> None:
     states = [t.state.name for t in summary.trials()]
     if states and all(s == "FAIL" for s in states):
         err_console.print("[bold red]every trial of this run failed[/]: see the errors above")
         raise typer.Exit(code=1)
+
+
+def _outage_exit(outage, uri: str, again: str) -> None:
+    """The tracking server stayed away past tracking.max_outage_s: one line, exit 75 (docs/design.md §5)."""
+    from rich.markup import escape
+
+    from ee_search.config import redact
+
+    saved = f"trial(s) {', '.join(map(str, outage.trials))} saved and queued; " if outage.trials else ""
+    line = (f"the MLflow tracking server at {redact(uri)} has been unreachable for {outage.seconds:.0f} s "
+            f"(tracking.max_outage_s): {saved}its unsent writes wait in {outage.folder}; once it answers "
+            f"again, run: {again}")
+    err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+    raise typer.Exit(code=outage.exit_code) from None

@@ -170,6 +170,10 @@ class ExitsConfig(Strict):
 class TrackingConfig(Strict):
     uri: str = "sqlite:///mlflow.db"
     artifact_location: str | None = None  # for a new experiment; default: the store's own
+    # Over an HTTP server (docs/design.md §5, "Tracking outages"): where unsent writes wait, and how long
+    # an outage may last before the running trial stops, resumable.
+    spool_dir: str | None = Field(None, min_length=1, max_length=4096)  # default .ee-search/spool
+    max_outage_s: float = Field(1800.0, gt=0)
 
 
 # ---------------------------------------------------------------------------------------- study

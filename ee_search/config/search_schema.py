@@ -114,6 +114,9 @@ class SearchConfig(Strict):
     pruner: PrunerConfig = PrunerConfig()
     storage: str = "sqlite:///optuna.db"
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    # RDB storages: a lost database connection is retried, with backoff, for this long before the
+    # worker stops resumably (docs/design.md §9, "Storage outages").
+    storage_outage_s: PositiveFloat = 600.0
     # RDB storages: a trial whose heartbeat went stale (worker killed) is resumed from its last.pt
     # by up to this many retries. journal: storages have no heartbeat: 0 there (the default), and
     # a value > 0 is refused.

@@ -34,7 +34,9 @@ from ee_search.records.artifacts import (
 )
 from ee_search.records.ending import FINISHED_STATE_NAMES, PRUNED_BY_PRUNER, Ending, state_counts, stop_in_words
 from ee_search.records.trial_record import (
+    CREATE_TOKEN,
     FINAL_METRICS,
+    OWNER_TOKEN,
     RETRY_HISTORY,
     OperatingPointRow,
     StudyRecord,
@@ -54,6 +56,8 @@ __all__ = [
     "LAST_CHECKPOINTS",
     "PARETO",
     "RETRY_HISTORY",
+    "OWNER_TOKEN",
+    "CREATE_TOKEN",
     "STUDY_CONFIG",
     "TRADEOFF_CSV",
     "TRADEOFF_FIGURE",

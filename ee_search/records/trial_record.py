@@ -16,6 +16,11 @@ FINAL_METRICS = ("accuracy", "avg_exit_depth", "relative_flops", "curve_hypervol
 # Optuna's own system attribute, written by RetryHeartbeatStaleTrialCallback on a retry: the numbers
 # of the trials it continues, oldest first.
 RETRY_HISTORY = "retry_history"
+# Our system attributes (docs/design.md §9, "Storage outages"): the token of the worker attempt that
+# trains the trial (the fence), and the token a trial is created with, so that creating it again after
+# a lost connection finds the one whose commit went through instead of making a second.
+OWNER_TOKEN = "ee_search:owner"
+CREATE_TOKEN = "ee_search:create_token"
 
 
 class OperatingPointRow(NamedTuple):

@@ -6,8 +6,10 @@ PRUNED with a reason, FAILED with the error, or INTERRUPTED) and the recorder cl
 
 A trial may be a retry of one whose worker died or was stopped (search/retry.py): the recorder then
 reopens that trial's run and its `last.pt`, and training goes on with the original trial's seed.
-Stopped by SIGTERM / Ctrl-C, or by a full disk anywhere, it ends INTERRUPTED: Optuna records FAIL,
-the run waits KILLED, and a WAITING retry is queued (docs/design.md §9).
+Stopped by SIGTERM / Ctrl-C, or by a full disk anywhere (search/disk_full.py), it ends INTERRUPTED:
+Optuna records FAIL, the run waits KILLED, and a WAITING retry is queued (docs/design.md §9). So does a trial whose tracking server stayed away past
+`tracking.max_outage_s` (docs/design.md §5, "Tracking outages"): an infrastructure failure never
+costs the trial or its last.pt.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from ee_search.records import BEST_CHECKPOINT, PRUNED_BY_PRUNER, Ending, file_na
 from ee_search.search import space
 from ee_search.search.disk_full import DiskWatch, disk_full_detail, disk_full_path
 from ee_search.search.events import StudyEvents
+from ee_search.search.ownership import FenceCallback, FencedRun, TrialOwnership, TrialTakenOver
 from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
 from ee_search.search.recorder import Continuation, TrialEnd, TrialRecorder
+from ee_search.search.resilient_storage import StorageOutage
 from ee_search.search.retry import enqueue_retry, successor
 from ee_search.search.signals import StopRequest
+from ee_search.spool import TrackingUnavailable, is_transient
 from ee_search.tracking import StudyTracker, SystemMetrics
 from ee_search.train import NON_FINITE_LOSS, InterruptWhen, ResumeSpec, TrainingInterrupted
 
@@ -65,10 +70,11 @@ class TrialObjective:
         self.es_pruner = EarlyStoppingPruner.from_config(pruner_cfg) if pruner_cfg.type == "early_stopping" else None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        ownership = TrialOwnership(trial).take()  # the fence: one worker per trial (search/ownership.py)
         config = self.study_file.with_values(space.sample(trial, self.study_file.config))  # a retry: same params
         recorder = TrialRecorder(trial, self.tracker, self.events)
         try:
-            end = self._run(trial, recorder, config)
+            end = self._run(trial, recorder, config, ownership)
         except Exception as error:
             if self.disk.hit(error) is None:
                 raise
@@ -84,13 +90,22 @@ class TrialObjective:
             raise TrialInterrupted(end.detail) from end.error
         raise end.error
 
-    def _run(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig) -> TrialEnd:
+    def _run(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig,
+             ownership: TrialOwnership) -> TrialEnd:
         with tempfile.TemporaryDirectory(prefix=f"ee-search-trial-{trial.number}-") as tmp:
-            cont = recorder.open(self.parent_run_id, lambda n: config_params(config, **{"trial.seed": config.seed + n}))
+            try:
+                cont = recorder.open(self.parent_run_id, lambda n: config_params(config, **{"trial.seed": config.seed + n}))
+            except TrackingUnavailable:  # no run to close: a WAITING copy starts it again later
+                enqueue_retry(trial)
+                self.interrupted.append(trial.number)
+                trial.study.stop()
+                raise
+            cont.run = FencedRun(cont.run, ownership)  # every write to the run checks the fence first
             checkpoint = Path(tmp) / file_name(BEST_CHECKPOINT)  # where the fit writes it, uploaded on close
             # Sampled while the trial trains, flushed before the run is closed.
-            with SystemMetrics(self.tracker.uri, cont.run.run_id, resumed=not cont.new_run):
-                end = self._train_and_judge(trial, recorder, config, cont, Path(tmp))
+            with SystemMetrics(self.tracker.uri, cont.run.run_id, resumed=not cont.new_run, spool=self.tracker.spool):
+                end = self._train_and_judge(trial, recorder, config, cont, Path(tmp), ownership)
+            ownership.check()  # a trial taken over is left to its new owner: no ending written
             if end.ending is Ending.INTERRUPTED and self.disk.path is not None:
                 # Room for the closing writes where this folder shares the full disk. Nothing is lost:
                 # best.pt and last.pt went to the store as they were written (or their previous
@@ -115,12 +130,20 @@ class TrialObjective:
                 raise
         return TrialEnd(Ending.INTERRUPTED, 0, detail=detail, error=_interrupted_by(error, detail))
 
+    def _outage(self) -> str | None:
+        """Why the trial stops now, if the tracking server has been away past tracking.max_outage_s."""
+        if not self.tracker.outage_expired():
+            return None
+        return f"the tracking server has been unreachable for {self.tracker.spool.outage_seconds():.0f} s"
+
     def _train_and_judge(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig,
-                         cont: Continuation, tmp: Path) -> TrialEnd:
+                         cont: Continuation, tmp: Path, ownership: TrialOwnership) -> TrialEnd:
         pruning = PruningCallback(trial, self.es_pruner)
         epochs = lambda: len(pruning.history)  # noqa: E731 - epochs judged so far, resumed ones included
         try:
-            return self._train(trial, recorder, config, cont, tmp, pruning)
+            return self._train(trial, recorder, config, cont, tmp, pruning, FenceCallback(ownership))
+        except (TrialTakenOver, StorageOutage):  # nothing of this trial is written any more
+            raise
         except optuna.TrialPruned as pruned:
             return TrialEnd(Ending.PRUNED, epochs(), PRUNED_BY_PRUNER, detail=str(pruned))
         except (TrainingInterrupted, KeyboardInterrupt) as error:  # left to be resumed, not failed
@@ -129,10 +152,14 @@ class TrialObjective:
             if (path := self.disk.hit(error)) is not None:  # not the trial's fault: resumed once there is room
                 detail = disk_full_detail(path)
                 return TrialEnd(Ending.INTERRUPTED, epochs(), detail=detail, error=_interrupted_by(error, detail))
+            if isinstance(error, TrackingUnavailable) or (self.tracker.spool is not None and is_transient(error)):
+                # The tracking server, not the trial: resumable, its last.pt kept (a read at its start).
+                stopped = TrainingInterrupted(f"the tracking server is unreachable: {error}")
+                return TrialEnd(Ending.INTERRUPTED, epochs(), detail=str(stopped), error=stopped)
             return TrialEnd(Ending.FAILED, epochs(), detail=f"{type(error).__name__}: {error}", error=error)
 
     def _train(self, trial: optuna.Trial, recorder: TrialRecorder, config: StudyConfig, cont: Continuation,
-               tmp: Path, pruning: PruningCallback) -> TrialEnd:
+               tmp: Path, pruning: PruningCallback, fence: FenceCallback) -> TrialEnd:
         """Train, then judge the result; exceptions (pruning, errors) are the caller's."""
         recorder.load_last(tmp)  # a retry's last.pt: here, so whatever goes wrong still closes the run
         prepared = prepare_data(config.data, config.seed)  # once per trial, passed to the fit
@@ -143,7 +170,8 @@ class TrialObjective:
                                            "mlflow_run_id": cont.run.run_id}, alternate=second)
         # The original trial's seed: a resumed trial ends exactly where it would have.
         result = train_network(config, device=self.device, seed=config.seed + cont.origin, prepared=prepared,
-                               recorders=[*recorder.epoch_callbacks(), InterruptWhen(self.stop.reason)],
+                               recorders=[fence, *recorder.epoch_callbacks(), InterruptWhen(self.stop.reason),
+                                          InterruptWhen(self._outage)],
                                pruning=pruning, checkpoint_path=tmp / file_name(BEST_CHECKPOINT),
                                on_best_saved=recorder.publish_checkpoint, resume=resume)
         recorder.trained(result.best_epoch, resume.write_seconds)

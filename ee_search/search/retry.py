@@ -18,7 +18,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 from ee_search.records import RETRY_HISTORY, Ending, TrialRecord
-from ee_search.tracking import StudyTracker, TrialRun
+from ee_search.tracking import StudyTracker
 
 
 def stale_trial_callback(tracker: StudyTracker, retries: int) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -35,10 +35,10 @@ def stale_trial_callback(tracker: StudyTracker, retries: int) -> Callable[[optun
         if not run_id:
             return
         if successor(study, trial.number) is not None:
-            TrialRun(tracker.client, run_id).finish(
+            tracker.trial_run(run_id).finish(
                 Ending.INTERRUPTED, detail=f"trial {trial.number}'s worker stopped sending heartbeats")
         else:
-            TrialRun(tracker.client, run_id).finish(Ending.FAILED)
+            tracker.trial_run(run_id).finish(Ending.FAILED)
 
     return on_stale
 

@@ -64,3 +64,8 @@ class StudyInterrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+    def resume_note(self) -> str:
+        """What became of the running trials, for the one line the command prints."""
+        return (f"trial(s) {', '.join(map(str, self.trials))} saved and queued" if self.trials
+                else "nothing to save")

@@ -12,7 +12,9 @@ The parent MLflow run is terminal only once the study has its `n_trials` (shared
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,9 +36,14 @@ from ee_search.records import StudyRecord
 from ee_search.search.disk_full import DiskFull, DiskWatch, Reserve, study_locations
 from ee_search.search.budget import StopAtTarget, counted_trials, trials_to_start
 from ee_search.search.gate import TrialGate, lock_path
+from ee_search.search.ownership import TrialTakenOver
+from ee_search.search.resilient_storage import ResilientRDBStorage, outage_stops_resumably
 from ee_search.search.retry import stale_trial_callback
 from ee_search.search.signals import StopRequest, StudyInterrupted
 from ee_search.tracking import StudyTracker
+
+logger = logging.getLogger(__name__)
+SIGNAL_DRAIN_S = 10.0  # stopped by a signal: this long to send the spool (a scheduler's grace is short)
 
 
 def check_search_components(config: StudyConfig, source: str) -> None:
@@ -52,8 +59,9 @@ def check_search_components(config: StudyConfig, source: str) -> None:
 
 
 def open_storage(url: str, on_stale_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-                 heartbeat: HeartbeatConfig | None = None):
-    """An RDB storage with heartbeats, or a journal file for `journal:PATH` (no server, multi-process)."""
+                 heartbeat: HeartbeatConfig | None = None, outage_s: float = 600.0):
+    """An RDB storage with heartbeats that rides out `outage_s` of lost connections (resilient_storage.py),
+    or a journal file for `journal:PATH` (no server, multi-process)."""
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -65,11 +73,15 @@ def open_storage(url: str, on_stale_trial: Callable[[optuna.Study, FrozenTrial],
         # Local workers (search.workers) write one file: wait up to a minute for its write lock, where
         # sqlite3's default 5 s can lapse with 8 workers' heartbeats and trials ("database is locked").
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    elif url.startswith(("postgresql", "mysql")):
+        # Optuna sets pool_pre_ping for MySQL only (optuna#5600): after a server restart every pooled
+        # connection is dead, and each would fail one call. Pinged at checkout, they are replaced.
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True, "pool_recycle": 300}
     if on_stale_trial is not None:
         params = inspect.signature(RDBStorage).parameters
         name = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
         kwargs[name] = on_stale_trial
-    return RDBStorage(url, **kwargs)
+    return ResilientRDBStorage(url, storage_outage_s=outage_s, **kwargs)
 
 
 def load_or_create(config: StudyConfig, source: str, storage) -> optuna.Study:
@@ -141,9 +153,10 @@ def open_study(study_file: LoadedStudy) -> tuple[StudyTracker, optuna.Study, str
     """Create (or open) both stores, the study, the MLflow experiment and the study's parent run."""
     config = study_file.config
     tracker = StudyTracker(config.tracking.uri, config.name, config.tracking.artifact_location,
-                           source=str(Path(study_file.path).resolve()))
+                           source=str(Path(study_file.path).resolve()), spool_dir=config.tracking.spool_dir,
+                           max_outage_s=config.tracking.max_outage_s)
     storage = open_storage(config.search.storage, on_stale_trial=stale_trial_callback(tracker, config.search.retries),
-                           heartbeat=config.search.heartbeat)
+                           heartbeat=config.search.heartbeat, outage_s=config.search.storage_outage_s)
     study = load_or_create(config, study_file.path, storage)
     parent = tracker.parent_run(config.name, config_params(config), study_file.raw_text)
     StudyRecord(mlflow_parent_run_id=parent, mlflow_experiment_id=tracker.experiment_id).write(study)
@@ -153,10 +166,15 @@ def open_study(study_file: LoadedStudy) -> tuple[StudyTracker, optuna.Study, str
 def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: float | None,
               events: StudyEvents | None = None) -> RunSummary:
     """Create or resume the study and run trials until the study has `n_trials` (or time is up)."""
+    with outage_stops_resumably(study_file.config.search.heartbeat.grace_period_s):
+        return _run_study(study_file, device, n_trials, timeout_s, events or StudyEvents())
+
+
+def _run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: float | None,
+               events: StudyEvents) -> RunSummary:
     from ee_search.search.objective import TrialObjective
 
     config = study_file.config
-    events = events or StudyEvents()
     tracker, study, parent = open_study(study_file)
     summary = RunSummary(study, parent, tracker.experiment_id)
 
@@ -185,15 +203,8 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
     try:
         events.study_started(study, n_trials, remaining)
         with stop.installed(), disk.watching_threads():
-            if remaining != 0:
-                study.optimize(
-                    gate.gated(objective) if gate else objective,
-                    n_trials=remaining,
-                    timeout=timeout_s,
-                    n_jobs=config.search.n_jobs,
-                    catch=(Exception,),  # a failing trial is marked FAIL and the study goes on
-                    callbacks=[*callbacks, record, *([gate] if gate else [])],  # the gate last: held briefly
-                )
+            _optimize(study, gate.gated(objective) if gate else objective, gate, n_trials, remaining,
+                      timeout_s, config.search.n_jobs, [*callbacks, record, *([gate] if gate else [])], stop)
     except Exception as error:
         if disk.hit(error) is None:
             raise
@@ -202,10 +213,43 @@ def run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s: 
             gate.close()
         summary.seconds = time.perf_counter() - started
     if stop.disk_full is not None:
+        with contextlib.suppress(Exception):  # the disk may refuse this too: the next run sends it
+            tracker.close(wait_s=SIGNAL_DRAIN_S)
         raise DiskFull(stop.disk_full, objective.interrupted)
     if stop.signum is not None:
+        tracker.close(wait_s=SIGNAL_DRAIN_S)  # what is left is sent by the next run
         raise StudyInterrupted(stop.signum, objective.interrupted)
     # Workers share the parent run: only the one that sees the study complete closes it.
-    if n_trials is None or finished_count(study) >= n_trials:
+    if not tracker.outage_expired() and (n_trials is None or finished_count(study) >= n_trials):
         tracker.finish_parent(parent, "FINISHED")
+    close_tracker(tracker, objective.interrupted)
     return summary
+
+
+def _optimize(study: optuna.Study, objective, gate: TrialGate | None, n_trials: int | None, remaining: int | None,
+              timeout_s: float | None, n_jobs: int, callbacks: list, stop: StopRequest) -> None:
+    """study.optimize, going on with the next trial after one that another worker took over
+    (search/ownership.py): that trial is left to its new owner, and this worker stays useful."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while remaining != 0:
+        try:
+            study.optimize(objective, n_trials=remaining, n_jobs=n_jobs,
+                           timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
+                           catch=(Exception,),  # a failing trial is marked FAIL and the study goes on
+                           callbacks=callbacks)  # the gate last: held briefly
+            return
+        except TrialTakenOver as taken:
+            logger.warning("%s", taken)
+        if stop.reason() is not None or (deadline is not None and time.monotonic() >= deadline):
+            return
+        remaining = None if n_trials is None else gate.first(study) if gate else trials_to_start(study, n_trials)
+        if gate is not None:
+            gate.limit, gate.started = remaining, 0
+
+
+def close_tracker(tracker: StudyTracker, interrupted: list[int]) -> None:
+    """Send what the spool holds, waiting out an outage within `tracking.max_outage_s`; past it, the
+    run ends with `TrackingUnavailable` (the spool kept for the next run, `interrupted` to resume)."""
+    tracker.close()
+    if tracker.outage_expired():
+        raise tracker.spool.unavailable(interrupted)

@@ -147,6 +147,8 @@ def refresh_study_figures(tracker, parent_run_id: str, study: optuna.Study, tria
     warning and the study goes on."""
     from ee_search.tracking import log_files
 
+    if tracker.in_outage():
+        return  # the server is away (the spool holds the trials' writes): redrawn after the next trial
     client = tracker.client
     dense: list[FrontPoint] = []
     try:

@@ -40,8 +40,9 @@ from ee_search.search.budget import trials_to_start
 from ee_search.search.devices import WorkerSlot
 from ee_search.search.disk_full import DISK_FULL_EXIT, DISK_FULL_LINE_START, DiskFull
 from ee_search.search.events import StudyEvents
+from ee_search.search.resilient_storage import outage_stops_resumably
 from ee_search.search.signals import StudyInterrupted
-from ee_search.search.study import RunSummary, finished_count, open_study
+from ee_search.search.study import RunSummary, close_tracker, finished_count, open_study
 from ee_search.search.watch import StudyWatcher
 
 POLL_S = 1.0
@@ -141,8 +142,8 @@ class LocalWorkers:
             if code in NORMAL_ENDS:
                 self.finished.add(index)
                 continue
-            if code == DISK_FULL_EXIT:  # it left its trial to be resumed; the others stop and save too
-                raise DiskFull("")
+            if code == DISK_FULL_EXIT and any(line.startswith(DISK_FULL_LINE_START) for line in worker.tail):
+                raise DiskFull("")  # it left its trial to be resumed; the others stop and save too
             if code == 2 or self.restarts_left == 0:
                 raise RuntimeError(f"worker {index} {describe_exit(code)}; its last lines:\n" + "\n".join(worker.tail))
             self.restarts_left -= 1
@@ -220,7 +221,8 @@ def run_local_workers(study_file: LoadedStudy, slots: list[WorkerSlot], study_pa
                         heartbeat=not config.search.storage.startswith("journal:"))
     started = time.perf_counter()
     try:
-        with crew.forwarding_signals():
+        # The storage unreachable past search.storage_outage_s: one resumable line (resilient_storage.py).
+        with crew.forwarding_signals(), outage_stops_resumably(config.search.heartbeat.grace_period_s):
             if target is None or finished_count(study) < target:
                 crew.run()
     finally:
@@ -232,4 +234,5 @@ def run_local_workers(study_file: LoadedStudy, slots: list[WorkerSlot], study_pa
         raise StudyInterrupted(crew.signum, queued)
     if target is None or finished_count(study) >= target:
         tracker.finish_parent(parent, "FINISHED")
+    close_tracker(tracker, [])
     return summary

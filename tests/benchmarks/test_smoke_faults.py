@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+import pytest
 
 from tests.benchmarks.tiny import run_tiny
 
@@ -24,3 +24,12 @@ def test_faults(tmp_path):
     assert proc.returncode == (0 if record["pass"] else 1)
     assert (record["backend"], record["trials"]) == ("sqlite", 2) and record["totals"]["logical_trials"] >= 2
     assert len(record["kills"]) == record["totals"]["kills"] == 1
+
+
+@pytest.mark.slow  # a PostgreSQL server, stopped once under two workers
+def test_faults_storage(tmp_path):
+    record, proc = run_tiny("faults_storage", tmp_path)
+    result = record["result"]
+    assert record["tiny"] is True and len(result["faults"]) <= 1 and result["n_trials"] == 2
+    assert record["passed"] == all(record["checks"].values()) and proc.returncode == (0 if record["passed"] else 1)
+    assert record["passed"], (result, proc.stdout[-2000:])
