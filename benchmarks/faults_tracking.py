@@ -4,6 +4,7 @@ on the same port and store after `--outage-s` seconds; afterwards it checks what
 
     python benchmarks/faults_tracking.py --json benchmarks/results/faults-tracking-cpu.json   # 5-minute outage
     python benchmarks/faults_tracking.py --quick --json /tmp/faults-tracking-quick.json      # 2 short trials, 20 s
+    python benchmarks/faults_tracking.py --tiny --json /tmp/faults-tracking-tiny.json        # 1 trial, 5 s (smoke test)
 
 Reported (goal in brackets): trials finished against n_trials [equal], epochs redone [0], metrics lost
 [0] (per-epoch metric steps missing from a run, against 1..epochs_trained), duplicate steps [0],
@@ -46,22 +47,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="2 trials of 3 epochs, a 20 s outage")
-    parser.add_argument("--outage-s", type=float, default=None, help="default 300 (quick: 20)")
+    parser.add_argument("--tiny", action="store_true", help="the test suite's smoke run: 1 trial of 3 epochs, 5 s")
+    parser.add_argument("--outage-s", type=float, default=None, help="default 300 (quick: 20, tiny: 5)")
     parser.add_argument("--seed", type=int, default=0, help="draws the moment of the outage")
     args = parser.parse_args()
-    outage_s = args.outage_s or (20.0 if args.quick else 300.0)
-    sets = ["--n-trials", "2", "--set", "train.max_epochs=3"] if args.quick else []
+    short = args.quick or args.tiny
+    outage_s = args.outage_s or (5.0 if args.tiny else 20.0 if args.quick else 300.0)
+    n_trials = 1 if args.tiny else 2 if args.quick else 12  # 12: the quick start's search.n_trials
+    sets = ["--n-trials", str(n_trials), "--set", "train.max_epochs=3"] if short else []
     work = Path(tempfile.mkdtemp(prefix="ee-search-faults-tracking-"))
     servers: list = []
     try:
         result = drive(work, servers, sets, outage_s, random.Random(args.seed))
-        result["n_trials"] = 2 if args.quick else 12  # the quick start's search.n_trials
+        result["n_trials"] = n_trials
     finally:
         stop_servers(servers)
     result["checks"] = checks(result)
-    payload = {"study": "studies/quickstart.yaml" + (" (quick: 2 trials, 3 epochs)" if args.quick else ""),
+    payload = {"study": "studies/quickstart.yaml" + (f" ({n_trials} trial(s), 3 epochs)" if short else ""),
                "outage_s": outage_s, **result}
-    write_json(args.json, "faults_tracking", torch.device("cpu"), args.quick, payload)
+    write_json(args.json, "faults_tracking", torch.device("cpu"), args.quick, payload, tiny=args.tiny)
     print(json.dumps({k: result[k] for k in ("checks", "trials_finished", "n_trials", "epochs_redone",
                                                "metrics_lost", "tracebacks_printed")}, indent=1))
     shutil.rmtree(work, ignore_errors=True)
