@@ -13,7 +13,7 @@ import pytest
 from tests.benchmarks.tiny import ROOT, ratios, run_tiny
 
 BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
-CHECKED = {"concurrency", "exit_inference", "faults", "operating_points", "pruning", "search_table",
+CHECKED = {"concurrency", "exit_inference", "faults", "latency_front", "operating_points", "pruning", "search_table",
            "train_throughput", "workers"}
 
 
