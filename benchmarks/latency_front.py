@@ -40,6 +40,7 @@ from _common import TINY_QUICKSTART_SETS, add_tiny_argument, spread, write_json 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "quickstart.yaml"
 TOLERANCE = 0.15
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # as ee_search.cli.main sets it
 
 
 def parse_args() -> argparse.Namespace:
