@@ -40,6 +40,7 @@ from _common import TINY_QUICKSTART_SETS, add_tiny_argument, spread, write_json 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "quickstart.yaml"
 TOLERANCE = 0.15
+QUIET_LOAD = 2.5  # 1-minute load average below which the machine counts as quiet (2 cores)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # as ee_search.cli.main sets it
 
 
@@ -184,7 +185,9 @@ def main() -> None:
         here = Path.cwd()
         os.chdir(work)  # the study's data.root is relative to it
         try:
-            times = measure(row_programs(work, rows, args.sets), args.batches, args.repeats)
+            programs = row_programs(work, rows, args.sets)
+            load_at_measure = os.getloadavg()
+            times = measure(programs, args.batches, args.repeats)
         finally:
             os.chdir(here)
     compared, summary = compare(rows, times, args.batches)
@@ -195,6 +198,9 @@ def main() -> None:
         "pass": all(s["pass"] for s in summary.values()),
         "stage_costs_by_trial": costs["trials"], "seconds": seconds,
         "load_average_1_5_15min_at_start": [round(x, 2) for x in load_before],
+        "load_average_1_5_15min_when_timing_began": [round(x, 2) for x in load_at_measure],
+        # The timings mean little on a busy machine (other processes take the cores mid-call): say so.
+        "quiet_machine": load_at_measure[0] < QUIET_LOAD,
     }, tiny=args.tiny)
     for b in args.batches:
         s = summary[f"batch_{b}"]

@@ -11,6 +11,7 @@ import pytest
 from tests.benchmarks.tiny import run_tiny
 
 
+@pytest.mark.slow  # three ee-search processes (run, pareto --latency) and four torch.export runs
 def test_latency_front(tmp_path):
     record, proc = run_tiny("latency_front", tmp_path, "--work", str(tmp_path / "work"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
