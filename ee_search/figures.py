@@ -61,22 +61,51 @@ def _text(value) -> str:
     return text.replace("<br>", "\n")
 
 
-def png_bytes(fig: go.Figure, size: tuple[float, float] = (9.0, 5.6), dpi: int = 110) -> bytes:
+def png_bytes(fig: go.Figure, size: tuple[float, float] | None = None, dpi: int = 110) -> bytes:
     """The figure's scatter traces drawn by matplotlib (Agg, no display): lines, markers, colours,
-    symbols, legend names, title and axis titles. Traces hidden behind the legend stay hidden."""
+    symbols, legend names, title and axis titles; a figure of subplots stacked in rows (make_subplots
+    with one column) gets one panel per row. Traces hidden behind the legend stay hidden."""
     import matplotlib.style
 
+    panels = _panels(fig)
+    size = size or ((9.0, 5.6) if len(panels) == 1 else (9.0, 3.4 * len(panels) + 0.6))
     # Optuna's matplotlib plots switch pyplot's global style to ggplot; ours keep matplotlib's default.
     with matplotlib.style.context("default"):
-        return _draw(fig, size, dpi)
+        return _draw(fig, panels, size, dpi)
 
 
-def _draw(fig: go.Figure, size: tuple[float, float], dpi: int) -> bytes:
+def _panels(fig: go.Figure) -> list[str]:
+    """The x axes that traces are drawn on ("x", "x2", ...), in order: one panel each."""
+    names = {trace.xaxis or "x" for trace in fig.data} or {"x"}
+    return sorted(names, key=lambda name: int(name[1:] or 1))
+
+
+def _draw(fig: go.Figure, panels: list[str], size: tuple[float, float], dpi: int) -> bytes:
     from matplotlib.figure import Figure
 
     canvas = Figure(figsize=size, dpi=dpi, layout="constrained")
-    ax = canvas.add_subplot()
-    for trace in fig.data:
+    axes = canvas.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, panels):
+        _draw_panel(canvas, ax, [t for t in fig.data if (t.xaxis or "x") == panel])
+        layout_axis = fig.layout["xaxis" + panel[1:]]
+        ax.set_xlabel(_text(layout_axis.title.text if layout_axis.title else None))
+        y_axis = fig.layout["yaxis" + panel[1:]]
+        ax.set_ylabel(_text(y_axis.title.text if y_axis.title else None))
+        ax.grid(True, alpha=0.3)
+        if any(artist.get_label() and not artist.get_label().startswith("_") for artist in ax.get_children()):
+            ax.legend(fontsize=8, loc="best")
+    title = _text(fig.layout.title.text if fig.layout.title else None)
+    if len(panels) == 1:
+        axes[0].set_title(title, fontsize=10, wrap=True)
+    else:
+        canvas.suptitle(title, fontsize=10, wrap=True)
+    out = io.BytesIO()
+    canvas.savefig(out, format="png")
+    return out.getvalue()
+
+
+def _draw_panel(canvas, ax, traces) -> None:
+    for trace in traces:
         if trace.type != "scatter" or trace.visible in (False, "legendonly") or trace.x is None:
             continue
         x, y = list(trace.x), list(trace.y)
@@ -107,16 +136,6 @@ def _draw(fig: go.Figure, size: tuple[float, float], dpi: int) -> bytes:
                 ax.scatter(x, y, color=colors if isinstance(colors, str) else line_color, s=size_, marker=symbol,
                            label=label, zorder=3, edgecolors=edge, alpha=(marker.opacity if marker is not None
                                                                           and marker.opacity else 1.0))
-    layout = fig.layout
-    ax.set_title(_text(layout.title.text if layout.title else None), fontsize=10, wrap=True)
-    ax.set_xlabel(_text(layout.xaxis.title.text if layout.xaxis.title else None))
-    ax.set_ylabel(_text(layout.yaxis.title.text if layout.yaxis.title else None))
-    ax.grid(True, alpha=0.3)
-    if any(artist.get_label() and not artist.get_label().startswith("_") for artist in ax.get_children()):
-        ax.legend(fontsize=8, loc="best")
-    out = io.BytesIO()
-    canvas.savefig(out, format="png")
-    return out.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ HTML
@@ -156,10 +175,12 @@ neither beside this file ({siblings}) nor online.</div></div>
 """
 
 
-def html_text(fig: go.Figure, png: bytes | None = None, height: int = 620) -> str:
+def html_text(fig: go.Figure, png: bytes | None = None, height: int | None = None) -> str:
     """A small HTML page for `fig` (tens of kB, not MBs): the figure as JSON, its PNG inline as the
-    fallback, and the loader described in this module's docstring."""
+    fallback, and the loader described in this module's docstring. Its height: `height`, else the
+    figure's own, else 620 px."""
     png = png if png is not None else png_bytes(fig)
+    height = height or fig.layout.height or 620
     image = f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
     # "</" inside the JSON would end the <script> element early: escape it the way JSON allows.
     figure_json = fig.to_json().replace("</", "<\\/")

@@ -33,7 +33,8 @@ FRONTS = ("dense", "sampled")
 _COLUMNS = ("trial_number", "thresholds", "accuracy", "avg_exit_depth", "relative_flops", "mlflow_run_id", "params")
 
 __all__ = ["AXES", "FRONTS", "FrontPoint", "collect_operating_points", "collect_points",
-           "front", "front_files", "front_hypervolume", "hypervolume", "nondominated", "write_front"]
+           "front", "front_files", "front_hypervolume", "hypervolume", "latency_column", "latency_front",
+           "nondominated", "write_front"]
 
 
 def nondominated(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
@@ -63,13 +64,16 @@ class FrontPoint:
     mlflow_run_id: str | None
     on_front: bool = False
     test: dict[str, float] = field(default_factory=dict)  # filled by `--split test` only
+    latency: dict[str, float] = field(default_factory=dict)  # latency_ms_b<B>, by `--latency` only
 
     def row(self) -> dict[str, Any]:
-        """The CSV row: the point's fields, lists and params as JSON, test metrics as test_*."""
+        """The CSV row: the point's fields, lists and params as JSON, test metrics as test_*, then the
+        expected latencies."""
         out = {name: getattr(self, name) for name in _COLUMNS}
         out["thresholds"] = json.dumps(self.thresholds)
         out["params"] = json.dumps(self.params, sort_keys=True)
         out.update({f"test_{k}": v for k, v in self.test.items()})
+        out.update(self.latency)
         return out
 
 
@@ -119,11 +123,27 @@ def front_hypervolume(points: Sequence[FrontPoint]) -> float:
     return hypervolume([(p.accuracy, p.avg_exit_depth) for p in points if p.on_front])
 
 
+def latency_column(batch: int) -> str:
+    return f"latency_ms_b{batch}"
+
+
+def latency_front(points: Sequence[FrontPoint], column: str) -> list[FrontPoint]:
+    """The non-dominated points under (max accuracy, min expected latency `column`) among those that have
+    one (the operating points of the trials on the depth front), fastest first."""
+    timed = [p for p in points if column in p.latency]
+    if not timed:
+        return []
+    keep = nondominated(np.array([[p.accuracy, p.latency[column]] for p in timed]), [True, False])
+    return sorted((p for p, k in zip(timed, keep) if k), key=lambda p: (p.latency[column], -p.accuracy))
+
+
 # ---------------------------------------------------------------------------------------- files
 def front_files(points: Sequence[FrontPoint], study_name: str, kind: str = "dense",
-                sampled: Sequence[FrontPoint] = ()) -> dict[str, str | bytes]:
+                sampled: Sequence[FrontPoint] = (), latency: dict | None = None) -> dict[str, str | bytes]:
     """`pareto.csv`, `pareto.json`, `pareto.html` and `pareto.png` (by file name) for the `kind` front of
-    `points`. For the dense front, `sampled` (the trials at their own thresholds) is drawn too."""
+    `points`. For the dense front, `sampled` (the trials at their own thresholds) is drawn too. With
+    `latency` (what was measured: device, batches, each front trial's stage costs), the points carry
+    expected latencies, and the fronts of accuracy against each are added to the JSON and the figure."""
     best = front(points)
     rows = [p.row() for p in best]
     # Every row's keys: a trial whose best.pt could not be read has no test_* values, wherever it sorts.
@@ -136,21 +156,28 @@ def front_files(points: Sequence[FrontPoint], study_name: str, kind: str = "dens
         "n_operating_points": len(points),
         "hypervolume": front_hypervolume(points),
         "reference_point": {"accuracy": 0.0, "avg_exit_depth": 1.0},
-        "front": [
-            {k: v for k, v in asdict(p).items() if k not in ("on_front", "test")} | ({"test": p.test} if p.test else {})
-            for p in best
-        ],
+        "front": [_as_dict(p) for p in best],
     }
     figure = dense_front_figure(points, sampled, study_name) if kind == "dense" else front_figure(points, study_name)
+    if latency is not None:
+        times = [latency_column(b) for b in latency["batches"]]
+        document["latency"] = latency | {"fronts": {c: [_as_dict(p) for p in latency_front(points, c)] for c in times}}
+        figure = with_latency_fronts(figure, points, latency["batches"], latency["device"])
     return {"pareto.csv": csv_text(rows, columns), "pareto.json": json.dumps(document, indent=2) + "\n",
             **figure_files(figure, "pareto")}
 
 
+def _as_dict(p: FrontPoint) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(p).items() if k not in ("on_front", "test", "latency")}
+    return out | ({"test": p.test} if p.test else {}) | ({"latency": p.latency} if p.latency else {})
+
+
 def write_front(points: Sequence[FrontPoint], out_dir: Path, study_name: str, kind: str = "dense",
-                sampled: Sequence[FrontPoint] = ()) -> dict[str, Path]:
+                sampled: Sequence[FrontPoint] = (), latency: dict | None = None) -> dict[str, Path]:
     """The front's files in `out_dir`, with one copy of plotly.js beside them: pareto.html is then
     interactive offline (it loads `plotly.min.js` from its own folder). Returns paths by extension."""
-    written = write_files(front_files(points, study_name, kind, sampled) | {PLOTLY_JS: plotly_js()}, out_dir)
+    files = front_files(points, study_name, kind, sampled, latency) | {PLOTLY_JS: plotly_js()}
+    written = write_files(files, out_dir)
     return {name.removeprefix("pareto.").removesuffix(".min.js"): path for name, path in written.items()}
 
 
@@ -162,6 +189,7 @@ def _hover(p: FrontPoint, label: str) -> str:
         lines.append("thresholds " + ", ".join(f"{t:.4g}" for t in p.thresholds))
     lines += [f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in sorted(p.params.items())]
     lines += [f"test {k} {v:.4f}" for k, v in p.test.items()]
+    lines += [f"{k} {v:.3f}" for k, v in p.latency.items()]
     if p.mlflow_run_id:
         lines.append(f"MLflow run {p.mlflow_run_id}")
     return "<br>".join(lines)
@@ -225,3 +253,41 @@ def dense_front_figure(points: Sequence[FrontPoint], sampled: Sequence[FrontPoin
     _layout(fig, f"{study_name}: accuracy vs average exit depth, dense front of "
                  f"{len({p.trial_number for p in points})} completed trials (hypervolume {front_hypervolume(points):.4f})")
     return fig
+
+
+def with_latency_fronts(depth, points: Sequence[FrontPoint], batches: Sequence[int], device: str):
+    """The depth figure on top and, under it, one panel per batch size: the operating points of the
+    trials on the depth front at their expected latency, the depth front's rows among them, and the
+    front of accuracy against that latency."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1 + len(batches), cols=1, vertical_spacing=0.22 / len(batches))
+    for trace in depth.data:
+        fig.add_trace(trace, row=1, col=1)
+    fig.update_xaxes(title_text=depth.layout.xaxis.title.text, row=1, col=1)
+    best = front(points)
+    for row, batch in enumerate(batches, start=2):
+        column = latency_column(batch)
+        timed = [p for p in points if column in p.latency]
+        fig.add_trace(_latency_trace(timed, column, "(front trial)", name=f"front trials' operating points, batch {batch}",
+                                     mode="markers", marker={"size": 5, "color": "lightslategray", "opacity": 0.5}),
+                      row=row, col=1)
+        fig.add_trace(_latency_trace([p for p in best if column in p.latency], column, "(depth front)",
+                                     name=f"depth front at its latency, batch {batch}", mode="markers",
+                                     marker={"size": 7, "color": "crimson", "symbol": "x"}), row=row, col=1)
+        fig.add_trace(_latency_trace(latency_front(points, column), column, "(latency front)",
+                                     name=f"latency front, batch {batch} ({device})", mode="lines+markers",
+                                     line={"shape": "hv", "color": "seagreen"},
+                                     marker={"size": 7, "color": "seagreen", "symbol": "diamond"}), row=row, col=1)
+        fig.update_xaxes(title_text=f"expected latency of a call on {batch} sample(s), {device} (ms)", row=row, col=1)
+    fig.update_yaxes(title_text="accuracy")
+    fig.update_layout(title=f"{depth.layout.title.text}; below, against expected latency on {device}",
+                      template="plotly_white", hoverlabel={"align": "left"}, height=480 * (1 + len(batches)))
+    return fig
+
+
+def _latency_trace(points: Sequence[FrontPoint], column: str, label: str, **style):
+    import plotly.graph_objects as go
+
+    return go.Scatter(x=[p.latency[column] for p in points], y=[p.accuracy for p in points],
+                      hovertext=[_hover(p, label) for p in points], hoverinfo="text", **style)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import tempfile
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from typer.testing import Result
 from ee_search.config import load_study_file
 from ee_search.data import build_batches, prepare_data
 from ee_search.exits import exit_costs
+from ee_search.records import VAL_LOGITS, load_val_logits
 from ee_search.search.space import values_from_params
 from ee_search.train.checkpoint_files import UNREADABLE
 from tests.conftest import TINY_STUDY, best_model, cli, download_best, mlflow_client, run_study
@@ -172,6 +174,58 @@ def test_pareto_exports_exactly_the_nondominated_trials(ran, tmp_path):
     assert (out / "plotly.min.js").stat().st_size > 1_000_000 and (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_pareto_latency_gives_every_row_its_expected_latency(ran, tmp_path):
+    """`--latency cpu --batch 1,16`: each front row's latency_ms_b<B> is the model of docs/design.md §4
+    worked by hand here from its trial's stage costs (in pareto.json) and its exit fractions, counted
+    from the trial's val logits by the entropy rule; the accuracy-vs-latency fronts cover every row."""
+    out = tmp_path / "front"
+    result = cli("pareto", ran.study, "--out", out, "--latency", "cpu", "--batch", "16,1")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "pareto.csv").open()))
+    document = json.loads((out / "pareto.json").read_text())
+    latency = document["latency"]
+    assert latency["device"] == "cpu" and latency["batches"] == [1, 16]
+    assert set(latency["trials"]) == {r["trial_number"] for r in rows}
+    study = ran.optuna_study()
+    for row in rows:
+        costs = latency["trials"][row["trial_number"]]
+        assert costs["sizes"] == [1, 16] and len(costs["stage_ms"]) == 2
+        with tempfile.TemporaryDirectory() as tmp:
+            cached = load_val_logits(ran.mlflow().download_artifacts(
+                study.trials[int(row["trial_number"])].user_attrs["mlflow_run_id"], VAL_LOGITS, tmp))
+        log_p = torch.log_softmax(cached["logits"][0].float(), dim=-1)
+        entropy = -(log_p.exp() * log_p).sum(dim=-1)
+        early = float((entropy <= torch.tensor(json.loads(row["thresholds"])[0], dtype=torch.float32)).double().mean())
+        step = [[s + e for s, e in zip(costs["stage_ms"][k], costs["exit_ms"][k])] for k in range(2)]
+        # batch 1: setup + stage 1 for everyone + stage 2 for those that did not leave at exit 1
+        assert float(row["latency_ms_b1"]) == pytest.approx(costs["start_ms"][0] + step[0][0] + (1 - early) * step[1][0])
+        # batch 16: stage 2 runs unless all 16 left, on 16 (1 - early) / P samples on average then
+        p = 1 - early ** 16
+        by_hand = costs["start_ms"][1] + step[0][1]
+        if p > 0:
+            n = 16 * (1 - early) / p
+            by_hand += p * (step[1][0] + (step[1][1] - step[1][0]) * (n - 1) / 15)
+        assert float(row["latency_ms_b16"]) == pytest.approx(by_hand)
+    for column in ("latency_ms_b1", "latency_ms_b16"):
+        fastest = latency["fronts"][column]
+        assert fastest and [f["latency"][column] for f in fastest] == sorted(f["latency"][column] for f in fastest)
+        for row in rows:  # every row is matched or beaten on both axes by a point of the latency front
+            assert any(f["accuracy"] >= float(row["accuracy"]) and f["latency"][column] <= float(row[column]) * (1 + 1e-12)
+                       for f in fastest)
+    page = (out / "pareto.html").read_text()
+    assert "latency front, batch 1 (cpu)" in page and "latency front, batch 16 (cpu)" in page
+    assert "dense front, validation" in page  # the depth front stays, above them
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_pareto_latency_cuda_without_cuda_exits_2_with_one_line(ran, tmp_path):
+    result = cli("pareto", ran.study, "--out", tmp_path / "front", "--latency", "cuda", catch_exceptions=True)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: --latency: cuda was asked for but torch sees no CUDA device: use --latency cpu"]
+    assert not (tmp_path / "front").exists()
+
+
 @contextmanager
 def _truncated(ran: Ran, trial_number: int, artifact: str):
     """The trial's `artifact` cut in half in the (local) artifact store while the block runs."""
@@ -260,6 +314,11 @@ def test_validate_prints_the_space(tiny_study):
         (["run", "{study}", "--set", "data.dataset=svhn", "--set", "data.root=nowhere"], "train_32x32.mat"),
         (["status", "{study}"], "no study named"),
         (["pareto", "{study}", "--out", "front"], "no study named"),
+        (["pareto", "{study}", "--out", "front", "--latency", "cpu", "--batch", "0"], "--batch: give batch sizes"),
+        (["pareto", "{study}", "--out", "front", "--latency", "cpu", "--batch", "1,x"], "--batch: give batch sizes"),
+        (["pareto", "{study}", "--out", "front", "--latency", "cpu", "--batch", ""], "--batch: give batch sizes"),
+        (["pareto", "{study}", "--out", "front", "--batch", "8"], "--batch: only applies with --latency"),
+        (["pareto", "{study}", "--out", "front", "--latency", "tpu"], "--latency: must be 'cpu' or 'cuda'"),
         (["validate", "{study}", "--set", "search.objectives=[accuracy, speed]"], "search.objectives"),
         (["validate", "{study}", "--set", "search.heartbeat={interval_s: 5, grace_period_s: 5}"], "grace_period_s"),
     ],

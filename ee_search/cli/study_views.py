@@ -9,7 +9,7 @@ import typer
 
 from ee_search.cli.common import (DeviceOpt, SetOpt, StorageOpt, StudyArg, TrackingOpt, _fail, _load, _warn,
                                   app, console)
-from ee_search.errors import UserInputError
+from ee_search.errors import UserInputError, quote
 
 
 # -------------------------------------------------------------------------------------- validate
@@ -36,8 +36,10 @@ def pareto(
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     device: DeviceOpt = None,
+    latency: Annotated[str | None, typer.Option("--latency", help="cpu or cuda: time the front trials' exported stages there and add each point's expected latency (latency_ms_b<B>) and the accuracy-vs-latency fronts.")] = None,
+    batch: Annotated[str | None, typer.Option("--batch", help="With --latency: the batch sizes, comma-separated (default 1,256).")] = None,
 ) -> None:
-    """Write the Pareto front (accuracy vs average exit depth) of completed trials."""
+    """Write the Pareto front (accuracy vs average exit depth, and vs latency with --latency) of completed trials."""
     from ee_search.pareto_export import export_front
 
     try:
@@ -45,14 +47,39 @@ def pareto(
             raise UserInputError("--split", None, f"must be 'val' or 'test', got {split!r}")
         if front not in ("dense", "sampled"):
             raise UserInputError("--front", None, f"must be 'dense' or 'sampled', got {front!r}")
+        batches = _latency_request(latency, batch)
         loaded = _load(study, set_, storage, tracking_uri, device)
-        paths, n_front, n_trials = export_front(loaded, out, split, front, warn=_warn)
+        paths, n_front, n_trials = export_front(loaded, out, split, front, warn=_warn, latency=latency, batches=batches)
     except UserInputError as error:
         _fail(error)
     what = "operating point(s) on the dense front" if front == "dense" else "trial(s) on the sampled front"
     console.print(f"{n_front} {what} of {n_trials} completed trial(s); wrote:")
     for path in paths.values():
         console.print(f"  {path}")
+
+
+def _latency_request(latency: str | None, batch: str | None) -> tuple[int, ...]:
+    """The batch sizes to time at, checked with the device before anything is read."""
+    from ee_search.pareto_export import LATENCY_BATCHES, MAX_BATCH
+
+    if latency is None:
+        if batch is not None:
+            raise UserInputError("--batch", None, "only applies with --latency cpu|cuda: add --latency or drop --batch")
+        return LATENCY_BATCHES
+    if latency not in ("cpu", "cuda"):
+        raise UserInputError("--latency", None, f"must be 'cpu' or 'cuda', got {latency!r}")
+    if latency == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserInputError("--latency", None, "cuda was asked for but torch sees no CUDA device: use --latency cpu")
+    if batch is None:
+        return LATENCY_BATCHES
+    parts = [part.strip() for part in batch.split(",")]
+    if not all(part.isdigit() and 1 <= int(part) <= MAX_BATCH for part in parts):
+        raise UserInputError("--batch", None, f"give batch sizes from 1 to {MAX_BATCH}, comma-separated, such as "
+                             f"1,256; got {quote(batch)}")
+    return tuple(sorted({int(part) for part in parts}))
 
 
 # ---------------------------------------------------------------------------------------- status

@@ -64,25 +64,39 @@ class EarlyExitProgram:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        batch = x.shape[0]
-        prediction = torch.zeros(batch, dtype=torch.long)
-        taken = torch.full((batch,), self.num_exits, dtype=torch.long)
-        top = torch.zeros(batch, dtype=torch.float32)
-        alive = torch.arange(batch)
+        outputs, alive = self.start(x)
         for k, stage in enumerate(self.stages):
             if len(alive) == 0:
                 break  # everyone has left: the later stages have nothing to do
-            logits, *rest = stage(x)
-            score = confidence_score(logits, self.max_softmax)
-            leave = may_leave(score, self.thresholds[k], self.max_softmax)
-            gone = alive[leave]
-            prediction[gone] = logits[leave].argmax(dim=-1)
-            top[gone] = torch.softmax(logits[leave].float(), dim=-1).amax(dim=-1)
-            taken[gone] = k + 1
-            stay = ~leave
-            alive = alive[stay]
-            x = rest[0][stay] if rest else x
-        return prediction, taken, top
+            x, alive = self.exit_step(k, stage(x), alive, outputs)
+        return outputs
+
+    def start(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The outputs to fill (prediction, exit, confidence) and the indices of the samples still in,
+        on the input's device."""
+        batch, device = x.shape[0], x.device
+        outputs = (torch.zeros(batch, dtype=torch.long, device=device),
+                   torch.full((batch,), self.num_exits, dtype=torch.long, device=device),
+                   torch.zeros(batch, dtype=torch.float32, device=device))
+        return outputs, torch.arange(batch, device=device)
+
+    def exit_step(self, k: int, stage_out: tuple[torch.Tensor, ...], alive: torch.Tensor,
+                  outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                  threshold: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """After stage k (0-based): the samples `alive` whose score passes exit k's threshold leave
+        there (their prediction, exit and confidence written into `outputs`); returns the features and
+        the indices of those that stay (the batch gathered for stage k + 1)."""
+        logits, *rest = stage_out
+        prediction, taken, top = outputs
+        threshold = self.thresholds[k] if threshold is None else threshold
+        score = confidence_score(logits, self.max_softmax)
+        leave = may_leave(score, threshold.to(score.device), self.max_softmax)
+        gone = alive[leave]
+        prediction[gone] = logits[leave].argmax(dim=-1)
+        top[gone] = torch.softmax(logits[leave].float(), dim=-1).amax(dim=-1)
+        taken[gone] = k + 1
+        stay = ~leave
+        return (rest[0][stay] if rest else None), alive[stay]
 
 
 def load(directory: str | Path) -> EarlyExitProgram:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ee_search.config import LoadedStudy
+from ee_search.config import LoadedStudy, StudyConfig
 from ee_search.deploy.early_exit_onnx import DENSE_FILE
 from ee_search.deploy.latency import latency
 from ee_search.deploy.onnx_export import ONNX_DIR, export_onnx, measure_onnx, missing_packages
@@ -97,6 +97,7 @@ def _completed_trial(study, number: int, source: str):
 def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, staging: Path) -> dict:
     from ee_search.checkpoints import model_from_checkpoint
     from ee_search.exits import evaluate
+    from ee_search.search import values_from_params
 
     with tempfile.TemporaryDirectory(prefix="ee-search-export-") as tmp:
         payload = load_best_checkpoint(client.download_artifacts(run_id, BEST_CHECKPOINT, tmp))
@@ -108,10 +109,10 @@ def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, stag
     _check_thresholds(chosen, network.num_exits, meta["criterion"], study_file.path)
     point = evaluate(cached["logits"], cached["labels"], chosen, meta["criterion"], cached["relative_flops"])
     normalise = Normalise(meta["mean"], meta["std"]).eval()
-    images, labels = _validation_inputs(study_file, trial, meta)
+    images, labels = validation_inputs(study_file.with_values(values_from_params(study_file.config, trial.params)), meta)
 
     started = time.perf_counter()
-    programs = _export_programs(exit_stages(network, normalise), example_batch(images), meta["model"]["name"],
+    programs = export_programs(exit_stages(network, normalise), example_batch(images), meta["model"]["name"],
                                 study_file.path)
     save_program(programs, chosen, meta["criterion"], staging / PROGRAM_DIR)
     seconds = {"program": time.perf_counter() - started}
@@ -130,7 +131,7 @@ def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, stag
     return card
 
 
-def _export_programs(stages, example: torch.Tensor, model_name: str, source: str) -> list:
+def export_programs(stages, example: torch.Tensor, model_name: str, source: str) -> list:
     try:
         return export_stages(stages, example)
     except Exception as exc:  # torch.export's errors have no common type (UserError, RuntimeError, ...)
@@ -231,14 +232,13 @@ def _check_thresholds(thresholds: list[float], k_exits: int, criterion: str, sou
         raise UserInputError(source, "--thresholds", "entropy thresholds are >= 0")
 
 
-def _validation_inputs(study_file: LoadedStudy, trial, meta: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The validation split as the exported model's users feed it: centre-cropped to the input size,
-    pixel / 255, NCHW float32 (the same images, in the same order, as the trial's val logits)."""
+def validation_inputs(config: StudyConfig, meta: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation split of the trial's `config` as the exported model's users feed it: centre-cropped
+    to the input size, pixel / 255, NCHW float32 (the same images, in the same order, as the trial's val
+    logits)."""
     from ee_search.data import prepare_data
     from ee_search.data.augment import BatchTransform
-    from ee_search.search import values_from_params
 
-    config = study_file.with_values(values_from_params(study_file.config, trial.params))
     prepared = prepare_data(config.data, config.seed)
     channels = meta["in_channels"]
     to_unit = BatchTransform((0.0,) * channels, (1.0,) * channels, prepared.source.image_size,

@@ -14,7 +14,7 @@ from tests.benchmarks.tiny import ROOT, ratios, run_tiny
 
 BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
 CHECKED = {"concurrency", "exit_inference", "faults", "faults_disk", "faults_storage", "faults_tracking",
-           "operating_points", "pruning", "search_table", "train_throughput", "workers"}
+           "latency_front", "operating_points", "pruning", "search_table", "train_throughput", "workers"}
 
 
 def test_every_benchmark_script_has_a_smoke_test():
