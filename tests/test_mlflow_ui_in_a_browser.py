@@ -88,6 +88,14 @@ def test_the_ui_opens_on_the_runs_and_shows_a_trials_metrics_and_tradeoff(tiny_s
         page.get_by_text(metric, exact=True).first.wait_for(timeout=30_000)
     _shoot(page, "mlflow-trial.png")
 
+    # The experiment's Models tab: every trial's network (its LoggedModel), with its final metrics.
+    _open(page, f"{base}/#/experiments/{experiment_id}/models{UI_QUERY}")
+    for number in (0, 1):
+        page.get_by_text(f"trial-{number}", exact=True).first.wait_for(timeout=60_000)
+    for metric in ("accuracy", "avg_exit_depth", "curve_hypervolume"):
+        page.get_by_text(metric, exact=True).first.wait_for(timeout=30_000)
+    _shoot(page, "mlflow-models.png")
+
     # Its trade-off figure in the artifact viewer: the PNG, and the HTML showing a figure, not blank.
     for artifact, shot in (("exits/tradeoff.png", None), ("exits/tradeoff.html", "mlflow-tradeoff.png")):
         _open(page, f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{artifact}{UI_QUERY}")

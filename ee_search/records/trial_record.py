@@ -63,6 +63,7 @@ class TrialRecord(_Record):
     prune_detail: str | None = None  # why the pruner stopped it
     error: str | None = None  # a failed trial's error, one line
     last_pt_write_seconds: float | None = None  # slowest last.pt write
+    mlflow_model_seconds: float | None = None  # the LoggedModel and the final metrics linked to it
     # the result (completed trials): the final metrics at the sampled thresholds ...
     accuracy: float | None = None
     avg_exit_depth: float | None = None

@@ -191,12 +191,12 @@ class TrialRecorder:
         self.run.log_metrics(to_log, model_id=model_id)  # the run's final metrics are the model's too
         if model_id and len(to_log) < len(metrics):  # a retry: link those its predecessor had logged
             link_logged_metrics(self.run.client, self.run.run_id, model_id, set(metrics) - set(to_log))
-        logger.debug("trial %d: LoggedModel %s and its metrics in %.4f s", self.trial.number, model_id,
-                     time.perf_counter() - started)
+        seconds = time.perf_counter() - started if model_id else None  # what the model costs the trial
         # The network's own front travels with the trial, so the dense front is read from the
         # storage in milliseconds; val_logits.pt lets any later command recompute it.
         TrialRecord(**{name: metrics[name] for name in FINAL_METRICS}, thresholds=list(config.exits.thresholds),
-                    operating_points=TrialRecord.rows(result.points), mlflow_model_id=model_id).write(self.trial)
+                    operating_points=TrialRecord.rows(result.points), mlflow_model_id=model_id,
+                    mlflow_model_seconds=seconds).write(self.trial)
         self._log_curve(config, result)
 
     def _log_model(self, config: StudyConfig, result) -> str | None:
