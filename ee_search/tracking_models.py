@@ -162,5 +162,6 @@ def download_model_file(client, model, name: str, directory: str | Path) -> Path
         get_artifact_repository,
     )
 
+    Path(directory).mkdir(parents=True, exist_ok=True)  # MLflow's repositories want it to exist
     repository = get_artifact_repository(model.artifact_location, tracking_uri=client.tracking_uri)
     return Path(repository.download_artifacts(name, str(directory)))
