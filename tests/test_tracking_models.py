@@ -40,6 +40,8 @@ def assert_one_model_per_completed_trial(client: MlflowClient, study) -> list:
         assert {k: metrics[k].value for k in metrics} == {k: run.data.metrics[k] for k in metrics}
         assert {(m.run_id, m.step) for m in metrics.values()} == {(record.mlflow_run_id, 0)}
         assert trial.values == [record.final_metrics()[name] for name in study.metric_names]
+        # what it cost the trial, timed in the worker: some of the trial's time, never all of it
+        assert 0 < record.mlflow_model_seconds < (trial.datetime_complete - trial.datetime_start).total_seconds()
         # the run still has each final metric once: linking them did not log them twice
         assert [m.step for m in client.get_metric_history(record.mlflow_run_id, "accuracy")] == [0]
     return [models[t.number] for t in complete]
