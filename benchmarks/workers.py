@@ -12,7 +12,9 @@ shared machine falls on every row alike, and the ratios against one worker are t
 
 Per run: wall seconds of the `ee-search run` command (process start to exit, the parent's and the
 workers' imports included), trials per hour, and training images per second (epochs trained, read
-from the study, times the training split). Images per second is the fair measure of throughput:
+from the study, times the training split); and what logging each completed trial's network as an
+MLflow LoggedModel cost the trial (seconds, and their share of the trial's time; `--rows 1 --repeats
+1` is enough for that). Images per second is the fair measure of throughput:
 processes with their own sampler seeds explore other configurations, and a pruned or early-stopped
 trial trains fewer epochs, so trials per hour also depends on what the search happened to try.
 The dataset is rendered once before any run, into a cache every run shares.
@@ -88,7 +90,19 @@ def run_once(row: str, work: Path, args, data_root: Path, images: int) -> dict:
     for t in trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
     return {"exit_code": code, "wall_s": round(wall, 3), "trials": len(trials), "states": states, "epochs": epochs,
-            "trials_per_hour": round(len(trials) * 3600 / wall, 2), "images_per_second": round(epochs * images / wall, 2)}
+            "trials_per_hour": round(len(trials) * 3600 / wall, 2), "images_per_second": round(epochs * images / wall, 2),
+            **logged_model_cost(trials)}
+
+
+def logged_model_cost(trials) -> dict:
+    """What logging each completed trial's network as an MLflow LoggedModel cost it (the trial's
+    `mlflow_model_seconds`, timed in the worker), against the trial's own wall time (Optuna's start
+    to complete)."""
+    timed = [(TrialRecord.read(t).mlflow_model_seconds, (t.datetime_complete - t.datetime_start).total_seconds())
+             for t in trials if t.state.name == "COMPLETE" and TrialRecord.read(t).mlflow_model_seconds is not None]
+    return {"logged_model": {"trials": len(timed), "seconds": spread([m for m, _ in timed]),
+                             "trial_seconds": spread([w for _, w in timed]),
+                             "share_of_trial": spread([m / w for m, w in timed])}}
 
 
 def summarise(runs: dict[str, list[dict]]) -> tuple[dict, dict]:

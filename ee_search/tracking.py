@@ -262,11 +262,14 @@ class TrialRun:
         self.writes = writes if writes is not None else client
         self.spooled = writes is not None and writes is not client
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None) -> None:
+        """`model_id`: also the metrics of that LoggedModel (tracking_models.py); MLflow < 3 has none."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.writes.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+        linked = {"model_id": model_id} if model_id else {}
+        self.writes.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step or 0, **linked)
+                                                    for k, v in metrics.items()])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag

@@ -10,6 +10,7 @@ tests/test_mlflow_ui_in_a_browser.py` writes them (docs/make_screenshots.sh).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -88,6 +89,16 @@ def test_the_ui_opens_on_the_runs_and_shows_a_trials_metrics_and_tradeoff(tiny_s
         page.get_by_text(metric, exact=True).first.wait_for(timeout=30_000)
     _shoot(page, "mlflow-trial.png")
 
+    # The experiment's Models tab: every trial's network (its LoggedModel), with its final metrics.
+    _open(page, f"{base}/#/experiments/{experiment_id}/models{UI_QUERY}")
+    for number in (0, 1):
+        page.get_by_text(f"trial-{number}", exact=True).first.wait_for(timeout=60_000)
+    shown = _models_table(page)
+    for t in study.trials:
+        for metric in ("accuracy", "avg_exit_depth", "curve_hypervolume"):
+            assert shown[f"trial-{t.number}", metric] == _as_javascript_prints(t.user_attrs[metric])
+    _shoot(page, "mlflow-models.png")
+
     # Its trade-off figure in the artifact viewer: the PNG, and the HTML showing a figure, not blank.
     for artifact, shot in (("exits/tradeoff.png", None), ("exits/tradeoff.html", "mlflow-tradeoff.png")):
         _open(page, f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{artifact}{UI_QUERY}")
@@ -115,6 +126,40 @@ def test_the_ui_opens_on_the_runs_and_shows_a_trials_metrics_and_tradeoff(tiny_s
     page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
     assert page.locator("#static").evaluate("el => getComputedStyle(el).display") == "none"
     _shoot(page, "pareto-html.png")
+
+
+def _models_table(page) -> dict[tuple[str, str], str]:
+    """The Models tab's table as shown, {(model name, metric): text}. The grid draws only the columns in
+    view (ag-grid), so it is read while scrolled across, then left on the metrics for the screenshot."""
+    close = page.locator("button[data-component-id='mlflow.assistant.chat_panel.close']")
+    if close.count():  # MLflow's assistant panel takes a third of the width
+        close.first.click()
+    read = """() => Array.from(document.querySelectorAll('[role=row][row-index]')).flatMap(row =>
+        Array.from(row.querySelectorAll('[role=gridcell]')).map(cell =>
+            [row.getAttribute('row-index'), cell.getAttribute('col-id'), cell.innerText]))"""
+    scroll = "(by) => { const v = document.querySelector('.ag-body-horizontal-scroll-viewport'); v.scrollLeft += by; return v.scrollLeft; }"
+    cells, at, metrics_at = [], -1, None
+    while at != (at := page.evaluate(scroll, 0)):  # until a scroll moves no further
+        found = page.evaluate(read)
+        if metrics_at is None and any(column.startswith("metrics.") for _, column, _ in found):
+            metrics_at = at
+        cells += found
+        page.evaluate(scroll, 300)
+        page.wait_for_timeout(200)
+    page.evaluate(scroll, (metrics_at or 0) - at)  # back to the metrics, then the first one at the left
+    page.wait_for_timeout(200)
+    first = page.evaluate("""() => { const left = parseFloat(
+        document.querySelector('.ag-header-cell[col-id^="metrics."]')?.style.left); return Number.isFinite(left) ? left : null; }""")
+    if first is not None:
+        page.evaluate(scroll, first - page.evaluate(scroll, 0))
+        page.wait_for_timeout(200)
+    names = {row: text.splitlines()[-1] for row, column, text in cells if column == "name"}
+    metric = re.compile(r"^metrics\.\{(?:&quot;|\")metricKey(?:&quot;|\"):(?:&quot;|\")(.+?)(?:&quot;|\")\}$")
+    return {(names[row], m.group(1)): text for row, column, text in cells if (m := metric.match(column or ""))}
+
+
+def _as_javascript_prints(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _printed_route(study_path: Path, base: str) -> str:

@@ -45,7 +45,15 @@ from ee_search.deploy.program import (
 from ee_search.deploy.program import RUNNER_FILE as PROGRAM_RUNNER
 from ee_search.errors import UserInputError
 from ee_search.models import is_user_model
-from ee_search.records import BEST_CHECKPOINT, VAL_LOGITS, TrialRecord, load_best_checkpoint, load_val_logits
+from ee_search.records import (
+    BEST_CHECKPOINT,
+    MODEL_CHECKPOINT,
+    VAL_LOGITS,
+    TrialRecord,
+    load_best_checkpoint,
+    load_val_logits,
+)
+from ee_search.tracking_models import download_model_file, trial_model
 
 CARD_FILE = "card.json"
 
@@ -100,7 +108,8 @@ def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, stag
     from ee_search.search import values_from_params
 
     with tempfile.TemporaryDirectory(prefix="ee-search-export-") as tmp:
-        payload = load_best_checkpoint(client.download_artifacts(run_id, BEST_CHECKPOINT, tmp))
+        network_file, model_id = _network_file(client, trial, run_id, Path(tmp))
+        payload = load_best_checkpoint(network_file)
         cached = load_val_logits(client.download_artifacts(run_id, VAL_LOGITS, tmp))
     meta = payload["metadata"]
     network = model_from_checkpoint(payload).to(memory_format=torch.channels_last).eval()
@@ -121,6 +130,7 @@ def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, stag
     measured = _reproduced(outputs, labels, network.num_exits, point)
 
     card = _card(trial.number, run_id, chosen, meta, network.num_exits, point)
+    card["mlflow_model_id"] = model_id
     card["validation_measured_by_program"] = measured | {"samples": int(len(labels))}
     card["onnx"] = _onnx(programs, chosen, meta, staging, (images, labels, outputs), seconds)
     card["latency_ms_cpu"] = latency(program, full_depth(network, normalise), images)
@@ -129,6 +139,15 @@ def _build(study_file: LoadedStudy, trial, client, run_id: str, thresholds, stag
     _save_pyfunc(program, staging / PROGRAM_DIR, images[:2].numpy(), staging)
     (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def _network_file(client, trial, run_id: str, into: Path) -> tuple[Path, str | None]:
+    """The trial's best.pt from its LoggedModel (docs/design.md §5) where it has one, else from its run's
+    checkpoints/best.pt (a study logged before LoggedModels, or MLflow < 3); and the model's id."""
+    model = trial_model(client, run_id, TrialRecord.read(trial).mlflow_model_id)
+    if model is None:
+        return Path(client.download_artifacts(run_id, BEST_CHECKPOINT, str(into))), None
+    return download_model_file(client, model, MODEL_CHECKPOINT, into / model.model_id), model.model_id
 
 
 def export_programs(stages, example: torch.Tensor, model_name: str, source: str) -> list:

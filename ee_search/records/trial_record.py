@@ -57,6 +57,7 @@ class TrialRecord(_Record):
     # cross-links (written when the trial's run is opened)
     mlflow_run_id: str | None = None
     mlflow_run_url: str | None = None  # the run's page (a UI route for a local store)
+    mlflow_model_id: str | None = None  # COMPLETE: the network's MLflow LoggedModel (MLflow >= 3)
     # the pruner's record (the monitored value per epoch; None where it was not finite)
     monitor: str | None = None
     monitor_history: list[float | None] | None = None
@@ -67,6 +68,7 @@ class TrialRecord(_Record):
     prune_detail: str | None = None  # why the pruner stopped it
     error: str | None = None  # a failed trial's error, one line
     last_pt_write_seconds: float | None = None  # slowest last.pt write
+    mlflow_model_seconds: float | None = None  # the LoggedModel and the final metrics linked to it
     # the result (completed trials): the final metrics at the sampled thresholds ...
     accuracy: float | None = None
     avg_exit_depth: float | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,12 @@ from ee_search.tracking import (
     RESUMED_AT_TAG,
     RESUMED_BY_TAG,
     RESUMED_FROM_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
     StudyTracker,
     TrialRun,
 )
+from ee_search.tracking_models import TrialModel, link_logged_metrics, log_trial_model
 from ee_search.train import Callback, completed_epochs, newest_readable, saved_history
 
 logger = logging.getLogger(__name__)
@@ -182,12 +186,28 @@ class TrialRecorder:
             # A retry of a trial killed after its final metrics were logged but before it ended:
             # those metrics are already in the run (step 0), and a step is never logged twice.
             to_log = {k: v for k, v in metrics.items() if 0 not in self.run.logged_steps(k)}
-        self.run.log_metrics(to_log)
+        started = time.perf_counter()
+        model_id = self._log_model(config, result)
+        self.run.log_metrics(to_log, model_id=model_id)  # the run's final metrics are the model's too
+        if model_id and len(to_log) < len(metrics):  # a retry: link those its predecessor had logged
+            link_logged_metrics(self.run.client, self.run.run_id, model_id, set(metrics) - set(to_log))
+        seconds = time.perf_counter() - started if model_id else None  # what the model costs the trial
         # The network's own front travels with the trial, so the dense front is read from the
         # storage in milliseconds; val_logits.pt lets any later command recompute it.
         TrialRecord(**{name: metrics[name] for name in FINAL_METRICS}, thresholds=list(config.exits.thresholds),
-                    operating_points=TrialRecord.rows(result.points)).write(self.trial)
+                    operating_points=TrialRecord.rows(result.points), mlflow_model_id=model_id,
+                    mlflow_model_seconds=seconds).write(self.trial)
         self._log_curve(config, result)
+
+    def _log_model(self, config: StudyConfig, result) -> str | None:
+        """The kept network as an MLflow LoggedModel (the experiment's Models tab, docs/design.md §5),
+        linked to the run at the best epoch: its id, or None (MLflow < 3, or logging it failed)."""
+        if result.checkpoint is None or result.best_epoch is None:
+            return None
+        model = TrialModel(self.tracker.experiment_id, self.run.run_id, self.trial.number, result.best_epoch,
+                           Path(result.checkpoint), dict(self.trial.params),
+                           {TRIAL_TAG: str(self.trial.number), STUDY_TAG: config.name})
+        return log_trial_model(self.run.client, model, replace=not self.cont.new_run)
 
     def _log_curve(self, config: StudyConfig, result) -> None:
         with tempfile.TemporaryDirectory(prefix="ee-search-logits-") as tmp:

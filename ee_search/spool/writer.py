@@ -53,7 +53,9 @@ class Spool:
 
     # ------------------------------------------------------------------ MlflowClient's writes
     def log_batch(self, run_id: str, metrics: Iterable = (), params: Iterable = (), tags: Iterable = ()) -> None:
-        self._put(run_id, "batch", {"metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+        # A metric's model_id (a LoggedModel's, tracking_models.py) travels with it: MLflow >= 3 only.
+        self._put(run_id, "batch", {"metrics": [[m.key, m.value, m.timestamp, m.step, getattr(m, "model_id", None)]
+                                                for m in metrics],
                                     "params": [[p.key, p.value] for p in params],
                                     "tags": [[t.key, t.value] for t in tags]})
 
@@ -208,13 +210,18 @@ def _pauses():
         pause = min(pause * 2, longest)
 
 
+def _metric(metric_class, key, value, timestamp, step, model_id=None):
+    """A spooled metric row back as MLflow's Metric (rows spooled before model ids have four fields)."""
+    return metric_class(key, value, timestamp, step, **({"model_id": model_id} if model_id else {}))
+
+
 def send(client, entry: Entry) -> None:
     """One spooled write, as MLflow's client would have made it then (same timestamps)."""
     from mlflow.entities import Metric, Param, RunTag
 
     body, run_id = entry.body, entry.run_id
     if entry.kind == "batch":
-        client.log_batch(run_id, metrics=[Metric(k, v, ts, step) for k, v, ts, step in body["metrics"]],
+        client.log_batch(run_id, metrics=[_metric(Metric, *row) for row in body["metrics"]],
                          params=[Param(k, v) for k, v in body["params"]], tags=[RunTag(k, v) for k, v in body["tags"]])
     elif entry.kind == "artifacts":
         client.log_artifacts(run_id, str(entry.blob), body["path"])

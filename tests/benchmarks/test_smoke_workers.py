@@ -24,6 +24,11 @@ def test_workers(tmp_path):
         assert run["images_per_second"] == pytest.approx(run["epochs"] * record["train_images"] / run["wall_s"],
                                                          rel=0.01)
         assert run["trials_per_hour"] == pytest.approx(2 * 3600 / run["wall_s"], rel=0.01)
+        cost = run["logged_model"]  # each completed trial's LoggedModel, against the trial's time
+        assert cost["trials"] == 2 and len(cost["seconds"]["values"]) == 2
+        assert cost["share_of_trial"]["values"] == pytest.approx(
+            [m / w for m, w in zip(cost["seconds"]["values"], cost["trial_seconds"]["values"])])
+        assert 0 < cost["share_of_trial"]["max"] < 1
     scaling = record["scaling"]["2_vs_1"]
     per_repeat = ratios(rows["2"]["images_per_second"]["values"], rows["1"]["images_per_second"]["values"])
     assert scaling["images_per_second"]["median"] == pytest.approx(statistics.median(per_repeat))

@@ -132,3 +132,11 @@ def test_over_an_mlflow_server_the_output_is_only_ours(tmp_path, serve):
     assert len([line for line in progress if re.match(r"trial +\d+  epoch", line)]) == sum(
         t.user_attrs["epochs_trained"] for t in _trials(tmp_path).values())
     assert "View run" not in ran.stdout + ran.stderr
+    # Each trial's network is a LoggedModel on the server, its weights uploaded through it (issue 18).
+    from mlflow import MlflowClient
+
+    from tests.test_tracking_models import assert_one_model_per_completed_trial
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/optuna.db")
+    for model in assert_one_model_per_completed_trial(MlflowClient(url), study):
+        assert list((tmp_path / "artifacts").rglob(f"{model.model_id}/artifacts/best.pt"))

@@ -29,7 +29,7 @@ from ee_search.data import build_batches, prepare_data
 from ee_search.data.augment import BatchTransform
 from ee_search.deploy import early_exit_onnx, early_exit_torch
 from ee_search.exits import exit_predictions, score_logits
-from ee_search.records import VAL_LOGITS, TrialRecord, load_val_logits
+from ee_search.records import BEST_CHECKPOINT, VAL_LOGITS, TrialRecord, load_val_logits
 from ee_search.search import values_from_params
 from tests.conftest import best_model, cli, mlflow_client
 
@@ -275,6 +275,29 @@ def test_register_links_the_version_to_the_trials_run(study):
     trial = optuna.load_study(study_name="deploy", storage=f"sqlite:///{root}/optuna.db").trials[int(row["trial_number"])]
     assert versions[0].run_id == trial.user_attrs["mlflow_run_id"]
     assert versions[0].tags["ee_search.trial_number"] == row["trial_number"]
+
+
+def test_export_reads_the_network_through_the_trials_logged_model(study, tmp_path):
+    """The card names the trial's LoggedModel, the network's source; with the run's checkpoints/best.pt
+    moved away, export still finds the same weights, through the model."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    from ee_search.deploy.model_export import _network_file
+
+    root, row, _ = study
+    trial = optuna.load_study(study_name="deploy", storage=f"sqlite:///{root}/optuna.db").trials[int(row["trial_number"])]
+    record = TrialRecord.read(trial)
+    card = json.loads((root / "model" / "card.json").read_text())
+    assert record.mlflow_model_id and card["mlflow_model_id"] == record.mlflow_model_id
+    client = mlflow_client(root)
+    stored = Path(local_file_uri_to_path(client.get_run(record.mlflow_run_id).info.artifact_uri)) / BEST_CHECKPOINT
+    original = stored.read_bytes()
+    moved = stored.rename(tmp_path / "moved.pt")
+    try:
+        path, model_id = _network_file(client, trial, record.mlflow_run_id, tmp_path / "got")
+    finally:
+        moved.rename(stored)
+    assert model_id == record.mlflow_model_id and path.read_bytes() == original
 
 
 @pytest.mark.parametrize(("args", "words"), [

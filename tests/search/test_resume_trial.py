@@ -23,6 +23,7 @@ from ee_search.search.recorder import EpochLogger, TrialRecorder
 from ee_search.search.signals import StudyInterrupted
 from ee_search.search.study import run_study
 from ee_search.tracking import StudyTracker
+from ee_search.tracking_models import run_models
 from ee_search.train import Callback
 from ee_search.train.last_checkpoint import LastCheckpoint
 from tests.conftest import download_best
@@ -172,9 +173,14 @@ def test_a_dead_worker_is_resumed_from_last_pt_and_ends_identical(reference, tin
     time.sleep(3.5)  # past the 2 s grace period with a margin for timestamp rounding
     _run(tiny_study)
     _same_as_reference(reference, workdir, resumed_at)
-    _, client, _, run_id, _, _ = _outcome(workdir)
+    _, client, trial, run_id, _, _ = _outcome(workdir)
     for key in FINAL_METRICS:  # logged once, at step 0, however the trial was cut
         assert [m.step for m in client.get_metric_history(run_id, key)] == [0], key
+    # One LoggedModel for the run (a model its first attempt left is replaced), with every final metric.
+    (model,) = run_models(client, client.get_run(run_id).info.experiment_id, run_id)
+    assert model.model_id == trial.user_attrs["mlflow_model_id"] and str(model.status.value) == "READY"
+    assert {m.key: m.value for m in model.metrics if m.key in FINAL_METRICS} == {
+        k: trial.user_attrs[k] for k in FINAL_METRICS}
 
 
 def test_sigterm_stops_at_a_batch_boundary_and_the_next_run_resumes_it_identically(reference, tiny_study, workdir):
