@@ -205,3 +205,16 @@ def postgres(tmp_path_factory):
     pg.create_database("mlflow")
     yield pg
     server.cleanup()
+
+
+@pytest.fixture
+def mlflow_server(postgres, serve, tmp_path_factory):
+    """A real `mlflow server` over PostgreSQL, proxying artifacts to a local folder, on loopback."""
+    import sys
+
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    url = serve(lambda port: [mlflow, "server", "--backend-store-uri", postgres.url("mlflow"),
+                              "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+                              "--port", str(port), "--workers", "1"])
+    return url, artifacts

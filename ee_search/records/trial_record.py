@@ -52,6 +52,7 @@ class TrialRecord(_Record):
     # cross-links (written when the trial's run is opened)
     mlflow_run_id: str | None = None
     mlflow_run_url: str | None = None  # the run's page (a UI route for a local store)
+    worker: str | None = None  # "HOST:PID" of the process running it (a cluster's node; the last retry's)
     # the pruner's record (the monitored value per epoch; None where it was not finite)
     monitor: str | None = None
     monitor_history: list[float | None] | None = None
