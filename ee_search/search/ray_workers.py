@@ -70,7 +70,7 @@ def node_worker(index: int, argv: list[str], study_text: str, file_name: str, cw
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
     tail: deque[str] = deque(maxlen=20)
-    reader = threading.Thread(target=_forward, args=(proc, index, tail), daemon=True)
+    reader = threading.Thread(target=_forward, args=(proc, tail), daemon=True)
     reader.start()
     while True:
         try:
@@ -91,11 +91,11 @@ def _made(folder: Path) -> Path:
     return folder
 
 
-def _forward(proc: subprocess.Popen, index: int, tail: deque[str]) -> None:
+def _forward(proc: subprocess.Popen, tail: deque[str]) -> None:
     for line in proc.stderr:
         tail.append(line.rstrip("\n"))
         if not line.startswith("interrupted ("):  # its resume command is not the user's: the driver's is
-            print(f"worker {index}: {line.rstrip()}", file=sys.stderr, flush=True)
+            print(line.rstrip(), file=sys.stderr, flush=True)  # Ray prefixes it: (ee-search worker K pid=…)
 
 
 class RayWorker:

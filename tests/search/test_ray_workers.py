@@ -80,7 +80,7 @@ def ray_head():
         assert starter.returncode == 0, output
         yield f"127.0.0.1:{port}"
     finally:
-        for signum, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)):
+        for signum, wait_s in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 0.0)):  # nothing of it is kept
             try:
                 os.killpg(starter.pid, signum)
             except ProcessLookupError:
@@ -157,6 +157,14 @@ def test_a_worker_lost_by_ray_is_restarted_and_its_trial_resumed_as_if_never_kil
              "--n-trials", "12", "--storage", storage, "--tracking-uri", tracking,
              *[a for s in SETS for a in ("--set", s)]],
             cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        _kill_a_worker_mid_trial_and_wait(driver, workdir, storage, tracking, settle, tmp_path_factory)
+    finally:
+        if driver.poll() is None:  # a failure above: the Ray head's teardown stops its tasks' processes
+            driver.kill()
+
+
+def _kill_a_worker_mid_trial_and_wait(driver, workdir, storage, tracking, settle, tmp_path_factory):
     deadline = time.monotonic() + 240
     study, target = None, None
     while target is None:
