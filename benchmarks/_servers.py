@@ -1,5 +1,5 @@
-"""Real servers for the multi-worker benchmarks: a PostgreSQL (pip-installed pgserver) and an
-`mlflow server` on loopback, started the way tests/conftest.py starts them, and stopped together.
+"""Real servers for the multi-worker benchmarks: a PostgreSQL (pip-installed pgserver), an
+`mlflow server` on loopback and a Ray head, started the way the tests start them, and stopped together.
 A module of its own so the fault driver (benchmarks/faults.py) holds only the driving and the checks."""
 
 from __future__ import annotations
@@ -57,11 +57,37 @@ def start_mlflow_server(backend_uri: str, work: Path, servers: list, port: int |
         time.sleep(0.5)
 
 
+def start_ray_head(cpus: int, servers: list) -> str:
+    """`ray start --head` with `cpus` CPUs, in a session of its own (stopped by its process group, not by
+    `ray stop`, which would stop every Ray on the machine); returns its address."""
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head",
+                             "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={cpus}", "--num-gpus=0",
+                             "--object-store-memory=100000000", "--include-dashboard=false",
+                             "--disable-usage-stats", f"--temp-dir={temp}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    servers.append(("ray", proc))
+    output = proc.communicate(timeout=180)[0]
+    if proc.returncode != 0:
+        raise RuntimeError(f"ray start failed:\n{output}")
+    return f"127.0.0.1:{port}"
+
+
 def stop_servers(servers: list) -> None:
     for kind, s in reversed(servers):
         try:
             if kind == "pg":
                 s.cleanup()
+            elif kind == "ray":  # `ray start` has exited; its processes keep its process group
+                for signum, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)):
+                    try:
+                        os.killpg(s.pid, signum)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(wait_s)
             elif s.poll() is None:
                 os.killpg(s.pid, signal.SIGTERM)
                 s.wait(timeout=30)

@@ -140,10 +140,15 @@ def serve():
     import socket
     import subprocess
     import sys
+    import tempfile
     import time
     import urllib.request
 
     started: list[subprocess.Popen] = []
+
+    def _read(log) -> str:
+        log.seek(0)
+        return log.read()
 
     def start(command_for_port, timeout_s: float = 180.0) -> str:
         with socket.socket() as s:
@@ -152,8 +157,12 @@ def serve():
         # Servers such as `mlflow models serve` start further programs (uvicorn) by name, so the
         # interpreter's bin directory goes first on PATH: the suite must not depend on an activated venv.
         env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
-        proc = subprocess.Popen(command_for_port(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # Its output goes to a file, not a pipe: nothing reads a pipe while the server runs, and a server
+        # that logs every request (mlflow server) blocks once the pipe's 64 KiB are full.
+        log = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen(command_for_port(port), stdout=log, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True, env=env)
+        proc.log = log
         started.append(proc)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout_s
@@ -164,7 +173,7 @@ def serve():
                         return url
             except OSError:
                 pass
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.poll() is None, _read(proc.log)
             assert time.monotonic() < deadline, f"server did not come up within {timeout_s:g} s"
             time.sleep(0.5)
 
@@ -220,3 +229,16 @@ def postgres(tmp_path_factory):
     pg.create_database("mlflow")
     yield pg
     server.cleanup()
+
+
+@pytest.fixture
+def mlflow_server(postgres, serve, tmp_path_factory):
+    """A real `mlflow server` over PostgreSQL, proxying artifacts to a local folder, on loopback."""
+    import sys
+
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    url = serve(lambda port: [mlflow, "server", "--backend-store-uri", postgres.url("mlflow"),
+                              "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+                              "--port", str(port), "--workers", "1"])
+    return url, artifacts

@@ -30,14 +30,15 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cu
 
 def _load(study: Path, sets: list[str] | None, storage: str | None = None, tracking_uri: str | None = None,
           device: str | None = None, n_trials: int | None = None, workers: int | None = None,
-          devices: str | None = None):
+          devices: str | None = None, ray: str | None = None):
     """Validate everything a command needs; nothing is created here."""
     from ee_search.config import load_study_file
     from ee_search.config.urls import absolute_sqlite, check_storage_url, check_tracking_uri
 
     overrides = list(sets or [])
     for path, value in (("search.storage", storage), ("tracking.uri", tracking_uri), ("device", device),
-                        ("search.n_trials", n_trials), ("search.workers", workers), ("search.devices", devices)):
+                        ("search.n_trials", n_trials), ("search.workers", workers), ("search.devices", devices),
+                        ("search.ray", ray)):
         if value is not None:
             overrides.append(f"{path}={value}" if not isinstance(value, str) else f"{path}={_yaml_str(value)}")
     loaded = load_study_file(study, overrides)

@@ -1,5 +1,5 @@
 """The study file's `search` section (docs/design.md §2): the space's dimensions, the sampler, the
-pruner, the heartbeat, the workers and devices. Pydantic models only, no I/O; the choices are the
+pruner, the heartbeat, the workers and devices, a Ray cluster. Pydantic models only, no I/O; the choices are the
 registries' keys (`config/search_registry.py`, `config/objectives.py`)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from ee_search.config.objectives import ObjectiveName
 from ee_search.config.search_registry import PRUNERS, SAMPLERS
@@ -127,6 +127,12 @@ class SearchConfig(Strict):
     workers: PositiveInt = 1
     devices: str | list[str] = "all"
     trials_per_device: PositiveInt = 1
+    # A Ray cluster instead (search/ray_workers.py, `run --ray`): `auto` (the cluster this machine is
+    # part of) or its address; each of the `workers` asks Ray for these per trial it runs (`n_jobs`).
+    # Fractional GPUs let several trials share one.
+    ray: str | None = None
+    gpus_per_trial: NonNegativeFloat = 0.0
+    cpus_per_trial: PositiveFloat = 1.0
     space: dict[str, Dimension] = {}
 
     @field_validator("devices")

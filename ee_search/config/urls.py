@@ -1,6 +1,7 @@
 """Storage and tracking URLs: checked at load time, so a typo fails at once with one clear line
-instead of after the first trial (and before anything is created); and redacted wherever they are
-shown, so a password in one never reaches a console line, a log record or a logged param."""
+instead of after the first trial (and before anything is created), and for a cluster, that its nodes
+can share them; and redacted wherever they are shown, so a password in one never reaches a console
+line, a log record or a logged param."""
 
 from __future__ import annotations
 
@@ -84,3 +85,29 @@ def _check_parent(path: Path, source: str, field: str) -> None:
     parent = path.expanduser().parent
     if not parent.is_dir():
         raise UserInputError(source, field, f"directory {parent} does not exist: create it or change the path")
+
+
+def check_cluster_stores(storage: str, tracking_uri: str, artifact_location: str | None, source: str) -> None:
+    """Workers on a cluster's nodes (`run --ray`) must all reach the same stores: a SQLite or journal
+    file, a local MLflow file store or local artifact folder lives on one machine's disk, and each node
+    would write its own copy (or fail to open it), so the study would split without a word."""
+    scheme = storage.split(":", 1)[0].split("+")[0]
+    if scheme in ("sqlite", "journal"):
+        raise UserInputError(
+            source, "search.storage", f"{redact(storage)!r} is a file on this machine that the cluster's nodes "
+            "cannot share: use a database server, e.g. postgresql://USER:PASSWORD@HOST/DB",
+        )
+    tracking_scheme = urlparse(tracking_uri).scheme.split("+")[0]
+    if tracking_scheme in ("http", "https", "databricks"):
+        return
+    if tracking_scheme not in _TRACKING_SCHEMES - {"sqlite", "file"} or len(tracking_scheme) <= 1:
+        raise UserInputError(
+            source, "tracking.uri", f"{redact(tracking_uri)!r} is a store on this machine that the cluster's "
+            "nodes cannot share: use an MLflow tracking server, e.g. http://HOST:5000 (mlflow server)",
+        )
+    if artifact_location is None:  # MLflow's default then is ./mlruns, on each node's own disk
+        raise UserInputError(
+            source, "tracking.artifact_location", "with a database tracking store each node would keep the "
+            "trials' artifacts (last.pt) in its own ./mlruns: set it to storage every node reaches (s3://BUCKET/PATH, "
+            "a shared mount), or use an MLflow tracking server (http://HOST:5000)",
+        )

@@ -58,6 +58,7 @@ class TrialRecord(_Record):
     mlflow_run_id: str | None = None
     mlflow_run_url: str | None = None  # the run's page (a UI route for a local store)
     mlflow_model_id: str | None = None  # COMPLETE: the network's MLflow LoggedModel (MLflow >= 3)
+    worker: str | None = None  # "HOST:PID" of the process running it (a cluster's node; the last retry's)
     # the pruner's record (the monitored value per epoch; None where it was not finite)
     monitor: str | None = None
     monitor_history: list[float | None] | None = None

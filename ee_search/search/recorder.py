@@ -14,6 +14,8 @@ checkpoint.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -119,7 +121,8 @@ class TrialRecorder:
             self.cont = Continuation(self.tracker.start_trial(parent_run_id, self.trial.number, params(origin)), origin)
         else:
             self.cont = self._reopen(run_id, history[-1], origin)
-        TrialRecord(mlflow_run_id=self.run.run_id, mlflow_run_url=self.tracker.run_url(self.run.run_id)).write(self.trial)
+        TrialRecord(mlflow_run_id=self.run.run_id, mlflow_run_url=self.tracker.run_url(self.run.run_id),
+                    worker=f"{socket.gethostname()}:{os.getpid()}").write(self.trial)
         return self.cont
 
     def _reopen(self, run_id: str, previous: int, origin: int) -> Continuation:

@@ -35,7 +35,7 @@ from ee_search.config.params import config_params
 from ee_search.records import StudyRecord
 from ee_search.search.disk_full import DiskFull, DiskWatch, Reserve, study_locations
 from ee_search.search.budget import StopAtTarget, counted_trials, trials_to_start
-from ee_search.search.gate import TrialGate, lock_path
+from ee_search.search.gate import TrialGate, gate_lock
 from ee_search.search.ownership import TrialTakenOver
 from ee_search.search.resilient_storage import ResilientRDBStorage, outage_stops_resumably
 from ee_search.search.retry import stale_trial_callback
@@ -181,11 +181,11 @@ def _run_study(study_file: LoadedStudy, device, n_trials: int | None, timeout_s:
     stop = StopRequest()
     disk = DiskWatch(stop, study_locations(config), Reserve.for_study(config, tracker).make())
     objective = TrialObjective(study_file, tracker, parent, device, stop, events, disk)
-    # With a target and one trial at a time, the gate makes the target exact across this machine's
-    # processes (search/gate.py); threads check it after each trial (StopAtTarget).
+    # With a target and one trial at a time, the gate makes the target exact across processes (on every
+    # machine, with a database server's lock; search/gate.py); threads check it after each trial (StopAtTarget).
     gate = None
     if n_trials is not None and config.search.n_jobs == 1:
-        gate = TrialGate(lock_path(config.search.storage, config.name), n_trials, timeout_s=timeout_s)
+        gate = TrialGate(gate_lock(config.search.storage, config.name), n_trials, timeout_s=timeout_s)
     remaining = None if n_trials is None else gate.first(study) if gate else trials_to_start(study, n_trials)
     if gate is not None:
         gate.limit = remaining

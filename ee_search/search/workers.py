@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import optuna
 from optuna.trial import TrialState
@@ -85,9 +86,27 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
 
+    def ending(self, code: int) -> str:
+        return describe_exit(code)
+
 
 def describe_exit(code: int) -> str:
     return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
+
+
+class Worker(Protocol):
+    """What the supervisor needs of a worker: a local process (WorkerProcess) or a Ray task
+    (ray_workers.RayWorker)."""
+
+    slot: WorkerSlot
+    tail: deque[str]
+
+    def exit_code(self) -> int | None: ...
+    def send(self, signum: int) -> None: ...
+    def ending(self, code: int) -> str: ...
+
+
+Launch = Callable[[WorkerSlot, list[str]], Worker]  # a worker started on `slot` with these `run` arguments
 
 
 class LocalWorkers:
@@ -95,11 +114,12 @@ class LocalWorkers:
 
     def __init__(self, study: optuna.Study, watcher: StudyWatcher, slots: list[WorkerSlot], argv: list[str],
                  target: int | None, timeout_s: float | None, seed: int | None, heartbeat: bool,
-                 sink: Callable[[str], None] = _to_stderr) -> None:
+                 sink: Callable[[str], None] = _to_stderr, launch: Launch | None = None) -> None:
         self.study, self.watcher, self.slots, self.argv, self.sink = study, watcher, slots, argv, sink
+        self.launch: Launch = launch or (lambda slot, argv: WorkerProcess(slot, argv, sink))
         self.target, self.seed, self.heartbeat = target, seed, heartbeat
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        self.workers: dict[int, WorkerProcess] = {}  # slot index -> its current process
+        self.workers: dict[int, Worker] = {}  # slot index -> its current process
         self.finished: set[int] = set()  # slots whose worker ended normally
         self.starts = 0
         self.restarts_left = RESTARTS_PER_WORKER * len(slots)
@@ -113,9 +133,9 @@ class LocalWorkers:
             argv += ["--timeout", f"{max(1.0, self.deadline - time.monotonic()):.0f}"]
         self.starts += 1
         self.finished.discard(slot.index)
-        self.workers[slot.index] = WorkerProcess(slot, argv, self.sink)
+        self.workers[slot.index] = self.launch(slot, argv)
 
-    def alive(self) -> list[WorkerProcess]:
+    def alive(self) -> list[Worker]:
         return [w for w in self.workers.values() if w.exit_code() is None]
 
     def run(self) -> None:
@@ -145,9 +165,9 @@ class LocalWorkers:
             if code == DISK_FULL_EXIT and any(line.startswith(DISK_FULL_LINE_START) for line in worker.tail):
                 raise DiskFull("")  # it left its trial to be resumed; the others stop and save too
             if code == 2 or self.restarts_left == 0:
-                raise RuntimeError(f"worker {index} {describe_exit(code)}; its last lines:\n" + "\n".join(worker.tail))
+                raise RuntimeError(f"worker {index} {worker.ending(code)}; its last lines:\n" + "\n".join(worker.tail))
             self.restarts_left -= 1
-            self.sink(f"worker {index} {describe_exit(code)}: restarting it (its trial resumes from its last "
+            self.sink(f"worker {index} {worker.ending(code)}: restarting it (its trial resumes from its last "
                       "saved epoch once its heartbeat is stale)")
             self.start(worker.slot)
 
@@ -210,15 +230,20 @@ def run_local_workers(study_file: LoadedStudy, slots: list[WorkerSlot], study_pa
                       flags: dict[str, object], timeout_s: float | None, events: StudyEvents | None = None) -> RunSummary:
     """Run the study with one worker process per slot until it has `search.n_trials` (or time is up);
     `study_path`, `sets` and `flags` are the parent's `run` arguments, which every worker gets."""
+    return run_workers(study_file, slots, worker_argv(study_path, sets, flags), timeout_s, events)
+
+
+def run_workers(study_file: LoadedStudy, slots: list[WorkerSlot], argv: list[str], timeout_s: float | None,
+                events: StudyEvents | None = None, launch: Launch | None = None) -> RunSummary:
+    """The supervisor's run, whatever starts the workers (`launch`: local processes by default)."""
     config = study_file.config
-    argv = worker_argv(study_path, sets, flags)
     tracker, study, parent = open_study(study_file)  # once, before any worker starts
     target = config.search.n_trials
     watcher = StudyWatcher(study, events or StudyEvents(), config.train.early_stopping.monitor,
                            config.train.max_epochs)
     watcher.start(target, None if target is None else trials_to_start(study, target))
     crew = LocalWorkers(study, watcher, slots, argv, target, timeout_s, config.search.sampler.seed,
-                        heartbeat=not config.search.storage.startswith("journal:"))
+                        heartbeat=not config.search.storage.startswith("journal:"), launch=launch)
     started = time.perf_counter()
     try:
         # The storage unreachable past search.storage_outage_s: one resumable line (resilient_storage.py).

@@ -27,7 +27,7 @@ from ee_search.records import RETRY_HISTORY
 from ee_search.search.budget import counted_trials
 from ee_search.search.devices import plan_workers
 from ee_search.search.events import StudyEvents
-from ee_search.search.gate import TrialGate
+from ee_search.search.gate import FileLock, TrialGate
 from ee_search.search.watch import StudyWatcher
 from tests.conftest import TINY_STUDY, cli, tiny_config
 
@@ -73,7 +73,7 @@ def test_devices_may_be_a_comma_separated_list_as_on_the_command_line():
 
 def test_the_gate_lets_one_worker_at_a_time_check_the_target_and_create_its_trial(tmp_path):
     study = optuna.create_study()
-    first, second = (TrialGate(tmp_path / "study.lock", n_trials=1) for _ in range(2))  # two workers
+    first, second = (TrialGate(FileLock(tmp_path / "study.lock"), n_trials=1) for _ in range(2))  # two workers
     assert first.first(study) == 1  # one trial left: the gate stays shut until it exists
     seen: list[int] = []
     waiting = threading.Thread(target=lambda: seen.append(second.first(study)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import pytest
@@ -26,17 +25,6 @@ def _worker(study, storage, tracking, n_trials, cwd):
            "--storage", storage, "--tracking-uri", tracking, *SMALL]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-
-
-@pytest.fixture
-def mlflow_server(postgres, serve, tmp_path_factory):
-    """A real `mlflow server` over PostgreSQL, proxying artifacts to a local folder, on loopback."""
-    artifacts = tmp_path_factory.mktemp("artifacts")
-    mlflow = str(Path(sys.executable).with_name("mlflow"))
-    url = serve(lambda port: [mlflow, "server", "--backend-store-uri", postgres.url("mlflow"),
-                              "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-                              "--port", str(port), "--workers", "1"])
-    return url, artifacts
 
 
 @pytest.fixture
