@@ -75,8 +75,9 @@ def _check_ray(study: Path, config):
     if (config.device == "cuda" and gpus == 0) or (config.device == "cpu" and gpus > 0):
         raise UserInputError(str(study), "search.gpus_per_trial", f"is {gpus:g} but device is {config.device}: "
                              "set search.gpus_per_trial above 0 to train on GPUs (1, or 0.5 to share one), 0 for the CPU")
-    from ee_search.search.ray_workers import ray_slots
+    from ee_search.search.ray_workers import probe, ray_slots
 
+    probe(config.search.ray, str(study))  # before the data and the tracking server: nothing else to wait for
     return ray_slots(config)
 
 

@@ -161,20 +161,32 @@ def ray_slots(config: StudyConfig) -> list[WorkerSlot]:
     return [WorkerSlot(i, "cuda" if search.gpus_per_trial > 0 else "cpu") for i in range(search.workers)]
 
 
+def probe(address: str, source: str) -> None:
+    """One plain connection to the head: ray.init retries an address where nothing listens for minutes,
+    printing as it goes, so this says at once whether anything is there ("auto" is left to ray.init)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:  # OSError: a refused or timed-out socket; ValueError: a bad port
+        raise _unreachable(address, source, exc) from None
+
+
 def connect(address: str, source: str) -> None:
     import ray
 
+    probe(address, source)
     try:
-        if address != "auto":
-            # ray.init retries an address where nothing listens for minutes, printing as it goes: one
-            # plain connection says at once whether anything is there.
-            host, _, port = address.removeprefix("ray://").rpartition(":")
-            socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=CONNECT_TIMEOUT_S).close()
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     except (OSError, ValueError, RuntimeError) as exc:  # OSError: ConnectionError and a refused socket
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserInputError(source, "search.ray", f"cannot reach a Ray cluster at {address!r} ({reason}): start "
-                             "one (ray start --head) or give its address HOST:PORT") from None
+        raise _unreachable(address, source, exc) from None
+
+
+def _unreachable(address: str, source: str, exc: Exception) -> UserInputError:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return UserInputError(source, "search.ray", f"cannot reach a Ray cluster at {address!r} ({reason}): start "
+                          "one (ray start --head) or give its address HOST:PORT")
 
 
 def check_room(study_file: LoadedStudy) -> None:
