@@ -228,17 +228,23 @@ def test_pareto_latency_cuda_without_cuda_exits_2_with_one_line(ran, tmp_path):
 
 @contextmanager
 def _truncated(ran: Ran, trial_number: int, artifact: str):
-    """The trial's `artifact` cut in half in the (local) artifact store while the block runs."""
+    """The trial's `artifact` cut in half in the (local) artifact store while the block runs; best.pt
+    also in the trial's LoggedModel, where export-model reads it first (docs/design.md §5)."""
     from mlflow.utils.file_utils import local_file_uri_to_path
 
-    run_id = ran.optuna_study().trials[trial_number].user_attrs["mlflow_run_id"]
-    path = Path(local_file_uri_to_path(ran.mlflow().get_run(run_id).info.artifact_uri)) / artifact
-    whole = path.read_bytes()
-    path.write_bytes(whole[: len(whole) // 2])
+    attrs = ran.optuna_study().trials[trial_number].user_attrs
+    paths = [Path(local_file_uri_to_path(ran.mlflow().get_run(attrs["mlflow_run_id"]).info.artifact_uri)) / artifact]
+    if artifact.endswith("best.pt") and attrs.get("mlflow_model_id"):
+        model = ran.mlflow().get_logged_model(attrs["mlflow_model_id"])
+        paths.append(Path(local_file_uri_to_path(model.artifact_location)) / Path(artifact).name)
+    wholes = [path.read_bytes() for path in paths]
+    for path, whole in zip(paths, wholes):
+        path.write_bytes(whole[: len(whole) // 2])
     try:
         yield
     finally:
-        path.write_bytes(whole)  # the module's other tests read the study as it was made
+        for path, whole in zip(paths, wholes):
+            path.write_bytes(whole)  # the module's other tests read the study as it was made
 
 
 @pytest.fixture

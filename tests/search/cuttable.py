@@ -33,6 +33,12 @@ class CuttableLink:
 
     def cut(self) -> None:
         with self._lock:
+            # shutdown first: close() alone leaves a thread blocked in accept() holding the socket, which
+            # then goes on accepting (Linux); shutdown wakes it, and new connections are refused.
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             for conn in self._open:
                 try:

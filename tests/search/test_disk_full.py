@@ -89,12 +89,12 @@ def _enospc_at_epoch_log(monkeypatch, when: int) -> None:
     real = REAL_LOG_METRICS
     calls: list[int] = []
 
-    def log_metrics(self, metrics, step=None):
+    def log_metrics(self, metrics, step=None, **linked):  # linked: a LoggedModel's model_id
         if step:
             calls.append(step)
             if len(calls) == when:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(self, metrics, step)
+        return real(self, metrics, step, **linked)
 
     monkeypatch.setattr(TrialRun, "log_metrics", log_metrics)
 

@@ -55,10 +55,10 @@ def server(tmp_path_factory):
     proc.wait(timeout=30)
 
 
-def _start(study: Path, uri: str) -> subprocess.Popen:
+def _start(study: Path, uri: str, **env_vars: str) -> subprocess.Popen:
     """`ee-search run` as a user starts it (its own process: what it prints is what a user sees)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
-                                                                     os.environ.get("PYTHONPATH")]))}
+                                                                     os.environ.get("PYTHONPATH")])), **env_vars}
     return subprocess.Popen([sys.executable, "-m", "ee_search.cli", "run", str(study), "--tracking-uri", uri,
                              "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=study.parent, env=env)
@@ -125,10 +125,13 @@ def test_an_outage_mid_trial_costs_no_epoch_and_no_metric(server, workdir):
 @pytest.mark.slow
 def test_an_outage_past_the_limit_leaves_the_trial_resumable_and_the_next_run_completes_it(server, workdir):
     link = CuttableLink(server)
-    # 6 epochs: the outage (counted from the first failed write, epoch 2's) outlasts 2 s mid-trial.
-    study = _study(workdir, "limit", **{"tracking.max_outage_s": 2, "search.n_trials": 1, "train.max_epochs": 6})
-    proc, lines = _start(study, link.url), []
-    _wait_for(proc, "epoch 1/6", lines)
+    # The outage is counted from the first failed write, which fails once its request times out: with
+    # a 1 s request timeout (a user's MLFLOW_HTTP_REQUEST_TIMEOUT wins over ours) and 60 epochs none stopped
+    # early, it outlasts 2 s mid-trial even on an idle machine, where one epoch takes 0.2 s.
+    study = _study(workdir, "limit", **{"tracking.max_outage_s": 2, "search.n_trials": 1, "train.max_epochs": 60,
+                                        "train.early_stopping.patience": 60})
+    proc, lines = _start(study, link.url, MLFLOW_HTTP_REQUEST_TIMEOUT="1"), []
+    _wait_for(proc, "epoch 1/60", lines)
     link.cut()
     out, _ = proc.communicate(timeout=300)
     output = "".join(lines) + out
@@ -146,4 +149,4 @@ def test_an_outage_past_the_limit_leaves_the_trial_resumable_and_the_next_run_co
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]  # the stopped trial, then its retry
     assert trials[1].user_attrs["resumed_from"] == 0 and trials[1].user_attrs["resumed_at_epoch"] >= 1
     (run, history), = _histories(link.url, "limit").items()
-    assert history == {**{k: [1, 2, 3, 4, 5, 6] for k in EPOCH_KEYS}, "status": "FINISHED"}
+    assert history == {**{k: list(range(1, 61)) for k in EPOCH_KEYS}, "status": "FINISHED"}
