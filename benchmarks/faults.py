@@ -40,35 +40,9 @@ from ee_search.records import RETRY_HISTORY, TrialRecord
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_tiny_argument, write_json  # noqa: E402
+from _fault_study import fault_study  # noqa: E402
 from _servers import start_mlflow_server, start_postgres, stop_servers  # noqa: E402
 
-STUDY = """\
-name: faults
-seed: 0
-device: cpu
-data:
-  dataset: synthetic_svhn
-  val_fraction: 0.2
-  synthetic: {{train_size: {train_size}, test_size: 200}}
-model: {{name: branchy_lenet, width: 8}}
-train:
-  max_epochs: {max_epochs}
-  lr: 0.05
-  batch_size: 64
-  early_stopping: {{monitor: val_loss, patience: 100, tol: 0.0}}
-exits: {{criterion: entropy, thresholds: [0.8]}}
-search:
-  n_trials: {n_trials}
-  objectives: [accuracy, avg_exit_depth]
-  sampler: {{type: random, seed: {seed}}}
-  pruner: {{type: none}}
-  storage: "{storage}"
-  heartbeat: {{interval_s: {interval}, grace_period_s: {grace}}}
-  retries: {retries}
-  space:
-    train.lr: {{type: float, low: 0.01, high: 0.1, log: true}}
-tracking: {{uri: "{tracking}"}}
-"""
 
 INTERVAL_S, GRACE_S = 1, 3  # short heartbeat: a killed trial is stale (and retried) within seconds
 # --tiny runs beside other tests on a loaded machine: a live worker's heartbeat may lag a few seconds,
@@ -362,9 +336,12 @@ def main() -> int:
             storage_url, tracking = f"sqlite:///{work}/optuna.db", f"sqlite:///{work}/mlflow.db"
         study_path = work / "faults.yaml"
         # Retries beyond the kills: a trial killed again during its retry must still be resumed.
-        study_path.write_text(STUDY.format(
-            train_size=args.train_size, max_epochs=args.max_epochs, n_trials=args.trials, seed=args.seed,
-            storage=storage_url, tracking=tracking, interval=INTERVAL_S, grace=args.grace, retries=args.kills + 2))
+        study_path.write_text(fault_study(
+            "faults", {"dataset": "synthetic_svhn", "val_fraction": 0.2,
+                       "synthetic": {"train_size": args.train_size, "test_size": 200}},
+            width=8, batch_size=64, max_epochs=args.max_epochs, n_trials=args.trials, seed=args.seed,
+            search={"storage": storage_url, "heartbeat": {"interval_s": INTERVAL_S, "grace_period_s": args.grace},
+                    "retries": args.kills + 2}, tracking_uri=tracking))
         kills, wall, workers = drive(args, study_path, storage_url, work)
         checks, totals = verify(args, storage_url, tracking, kills, workers)
     finally:

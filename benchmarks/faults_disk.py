@@ -30,26 +30,9 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-STUDY = """\
-name: faults_disk
-seed: 0
-device: cpu
-data: {{dataset: digits, val_fraction: 0.2, train_subset: {train_subset}}}
-model: {{name: branchy_lenet, width: 16}}
-train:
-  max_epochs: {max_epochs}
-  lr: 0.05
-  batch_size: 32
-  early_stopping: {{monitor: val_loss, patience: 100, tol: 0.0}}
-exits: {{criterion: entropy, thresholds: [0.8]}}
-search:
-  n_trials: {n_trials}
-  objectives: [accuracy, avg_exit_depth]
-  sampler: {{type: random, seed: {seed}}}
-  pruner: {{type: none}}
-  space:
-    train.lr: {{type: float, low: 0.01, high: 0.1, log: true}}
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _fault_study import fault_study  # noqa: E402 - yaml only: nothing heavy before the namespace
+
 NAMESPACE_FLAG = "EE_FAULTS_DISK_IN_NAMESPACE"
 SKIP = 77  # no user namespaces here: nothing measured
 
@@ -194,8 +177,10 @@ def one_round(index: int, args, work: Path, rng: random.Random) -> dict:
 def measure(args, here: Path, disk: Path, rng: random.Random) -> dict:
     (disk / "tmp").mkdir()
     study = here / "study.yaml"
-    study.write_text(STUDY.format(train_subset=args.train_subset, max_epochs=args.max_epochs, n_trials=args.trials,
-                                  seed=rng.randrange(1000)))
+    study.write_text(fault_study("faults_disk", {"dataset": "digits", "val_fraction": 0.2,
+                                                 "train_subset": args.train_subset},
+                                 width=16, batch_size=32, max_epochs=args.max_epochs, n_trials=args.trials,
+                                 seed=rng.randrange(1000)))
     # One thread per process: a 2-core machine shared with other work. TMPDIR: checkpoints on the disk too.
     env = {**os.environ, "TMPDIR": str(disk / "tmp"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     run = ("run", str(study), "--device", "cpu")

@@ -35,32 +35,9 @@ from ee_search.search.budget import counted_trials
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_tiny_argument, write_json  # noqa: E402
+from _fault_study import fault_study  # noqa: E402
 from _servers import start_postgres, stop_servers  # noqa: E402
 
-STUDY = """\
-name: outages
-seed: 0
-device: cpu
-data: {{dataset: digits, val_fraction: 0.2}}
-model: {{name: branchy_lenet, width: 32}}
-train:
-  max_epochs: {epochs}
-  lr: 0.05
-  batch_size: 64
-  early_stopping: {{monitor: val_loss, patience: 100, tol: 0.0}}
-exits: {{criterion: entropy, thresholds: [0.8]}}
-search:
-  n_trials: {n_trials}
-  objectives: [accuracy, avg_exit_depth]
-  sampler: {{type: random, seed: {seed}}}
-  pruner: {{type: none}}
-  storage: "{storage}"
-  heartbeat: {{interval_s: 1, grace_period_s: 8}}
-  workers: 2
-  space:
-    train.lr: {{type: float, low: 0.01, high: 0.1, log: true}}
-tracking: {{uri: "{tracking}"}}
-"""
 
 
 def outage(server, seconds: float) -> None:
@@ -158,8 +135,11 @@ def main() -> int:
             url = start_postgres(work, servers)
             server = servers[-1][1]
             tracking = f"sqlite:///{work}/mlflow.db"
-            (work / "study.yaml").write_text(STUDY.format(epochs=args.epochs, n_trials=args.n_trials, seed=args.seed,
-                                                          storage=url("optuna"), tracking=tracking))
+            (work / "study.yaml").write_text(fault_study(
+                "outages", {"dataset": "digits", "val_fraction": 0.2}, width=32, batch_size=64,
+                max_epochs=args.epochs, n_trials=args.n_trials, seed=args.seed,
+                search={"storage": url("optuna"), "heartbeat": {"interval_s": 1, "grace_period_s": 8}, "workers": 2},
+                tracking_uri=tracking))
             code, faults, log, seconds = drive(args, work, server, url("optuna"))
             result = {"exit_code": code, "seconds": round(seconds, 1), "faults": faults,
                       **measure(url("optuna"), tracking, args.n_trials),
