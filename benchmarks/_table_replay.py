@@ -30,6 +30,7 @@ from ee_search.config import load_study_file
 from ee_search.config.objectives import DIRECTIONS
 from ee_search.exits import ExitPolicy
 from ee_search.search import space
+from ee_search.search.duplicates import skip_if_duplicate
 from ee_search.search.pruners import build_optuna_pruner
 from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
 from ee_search.search.samplers import build_sampler
@@ -83,6 +84,17 @@ class Run:
     curve: list[list[float]] = field(default_factory=list)
     trials: list[list[int]] = field(default_factory=list)  # [configuration index, epochs, kept epoch or 0]
 
+    duplicates_in_a_row: int = 0
+
+    def finish_duplicate(self, study: optuna.Study, curve: Curve, grid_size: int) -> None:
+        """A duplicate costs no epoch, so the budget alone would never end a search whose sampler
+        proposes only what it has trained: after as many in a row as the grid has configurations,
+        the search has converged, and the rest of the budget would buy nothing."""
+        self.finish_trial(curve, 0, None)
+        self.duplicates_in_a_row += 1
+        if self.duplicates_in_a_row >= grid_size:
+            study.stop()
+
     def finish_trial(self, curve: Curve, epochs: int, kept_epoch: int | None) -> None:
         self.epochs += epochs
         self.trials.append([curve.index, epochs, kept_epoch or 0])
@@ -95,6 +107,7 @@ class Run:
 class ReplayObjective:
     def __init__(self, table: Table, loaded, run: Run) -> None:
         self.curves = table.by_values()
+        self.grid_size = len(self.curves)
         self.loaded = loaded
         self.config = loaded.config
         self.run = run
@@ -103,6 +116,13 @@ class ReplayObjective:
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         curve = self.curves[config_key(space.sample(trial, self.config))]
+        if self.config.search.skip_duplicates:
+            try:
+                skip_if_duplicate(trial)  # as live (search/objective.py): PRUNED untrained, 0 epochs
+            except optuna.TrialPruned:
+                self.run.finish_duplicate(trial.study, curve, self.grid_size)
+                raise
+        self.run.duplicates_in_a_row = 0
         es = self.config.train.early_stopping
         stopper = EarlyStopping(es.monitor, es.patience, es.tol)
         best = BestCheckpoint(None)

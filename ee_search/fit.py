@@ -144,7 +144,7 @@ def _averaging(tc: TrainConfig) -> WeightAveraging | None:
     avg = tc.averaging
     if avg.method == "none":
         return None
-    return WeightAveraging(avg.method, avg.decay, avg.update_every, avg.swa_start_epoch)
+    return WeightAveraging(avg.method, avg.decay, avg.update_every, avg.swa_start_epoch, avg.warmup)
 
 
 def train_network(config: StudyConfig, *, device: torch.device, seed: int, **fit_options) -> TrainedNetwork:

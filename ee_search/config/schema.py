@@ -134,6 +134,8 @@ class AveragingConfig(Strict):
     decay: float = Field(0.999, gt=0.0, lt=1.0)  # EMA decay; T-ADEMA's alpha
     update_every: PositiveInt = 1  # optimizer steps between averaging updates
     swa_start_epoch: PositiveInt = 1  # SWA averages from this epoch (1-based) on
+    # EMA's warm-up: decay min(decay, (1 + n) / (warmup + n)) after n updates; 0 turns it off.
+    warmup: NonNegativeInt = 10
 
 
 class ResumeConfig(Strict):

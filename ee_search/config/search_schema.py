@@ -134,6 +134,10 @@ class SearchConfig(Strict):
     gpus_per_trial: NonNegativeFloat = 0.0
     cpus_per_trial: PositiveFloat = 1.0
     space: dict[str, Dimension] = {}
+    # A trial whose sampled values equal an earlier trial's (finished or running) is not trained again:
+    # it ends PRUNED at once, untrained, with `duplicate_of` (search/duplicates.py). TPE proposes the
+    # same point of a categorical or stepped space again and again; false trains such replicates.
+    skip_duplicates: bool = True
 
     @field_validator("devices")
     @classmethod

@@ -65,7 +65,8 @@ class TrialRecord(_Record):
     # how training went
     best_epoch: int | None = None
     epochs_trained: int | None = None
-    stop_reason: str | None = None  # patience_exhausted | max_epochs | non_finite_loss | pruned
+    stop_reason: str | None = None  # patience_exhausted | max_epochs | non_finite_loss | pruned | duplicate
+    duplicate_of: int | None = None  # pruned untrained: the earlier trial with the same values
     prune_detail: str | None = None  # why the pruner stopped it
     error: str | None = None  # a failed trial's error, one line
     last_pt_write_seconds: float | None = None  # slowest last.pt write

@@ -28,6 +28,7 @@ from ee_search.data import prepare_data
 from ee_search.fit import train_network
 from ee_search.records import BEST_CHECKPOINT, PRUNED_BY_PRUNER, Ending, file_name
 from ee_search.search import space
+from ee_search.search.duplicates import skip_if_duplicate
 from ee_search.search.disk_full import DiskWatch, disk_full_detail, disk_full_path
 from ee_search.search.events import StudyEvents
 from ee_search.search.ownership import FenceCallback, FencedRun, TrialOwnership, TrialTakenOver
@@ -72,6 +73,8 @@ class TrialObjective:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         ownership = TrialOwnership(trial).take()  # the fence: one worker per trial (search/ownership.py)
         config = self.study_file.with_values(space.sample(trial, self.study_file.config))  # a retry: same params
+        if config.search.skip_duplicates:
+            skip_if_duplicate(trial)  # no run, no epoch: PRUNED with duplicate_of (search/duplicates.py)
         recorder = TrialRecorder(trial, self.tracker, self.events)
         try:
             end = self._run(trial, recorder, config, ownership)

@@ -96,6 +96,17 @@ def test_each_averaging_method_updates_as_swa_utils_own_function_does(name):
     assert any(not torch.equal(a, b) for a, b in zip(ours.parameters(), model.parameters()))  # it averaged
 
 
+def test_ema_with_warmup_off_is_swa_utils_own_ema():
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    from ee_search.train.averaging import averaged_model
+
+    model = torch.nn.Linear(3, 2)
+    ours = averaged_model(model, "ema", 0.9, warmup=0)
+    oracle = get_ema_multi_avg_fn(0.9)
+    assert ours.multi_avg_fn.__code__ is oracle.__code__  # swa_utils' function itself, not a copy
+
+
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_each_sampler_is_its_declared_class_with_the_seed_and_our_defaults(name):
     spec = SAMPLERS[name]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from ee_search.train.averaging import WeightAveraging, get_t_adema_multi_avg_fn
+from ee_search.train.averaging import WeightAveraging, get_ema_warmup_multi_avg_fn, get_t_adema_multi_avg_fn
 
 
 class ScriptedTrainer:
@@ -30,10 +30,11 @@ def _scalar_model():
     return model
 
 
-def _drive(method, weights, decay=0.9, update_every=1, swa_start_epoch=1, epochs_per_step=None):
+def _drive(method, weights, decay=0.9, update_every=1, swa_start_epoch=1, epochs_per_step=None, warmup=0):
     model = _scalar_model()
     trainer = ScriptedTrainer(model)
-    cb = WeightAveraging(method, decay=decay, update_every=update_every, swa_start_epoch=swa_start_epoch)
+    cb = WeightAveraging(method, decay=decay, update_every=update_every, swa_start_epoch=swa_start_epoch,
+                         warmup=warmup)
     cb.on_fit_start(trainer)
     cb.on_epoch_start(trainer, 1)
     for step, w in enumerate(weights, start=1):
@@ -55,6 +56,38 @@ def test_ema_matches_hand_computation():
     expected = 0.9 * (0.9 * 1.0 + 0.1 * 2.0) + 0.1 * 4.0
     assert _avg(trainer) == pytest.approx(expected)
     assert trainer.eval_model is not trainer.model  # the averaged copy is what gets evaluated
+
+
+def test_ema_warmup_decay_is_the_smaller_of_decay_and_its_schedule():
+    weights = [1.0, 2.0, 4.0, 8.0, -3.0, 5.0]
+    trainer, _ = _drive("ema", weights, decay=0.5, warmup=10)
+    w = weights[0]  # first update copies (n = 0 -> 1)
+    for n, new in enumerate(weights[1:], start=1):
+        d = min(0.5, (1 + n) / (10 + n))  # 2/11, 3/12, 4/13, 5/14, 6/15, then 0.5
+        w = d * w + (1 - d) * new
+    assert _avg(trainer) == pytest.approx(w, rel=1e-6)
+    plain, _ = _drive("ema", weights, decay=0.5)
+    assert _avg(plain) != pytest.approx(w)  # the warm-up changed the average
+
+
+def test_ema_warmup_forgets_the_initial_weights_within_an_epoch():
+    """After one 32-step epoch at decay 0.99, plain EMA still weighs the initial weights by
+    0.99**31 = 73 %; with the warm-up their weight is the product of the per-step decays."""
+    start = [0.0, 1.0, 1.0, 1.0]
+    warm, _ = _drive("ema", start, decay=0.99, warmup=10)
+    assert 1.0 - _avg(warm) == pytest.approx((2 / 11) * (3 / 12) * (4 / 13), rel=1e-5)
+    epoch = [0.0] + [1.0] * 31
+    warm, _ = _drive("ema", epoch, decay=0.99, warmup=10)
+    plain, _ = _drive("ema", epoch, decay=0.99)
+    assert 1.0 - _avg(warm) < 1e-6
+    assert 1.0 - _avg(plain) == pytest.approx(0.99 ** 31, rel=1e-5)
+
+
+def test_ema_warmup_leaves_integer_buffers_to_follow_the_model():
+    update = get_ema_warmup_multi_avg_fn(0.9, 10)
+    averaged, current = [torch.tensor(3)], [torch.tensor(7)]
+    update(averaged, current, torch.tensor(2))
+    assert averaged[0].item() == 7
 
 
 def test_swa_is_the_equal_mean_of_the_weights_seen():
