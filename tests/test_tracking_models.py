@@ -54,9 +54,10 @@ def ran(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         (root / "tiny.yaml").write_text(TINY_STUDY)
-        # The random sampler's draws at seed 6: 0.05, 0.05, then 1e12.
-        study = run_study(root / "tiny.yaml", "search.space={train.lr: {type: categorical, choices: [0.05, 1.0e+12]}}",
-                          "search.sampler.seed=6", n_trials=3)
+        # The random sampler's draws at seed 10 (search/samplers.py, seeded per trial): 0.03, 0.05, then 1e12.
+        study = run_study(root / "tiny.yaml",
+                          "search.space={train.lr: {type: categorical, choices: [0.05, 0.03, 1.0e+12]}}",
+                          "search.sampler.seed=10", n_trials=3)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     return root, study
 

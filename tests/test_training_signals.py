@@ -77,10 +77,12 @@ def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return math.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in a))
 
 
-def hand_average(after_step: dict[int, dict[str, torch.Tensor]], method: str, decay: float, update_every: int):
+def hand_average(after_step: dict[int, dict[str, torch.Tensor]], method: str, decay: float, update_every: int,
+                 warmup: int = 10):
     """The averaging rules written out over the weights after every `update_every`-th step: the first
-    update copies; then W <- d W + (1 - d) w with d = decay (ema), decay * tanh(n) (t_adema) or
-    n / (n + 1) (swa: the running mean), n = updates so far."""
+    update copies; then W <- d W + (1 - d) w with d = min(decay, (1 + n) / (warmup + n)) (ema, with
+    the default `train.averaging.warmup`), decay * tanh(n) (t_adema) or n / (n + 1) (swa: the running
+    mean), n = updates so far."""
     average, n = None, 0
     for step in sorted(after_step):
         if step % update_every:
@@ -89,7 +91,7 @@ def hand_average(after_step: dict[int, dict[str, torch.Tensor]], method: str, de
         if n == 0:
             average = dict(w)
         else:
-            d = {"ema": decay, "t_adema": decay * math.tanh(n), "swa": n / (n + 1)}[method]
+            d = {"ema": min(decay, (1 + n) / (warmup + n)), "t_adema": decay * math.tanh(n), "swa": n / (n + 1)}[method]
             average = {k: d * average[k] + (1 - d) * w[k] for k in average}
         n += 1
     assert n >= 4, "too few averaging updates for the test to mean anything"
@@ -108,16 +110,17 @@ def replay_averaging(after_step, init_model: torch.nn.Module, method: str, decay
     return weights(trainer.eval_model)
 
 
-def averaging_set(method: str, decay: float, update_every: int) -> str:
-    return f"train.averaging={{method: {method}, decay: {decay}, update_every: {update_every}}}"
+def averaging_set(method: str, decay: float, update_every: int, warmup: int = 10) -> str:
+    return f"train.averaging={{method: {method}, decay: {decay}, update_every: {update_every}, warmup: {warmup}}}"
 
 
 @pytest.mark.parametrize("method", ["ema", "swa", "t_adema"])
 def test_each_averaging_method_completes_a_trial(tiny_study, workdir, method):
     """Oracle: the average computed by hand from an un-averaged run's per-step weights at the trial's seed."""
     base = [NO_SPACE, "train.max_epochs=1", "device=cpu", "data.train_subset=512", "train.batch_size=32"]
-    decay, update_every = 0.9, 2
-    study = run(tiny_study, *base, averaging_set(method, decay, update_every), n_trials=1)
+    # warmup 2: the EMA's warm-up (ema only) is on, yet short enough that 8 updates average for real
+    decay, update_every, warmup = 0.9, 2, 2
+    study = run(tiny_study, *base, averaging_set(method, decay, update_every, warmup), n_trials=1)
     t = study.trials[0]
     assert t.state.name == "COMPLETE" and 0.0 <= t.values[0] <= 1.0 and t.user_attrs["best_epoch"] == 1
 
@@ -135,7 +138,7 @@ def test_each_averaging_method_completes_a_trial(tiny_study, workdir, method):
     assert trained_distance > 0.1
 
     averaged = weights(best_model(client(workdir), t, workdir))
-    expected = hand_average(steps.after_step, method, decay, update_every)
+    expected = hand_average(steps.after_step, method, decay, update_every, warmup)
     for k in expected:
         gap = (averaged[k] - expected[k]).abs().max().item()
         assert torch.allclose(averaged[k], expected[k], rtol=1e-5, atol=1e-6), (k, gap)

@@ -8,6 +8,8 @@ PRUNED at once, untrained, with `duplicate_of` in its record and no MLflow run. 
 the twin's values: TPE then counts the point among its poor ones, so it moves on instead of proposing
 it forever. The twin is an *earlier* trial, so of two workers that draw the same values at once, one
 trains. A duplicate counts toward `search.n_trials`, so a study on an exhausted grid still ends.
+A study with nothing to search (no values drawn) repeats one recipe over trial seeds on purpose:
+there, no trial is a duplicate.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ DUPLICATE = "duplicate"  # the trial's stop_reason
 def earlier_twin(trial: optuna.Trial) -> FrozenTrial | None:
     """The earliest trial of the study, before this one, that drew exactly this trial's values."""
     params = trial.params
+    if not params:  # an empty search space: the trials are seed repeats, wanted
+        return None
     for other in trial.study.get_trials(deepcopy=False, states=TWIN_STATES):
         if other.number < trial.number and other.params == params:
             return other

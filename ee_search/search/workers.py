@@ -4,8 +4,8 @@ Each worker is a plain `ee-search run` of the same study (`--workers 1 --quiet`)
 budget and resume as a process started by hand, so nothing here trains. The parent
 - creates both stores, the study, the MLflow experiment and the parent run once, before any worker
   starts: MLflow 3 races when several processes create a fresh database (mlflow#19943);
-- starts the workers on their devices (devices.py), each process with its own sampler seed (the
-  file's seed + its start number), since processes sharing one seeded sampler draw the same values;
+- starts the workers on their devices (devices.py), each with the file's sampler seed: the draws are
+  keyed by trial number (search/samplers.py), so workers seeded alike still draw apart;
 - polls the storage for the one progress view (watch.py) and fails stale trials as it goes, so a
   dead worker's trial is queued for its retry as soon as its heartbeat is stale;
 - restarts a worker that died (a signal, or any exit but 0, 1, 2 or 75); the stale-trial retry
@@ -113,11 +113,11 @@ class LocalWorkers:
     """The supervisor: starts, restarts and stops the workers; `signum` is the signal that stopped it."""
 
     def __init__(self, study: optuna.Study, watcher: StudyWatcher, slots: list[WorkerSlot], argv: list[str],
-                 target: int | None, timeout_s: float | None, seed: int | None, heartbeat: bool,
+                 target: int | None, timeout_s: float | None, heartbeat: bool,
                  sink: Callable[[str], None] = _to_stderr, launch: Launch | None = None) -> None:
         self.study, self.watcher, self.slots, self.argv, self.sink = study, watcher, slots, argv, sink
         self.launch: Launch = launch or (lambda slot, argv: WorkerProcess(slot, argv, sink))
-        self.target, self.seed, self.heartbeat = target, seed, heartbeat
+        self.target, self.heartbeat = target, heartbeat
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.workers: dict[int, Worker] = {}  # slot index -> its current process
         self.finished: set[int] = set()  # slots whose worker ended normally
@@ -127,8 +127,6 @@ class LocalWorkers:
 
     def start(self, slot: WorkerSlot) -> None:
         argv = [*self.argv, "--workers", "1", "--device", slot.device, "--quiet"]
-        if self.seed is not None:
-            argv += ["--set", f"search.sampler.seed={self.seed + self.starts}"]
         if self.deadline is not None:
             argv += ["--timeout", f"{max(1.0, self.deadline - time.monotonic()):.0f}"]
         self.starts += 1
@@ -242,7 +240,7 @@ def run_workers(study_file: LoadedStudy, slots: list[WorkerSlot], argv: list[str
     watcher = StudyWatcher(study, events or StudyEvents(), config.train.early_stopping.monitor,
                            config.train.max_epochs)
     watcher.start(target, None if target is None else trials_to_start(study, target))
-    crew = LocalWorkers(study, watcher, slots, argv, target, timeout_s, config.search.sampler.seed,
+    crew = LocalWorkers(study, watcher, slots, argv, target, timeout_s,
                         heartbeat=not config.search.storage.startswith("journal:"), launch=launch)
     started = time.perf_counter()
     try:

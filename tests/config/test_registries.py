@@ -25,7 +25,7 @@ from ee_search.errors import UserInputError
 from ee_search.averaging_methods import AVERAGING_METHODS
 from ee_search.optimizers import OPTIMIZERS
 from ee_search.search.pruners import build_optuna_pruner
-from ee_search.search.samplers import build_sampler
+from ee_search.search.samplers import build_sampler, trial_seed
 from tests.conftest import write_study
 
 
@@ -109,14 +109,15 @@ def test_ema_with_warmup_off_is_swa_utils_own_ema():
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_each_sampler_is_its_declared_class_with_the_seed_and_our_defaults(name):
+    """Unseeded: the declared class itself. Seeded: trial n draws what the declared class, seeded with
+    `trial_seed(seed, n)`, draws (search/samplers.py)."""
     spec = SAMPLERS[name]
-    sampler = build_sampler(SamplerConfig(type=name, seed=3))
-    assert type(sampler) is _resolve(spec.sampler)
-    rerun = build_sampler(SamplerConfig(type=name, seed=3))
+    declared = _resolve(spec.sampler)
+    assert type(build_sampler(SamplerConfig(type=name))) is declared
     space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    study = optuna.create_study()
-    draws = [s.sample_independent(study, study.ask(), "x", space["x"]) for s in (sampler, rerun)]
-    assert draws[0] == draws[1]  # the seed reached the sampler
+    ours = optuna.create_study(sampler=build_sampler(SamplerConfig(type=name, seed=3)))
+    oracle = optuna.create_study(sampler=declared(seed=trial_seed(3, 0), **spec.defaults))
+    assert ours.ask(space).params == oracle.ask(space).params  # the seed reached the sampler
 
 
 def test_tpe_models_the_joint_space_unless_the_options_say_otherwise():

@@ -68,15 +68,15 @@ def test_a_trial_whose_training_raises_fails_alone(workdir, monkeypatch):
     (workdir / f"{module}.py").write_text(textwrap.dedent(FLAKY_NET))
     study_file = tiny_variant(workdir, **{
         "model": {"name": f"{module}:build", "width": 4}, "train.max_epochs": 1, "data.train_subset": 256,
-        "search.objectives": ["accuracy"], "search.sampler": {"type": "random", "seed": 8},
-        "search.space": {"model.width": {"type": "categorical", "choices": [4, 5]}}})
+        "search.objectives": ["accuracy"], "search.sampler": {"type": "random", "seed": 14},  # draws 6, 5, 4
+        "search.space": {"model.width": {"type": "categorical", "choices": [4, 5, 6]}}})
     try:
         result = cli("run", study_file, "--n-trials", "3", catch_exceptions=True)
     finally:
         sys.modules.pop(module, None)
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna.db")
-    for t in study.trials:  # exactly the 5-wide networks failed
+    for t in study.trials:  # exactly the 5-wide network failed
         assert t.state.name == ("FAIL" if t.params["model.width"] == 5 else "COMPLETE"), t.params
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     assert len(failed) == 1, "the sampler seed must draw width 5 once, before a later trial"

@@ -21,6 +21,7 @@ from ee_search.config import load_study_file
 from ee_search.fit import train_network
 from ee_search.models import build_model
 from ee_search.search.space import sample
+from ee_search.search.samplers import trial_seed
 from tests.conftest import best_model, run_study
 from tests.conftest import mlflow_client as conftest_mlflow_client
 
@@ -83,12 +84,13 @@ SAMPLERS = {
 }
 
 
-def replayed_params(sampler: optuna.samplers.BaseSampler, config, trials) -> list[dict]:
-    """The params `sampler` draws for each trial in turn over the study's space, told the recorded
-    values of the trials before it."""
-    oracle = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+def replayed_params(make_sampler, config, trials) -> list[dict]:
+    """The params Optuna's sampler `make_sampler(trial number)` draws for each trial in turn over the
+    study's space, told the recorded values of the trials before it."""
+    oracle = optuna.create_study(directions=["maximize", "minimize"])
     drawn = []
     for recorded in trials:
+        oracle.sampler = make_sampler(recorded.number)
         trial = oracle.ask()
         sample(trial, config)
         drawn.append(trial.params)
@@ -98,16 +100,18 @@ def replayed_params(sampler: optuna.samplers.BaseSampler, config, trials) -> lis
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_each_sampler_draws_what_optunas_own_sampler_draws(tiny_study, workdir, sampler):
-    """Oracle: Optuna's sampler of that type, seed and options, replayed over the same space and values,
-    draws exactly the trials' params; a random sampler with the seed does not (so the check can fail)."""
+    """Oracle: Optuna's sampler of that type and options, seeded per trial and replayed over the same
+    space and values, draws exactly the trials' params; a random sampler with the seed does not (so the check can fail)."""
     options, build, n_trials = SAMPLERS[sampler]
     sets = (f"search.sampler={{type: {sampler}, seed: 3, options: {options}}}", "data.train_subset=256")
     study = run(tiny_study, *sets, n_trials=n_trials)
     trials = sorted(study.trials, key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["COMPLETE"] * n_trials
     config = config_of(tiny_study, *sets)
-    assert [t.params for t in trials] == replayed_params(build(3, options), config, trials)
-    assert trials[-1].params != replayed_params(optuna.samplers.RandomSampler(seed=3), config, trials)[-1]
+    # a seeded sampler is seeded per trial, trial_seed(3, n) (search/samplers.py)
+    assert [t.params for t in trials] == replayed_params(lambda n: build(trial_seed(3, n), options), config, trials)
+    random = optuna.samplers.RandomSampler(seed=3)
+    assert trials[-1].params != replayed_params(lambda n: random, config, trials)[-1]
     parent = mlflow_client(workdir).get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.data.params["search.sampler.type"] == sampler
 
