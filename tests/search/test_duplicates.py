@@ -58,6 +58,16 @@ def test_a_running_trial_counts_as_a_twin_but_a_failed_one_does_not():
     skip_if_duplicate(ask(2))  # its only twin failed: it trains (no exception)
 
 
+def test_a_study_with_nothing_to_search_repeats_its_recipe_without_duplicates():
+    """An empty search space: every trial is the same recipe on its own seed, on purpose."""
+    study = optuna.create_study()
+    for _ in range(3):
+        trial = study.ask()
+        skip_if_duplicate(trial)  # no values drawn: never a duplicate (no exception)
+        study.tell(trial, 0.5)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+
+
 @pytest.mark.parametrize("skip", [True, False])
 def test_a_live_study_on_a_one_point_grid(workdir, skip):
     """Three trials of a space with one configuration: trained once (one MLflow run), or three times
