@@ -15,7 +15,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    sampler: str  # "module:Class" of an Optuna sampler, called with seed=search.sampler.seed
+    sampler: str  # "module:Class" of an Optuna sampler, built with a per-trial seed (search/samplers.py)
     defaults: dict[str, Any] = field(default_factory=dict)  # ours; search.sampler.options overrides them
 
 
