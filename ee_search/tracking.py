@@ -220,7 +220,11 @@ class StudyTracker:
 
     def reopen_trial(self, run_id: str, trial_number: int) -> TrialRun:
         """A retried trial continues its predecessor's run: the run is RUNNING again, and its tags
-        name every Optuna trial that worked on it, so the user sees one logical trial."""
+        name every Optuna trial that worked on it, so the user sees one logical trial. A killed worker's
+        unsent writes (its spool, now unlocked) go first: read before them, the run lacks epochs that
+        the retry would then log a second time (seen with Ray, where a running worker takes the retry)."""
+        if self.spool is not None:
+            self.spool.drain_orphans()
         run = self.call(lambda: self.client.get_run(run_id), after_run=run_id)
         numbers = run.data.tags.get(TRIAL_NUMBERS_TAG) or run.data.tags.get(TRIAL_TAG, "")
         listed = [n for n in numbers.split(",") if n]

@@ -124,3 +124,26 @@ def test_a_write_the_store_refuses_for_good_is_dropped_and_the_rest_go_on(store,
     assert spool.close(wait_s=30) == 0
     assert _steps(client, run_id) == [2]
     assert "refused a batch write to run no-such-run for good" in caplog.text
+
+
+def test_a_retry_reopened_by_a_running_worker_sees_the_killed_workers_unsent_epochs(store, tmp_path):
+    """A worker killed with epoch 3 still in its spool; another worker, already running (its own start
+    drained nothing), takes the retry: reopening the run sends the dead file first, so the retry
+    knows epoch 3 is logged and does not log it again (the step logged twice seen with Ray)."""
+    from ee_search.tracking import StudyTracker
+
+    client, experiment = store
+    run_id = client.create_run(experiment).info.run_id
+    folder = spool_folder(tmp_path / "spool", "http://server")
+    running = StudyTracker(client.tracking_uri, "spool")
+    running.spool = Spool(client, folder, max_outage_s=60)  # as over an http server (white box: same store)
+    for step in (1, 2):  # sent before the kill
+        client.log_batch(run_id, metrics=_metric(step))
+    dead = SpoolFile.create(folder)  # the killed worker's file, epoch 3 not yet sent
+    dead.append(run_id, "batch", {"metrics": [[m.key, m.value, m.timestamp, m.step] for m in _metric(3)],
+                                  "params": [], "tags": []})
+    dead.close(delete=False)
+    running.reopen_trial(run_id, 7)
+    assert _steps(client, run_id) == [1, 2, 3]
+    assert list(folder.glob("*.db")) == []
+    running.spool.close(wait_s=10)
