@@ -207,7 +207,8 @@ def check_trials_and_runs(checks: Checks, args, trials, final, runs, run_of: dic
     mlflow_ids = [r.info.run_id for r in runs]
     checks.check("one_mlflow_run_per_logical_trial",
                  all(len(v) == 1 for v in chain_runs.values()) and len(set(final_runs)) == len(final_runs)
-                 and sorted(mlflow_ids) == sorted(map(str, final_runs)) and len(set(t.number for t in trials)) == len(trials),
+                 and sorted(mlflow_ids) == sorted(map(str, final_runs))  # a trial without a run fails it
+                 and len(set(t.number for t in trials)) == len(trials),
                  logical_trials=len(logical), trial_runs_in_mlflow=len(mlflow_ids),
                  orphan_runs=sorted(set(mlflow_ids) - set(final_runs)),
                  chains_with_several_runs={n: sorted(map(str, v)) for n, v in chain_runs.items() if len(v) != 1})

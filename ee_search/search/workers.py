@@ -121,7 +121,6 @@ class LocalWorkers:
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.workers: dict[int, Worker] = {}  # slot index -> its current process
         self.finished: set[int] = set()  # slots whose worker ended normally
-        self.starts = 0
         self.restarts_left = RESTARTS_PER_WORKER * len(slots)
         self.signum: int | None = None
 
@@ -129,7 +128,6 @@ class LocalWorkers:
         argv = [*self.argv, "--workers", "1", "--device", slot.device, "--quiet"]
         if self.deadline is not None:
             argv += ["--timeout", f"{max(1.0, self.deadline - time.monotonic()):.0f}"]
-        self.starts += 1
         self.finished.discard(slot.index)
         self.workers[slot.index] = self.launch(slot, argv)
 
