@@ -104,12 +104,14 @@ def counted(study: optuna.Study) -> list:
 
 def wait_for_study(workers: Workers, storage_url: str) -> optuna.Study:
     """The study once worker 0 has created it and started its first trial (the parent run exists then)."""
+    storage = None  # one for every poll: each new one would hold a server connection until collected
     while True:
         time.sleep(0.5)
         if workers.procs[0].poll() is not None:
             raise RuntimeError(f"worker 0 exited early: see {workers.logs[0]}")
         try:
-            study = optuna.load_study(study_name="faults", storage=optuna.storages.RDBStorage(storage_url))
+            storage = storage or optuna.storages.RDBStorage(storage_url)
+            study = optuna.load_study(study_name="faults", storage=storage)
             if study.get_trials(deepcopy=False):
                 return study
         except Exception:

@@ -166,11 +166,15 @@ def test_a_worker_lost_by_ray_is_restarted_and_its_trial_resumed_as_if_never_kil
 
 def _kill_a_worker_mid_trial_and_wait(driver, workdir, storage, tracking, settle, tmp_path_factory):
     deadline = time.monotonic() + 240
+    # One storage for every poll: a `load_study(url)` per poll builds an engine whose pooled connection
+    # lives until the garbage collector finds it, and a slow start of the driver then exhausted the
+    # server's 100 connections ("too many clients already").
+    polled = optuna.storages.RDBStorage(storage, skip_compatibility_check=True)
     study, target = None, None
     while target is None:
         assert driver.poll() is None and time.monotonic() < deadline, (workdir / "driver.log").read_text()
         try:
-            study = study or optuna.load_study(study_name="tiny", storage=storage)
+            study = study or optuna.load_study(study_name="tiny", storage=polled)
             if len(counted_trials(study)) >= settle:
                 target = _a_trial_mid_training(study)
         except KeyError:  # not created yet
