@@ -147,8 +147,10 @@ def strategy_overrides(table: Table, strategy: str, seed: int, extra: tuple[str,
     return [*table.meta.get("overrides", []), *chosen, *extra, f"search.sampler.seed={seed}"]
 
 
-def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra: tuple[str, ...] = ()) -> Run:
-    """One replayed search: its curve (one point per finished trial) and its trials."""
+def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra: tuple[str, ...] = (),
+               n_trials: int | None = None) -> Run:
+    """One replayed search: its curve (one point per finished trial) and its trials; it ends at the
+    budget, or after `n_trials` trials (the live study's shape) if that comes first."""
     loaded = load_study_file(table.folder / "study.yaml", strategy_overrides(table, strategy, seed, extra))
     config = loaded.config
     run = Run(budget_epochs)
@@ -167,7 +169,7 @@ def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra
             sampler=build_sampler(config.search.sampler),
             pruner=build_optuna_pruner(config.search.pruner, config.train.max_epochs),
         )
-        study.optimize(ReplayObjective(table, loaded, run), callbacks=[stop_at_budget],
+        study.optimize(ReplayObjective(table, loaded, run), n_trials=n_trials, callbacks=[stop_at_budget],
                        catch=(), gc_after_trial=False)
     return run
 

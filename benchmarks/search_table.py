@@ -2,6 +2,8 @@
 
     python benchmarks/search_table.py record STUDY.yaml --out DIR [--device cpu] [--limit N] [--set k=v ...]
     python benchmarks/search_table.py replay DIR --seeds 30 --json OUT.json [--strategies ee-search random_full ...]
+    python benchmarks/search_table.py paired DIR --trials 12 --seeds 30 --json OUT.json [--variant NAME PATH=VALUE ...]
+    python benchmarks/search_table.py limits DIR --json OUT.json   # the grid's own front, late bloomers, val vs test
     python benchmarks/search_table.py record --tiny --out DIR   # a 2-configuration digits grid, seconds
 
 `record` trains every configuration of the study's grid (categorical dimensions only) to
@@ -15,6 +17,11 @@ epoch by epoch, through the same early-stopping and pruning callbacks as a live 
 (_table_syne_tune.py). Every strategy gets the epochs `random_full` spends on 24 trials. The curve of a
 run has one point per finished trial: (cumulative epochs, dense test HV, dense val HV), the front
 chosen on val.
+
+`paired` replays the live confirmation's shape (benchmarks/pruning.py: N trials with the default's
+pruner against pruner none, same seed) at many seeds (_table_paired.py). `limits` reads off the table
+what bounds every strategy: the whole grid's front, configurations a rung rule stops before they
+bloom, and where the val and test orders disagree (_table_limits.py).
 """
 
 from __future__ import annotations
@@ -54,10 +61,28 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--figure", type=Path, help="the anytime figure (PNG); default: next to the JSON")
     rep.add_argument("--ee-set", action="append", default=[], metavar="PATH=VALUE",
                      help="try a variant of the default: --set values for the ee-search strategy only")
+    pair = commands.add_parser("paired", help="the live check's shape: N trials pruned against unpruned, per seed")
+    pair.add_argument("table", type=Path)
+    pair.add_argument("--trials", type=int, default=12)
+    pair.add_argument("--seeds", type=int, default=30)
+    pair.add_argument("--json", type=Path, required=True)
+    pair.add_argument("--variant", nargs="+", action="append", metavar="NAME PATH=VALUE",
+                      help="a setting to compare with the default: its name, then its --set values")
+    lim = commands.add_parser("limits", help="what bounds any strategy on this table")
+    lim.add_argument("table", type=Path)
+    lim.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
         if args.command == "record":
             return _record(args, parser)
+        if args.command == "limits":
+            from _table_limits import limits_main
+
+            return limits_main(args)
+        if args.command == "paired":
+            from _table_paired import paired_main
+
+            return paired_main(args)
         return _replay(args)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -2,11 +2,15 @@
 
 The table is checked against recomputations: every epoch's objective against the area under its own
 operating points, and the kept epoch against early stopping's own judge_epoch. Recording is
-resumable, and a space that is not a grid is refused in one line, exit 2, before anything is written."""
+resumable, and a space that is not a grid is refused in one line, exit 2, before anything is written.
+`paired` is checked against the replay run again by hand, `limits` against early stopping's own
+kept epoch and rung ranks sorted by hand."""
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -145,7 +149,6 @@ def test_replay_writes_the_record_and_the_figure(tiny_table, tmp_path):
     proc = search_table("replay", str(tiny_table), "--seeds", "2", "--budget-trials", "4", "--json", str(out),
                         "--strategies", "ee-search", "random_full", "asha", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
 
     record = json.loads(out.read_text())
     assert record["seeds"] == 2 and record["budget_epochs"] == 4 * 3
@@ -159,3 +162,67 @@ def test_replay_writes_the_record_and_the_figure(tiny_table, tmp_path):
     target = record["summary"]["random_full_median_final_test_hv"]
     assert target == pytest.approx(record["strategies"]["random_full"]["summary"]["test_hv"]["100%"]["median"])
     assert (tmp_path / "replay.png").stat().st_size > 10_000
+
+
+def test_each_pair_is_the_replay_with_and_without_the_pruner(tiny_table, tmp_path):
+    from _table import read_table
+    from _table_replay import run_optuna
+
+    out = tmp_path / "paired.json"
+    proc = search_table("paired", str(tiny_table), "--trials", "3", "--seeds", "2", "--json", str(out),
+                        "--variant", "eager", "search.pruner.n_warmup_epochs=0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["trials"] == 3 and set(record["variants"]) == {"ee-search", "eager"}
+    assert (tmp_path / "paired.png").stat().st_size > 10_000  # two settings: the trade-off figure
+    table = read_table(tiny_table)
+    es = table.meta["early_stopping"]
+    for variant in record["variants"].values():
+        sets = tuple(variant["sets"])
+        for pair in variant["pairs"]:
+            pruned = run_optuna(table, "ee-search", pair["seed"], 10**9, sets, n_trials=3)
+            unpruned = run_optuna(table, "ee-search", pair["seed"], 10**9, (*sets, "search.pruner.type=none"), n_trials=3)
+            assert len(pruned.trials) == len(unpruned.trials) == 3
+            assert pair["pruned"] == {"epochs": pruned.epochs, "test_hv": pruned.curve[-1][1], "val_hv": pruned.curve[-1][2]}
+            assert pair["unpruned"]["epochs"] == unpruned.epochs and pair["unpruned"]["test_hv"] == unpruned.curve[-1][1]
+            by_index = {c.index: c for c in table.curves}
+            for index, epochs, _ in unpruned.trials:  # no pruner: early stopping alone ends each trial
+                assert epochs in (0, stop_epoch(by_index[index], es["monitor"], "max", es["patience"], es["tol"]))
+        pairs = variant["pairs"]
+        saved = 1 - sum(p["pruned"]["epochs"] for p in pairs) / sum(p["unpruned"]["epochs"] for p in pairs)
+        ratios = [p["pruned"]["test_hv"] / p["unpruned"]["test_hv"] for p in pairs]
+        summary = variant["summary"]
+        assert summary["epochs_saved"] == pytest.approx(saved, abs=1e-4)
+        assert summary["test_hv_ratio"]["median"] == pytest.approx(statistics.median(ratios), abs=1e-4)
+        assert summary["goal"]["holds"] == (saved >= 0.5 and statistics.median(ratios) >= 0.99)
+
+
+def test_limits_recompute_the_grid_front_and_the_rung_ranks(tiny_table, tmp_path):
+    from _table import dense_front, kept_epoch, read_table
+
+    out = tmp_path / "limits.json"
+    proc = search_table("limits", str(tiny_table), "--json", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    table = read_table(tiny_table)
+    es = table.meta["early_stopping"]
+    kept = {}
+    for curve in table.curves:
+        stopped = stop_epoch(curve, es["monitor"], "max", es["patience"], es["tol"])
+        kept[curve.index] = curve.epochs[kept_epoch(curve, stopped, es["monitor"], "max", es["tol"]) - 1]
+    grid = dense_front(list(kept.values()))
+    assert record["grid_front"]["val_hv"] == pytest.approx(grid.val_hypervolume, abs=1e-6)
+    assert record["grid_front"]["test_hv"] == pytest.approx(grid.test_hypervolume, abs=1e-6)
+    # The tiny study's pruner: warm-up 1, no rung factor, so every epoch from 2 on is a rung.
+    assert record["rungs"] == list(range(2, table.max_epochs + 1))
+    for epoch in record["rungs"]:
+        best = {c.index: max(c.monitor(es["monitor"])[:epoch]) for c in table.curves}
+        for config in record["configurations"]:
+            expected = sum(v > best[config["index"]] for v in best.values())
+            assert config["monitor_rank_at_rung"][str(epoch)] == expected
+    for config in record["configurations"]:
+        own = dense_front([kept[config["index"]]])
+        assert config["val_hv"] == pytest.approx(own.val_hypervolume, abs=1e-6)
+        assert config["test_hv"] == pytest.approx(own.test_hypervolume, abs=1e-6)
+    vals = [c["val_hv"] for c in record["best_by_val"]]
+    assert vals == sorted(vals, reverse=True) and grid.val_hypervolume >= vals[0] - 1e-6

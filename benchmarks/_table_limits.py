@@ -1,0 +1,100 @@
+"""`search_table.py limits`: what bounds any strategy on a table, read off the table itself.
+
+- The whole grid's dense front (every configuration trained with the study's early stopping, its
+  kept epoch): the most any search over this grid can reach, on val and on test.
+- Each configuration alone: its stop and kept epoch, its own front's val and test HV, and the rank
+  of its monitor among all configurations at each rung of the study's pruner (0 = the best). A
+  configuration near the top at the end but in the bottom half at the first rungs is a late bloomer:
+  a rung rule on the monitor stops it, whatever the percentile, unless it is lenient enough to keep
+  half the grid.
+- Val against test: the configurations ranked by their own val HV, with their test rank. Every
+  strategy picks on val; where the val order and the test order disagree, a better val front need
+  not be a better test front.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from _table import Curve, Table, dense_front, kept_epoch, read_table
+from ee_search.config import load_study_file
+from ee_search.metrics import monitor_mode
+from ee_search.search.pruning import is_rung
+from ee_search.train.early_stopping import StopState, judge_epoch
+
+
+def stop_epoch(curve: Curve, monitor: str, patience: int, tol: float) -> int:
+    """Where the study's early stopping ends this configuration (its whole curve if it never does)."""
+    state, mode = StopState(), monitor_mode(monitor)
+    for epoch, value in enumerate(curve.monitor(monitor), start=1):
+        decision = judge_epoch(state, value, epoch, mode=mode, patience=patience, tol=tol)
+        state = decision.state
+        if decision.stop:
+            return epoch
+    return len(curve.epochs)
+
+
+def rung_epochs(table: Table) -> list[int]:
+    """The epochs the table's study pruner judges (all from the first rung on if it has no factor)."""
+    pruner = load_study_file(table.folder / "study.yaml", list(table.meta.get("overrides", []))).config.search.pruner
+    return [e for e in range(1, table.max_epochs + 1) if is_rung(e, pruner.n_warmup_epochs + 1, pruner.rung_factor)]
+
+
+def ranks_at(table: Table, monitor: str, epoch: int) -> dict[int, int]:
+    """Each configuration's rank (0 = best) by its best monitor value up to `epoch`."""
+    sign = -1.0 if monitor_mode(monitor) == "min" else 1.0
+    best = {}
+    for curve in table.curves:
+        seen = [sign * v for v in curve.monitor(monitor)[:epoch] if np.isfinite(v)]
+        best[curve.index] = max(seen) if seen else -np.inf
+    return {i: sum(other > value for other in best.values()) for i, value in best.items()}
+
+
+def limits(table: Table, top: int = 8) -> dict[str, Any]:
+    es = table.meta["early_stopping"]
+    monitor = es["monitor"]
+    rungs = rung_epochs(table)
+    rung_ranks = {e: ranks_at(table, monitor, e) for e in rungs}
+    kept_rows, configurations = [], []
+    for curve in table.curves:
+        stopped = stop_epoch(curve, monitor, es["patience"], es["tol"])
+        kept = kept_epoch(curve, stopped, monitor, monitor_mode(monitor), es["tol"])
+        own = dense_front([curve.epochs[kept - 1]])
+        kept_rows.append(curve.epochs[kept - 1])
+        configurations.append({"index": curve.index, "values": curve.values, "stop_epoch": stopped, "kept_epoch": kept,
+                               "val_hv": round(own.val_hypervolume, 6), "test_hv": round(own.test_hypervolume, 6),
+                               "monitor_rank_at_rung": {str(e): rung_ranks[e][curve.index] for e in rungs}})
+    by_val = sorted(configurations, key=lambda c: -c["val_hv"])
+    by_test = sorted(configurations, key=lambda c: -c["test_hv"])
+    test_rank = {c["index"]: r for r, c in enumerate(by_test)}
+    half = len(configurations) / 2
+    grid = dense_front(kept_rows)
+    return {
+        "grid_front": {"val_hv": round(grid.val_hypervolume, 6), "test_hv": round(grid.test_hypervolume, 6),
+                       "points": grid.size},
+        "rungs": rungs,
+        "best_by_val": [{"index": c["index"], "val_hv": c["val_hv"], "test_hv": c["test_hv"],
+                         "test_rank": test_rank[c["index"]], "monitor_rank_at_rung": c["monitor_rank_at_rung"]}
+                        for c in by_val[:top]],
+        "late_bloomers": [c["index"] for c in by_val[:top]
+                          if rungs and c["monitor_rank_at_rung"][str(rungs[0])] >= half],
+        "configurations": configurations,
+    }
+
+
+def limits_main(args) -> int:
+    table = read_table(args.table)
+    result = {"benchmark": "search_table limits", "table": str(args.table), "study": table.meta.get("study"),
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **limits(table)}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"grid front: {json.dumps(result['grid_front'])}; rungs {result['rungs']}")
+    for c in result["best_by_val"]:
+        print(f"  config {c['index']:>4}: val HV {c['val_hv']:.4f} test HV {c['test_hv']:.4f} (test rank {c['test_rank']}), "
+              f"monitor rank at rungs {c['monitor_rank_at_rung']}")
+    print(f"late bloomers (top {len(result['best_by_val'])} by val, bottom half at the first rung): {result['late_bloomers']}")
+    return 0

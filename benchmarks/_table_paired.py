@@ -1,0 +1,111 @@
+"""`search_table.py paired`: the live confirmation's shape (benchmarks/pruning.py), replayed over the
+table at many seeds: a study of N trials with the default's pruner against the same study with
+`search.pruner.type=none`, both with the same sampler seed, and per seed the epochs each spent and
+the dense test HV each ended with.
+
+Live, that check costs about 7 minutes a seed on 2 cores, so it can afford 3 seeds; here a seed
+costs about a second, so the spread across seeds (which at 3 seeds is as large as the effect) is
+measured, and pruner settings can be compared by where they sit on the trade-off between epochs
+saved and front kept. `--variant NAME PATH=VALUE ...` adds a setting to compare: its `--set` values
+apply to both sides of its pair, and only the pruned side keeps the pruner.
+
+One difference from live remains: the table is a grid, so a converged sampler proposes
+configurations it has trained before; such a trial is pruned untrained (search.skip_duplicates) and
+still counts as one of the N, where live a continuous space gives a new, nearby configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from _table import read_table
+from _table_replay import run_optuna
+from ee_search.errors import UserInputError
+
+DEFAULT = "ee-search"
+UNPRUNED = "search.pruner.type=none"
+GOAL_SAVED = 0.5  # the issue's live goal: at least 50 % fewer epochs ...
+GOAL_RATIO = 0.99  # ... at a dense test HV at least 0.99 times pruner none's
+
+
+def paired_run(table, seed: int, n_trials: int, sets: tuple[str, ...]) -> dict[str, Any]:
+    """One seed: the pruned study and its unpruned twin, N trials each (no epoch budget)."""
+    never = 10**9
+    pruned = run_optuna(table, DEFAULT, seed, never, sets, n_trials=n_trials)
+    unpruned = run_optuna(table, DEFAULT, seed, never, (*sets, UNPRUNED), n_trials=n_trials)
+    return {"seed": seed,
+            "pruned": {"epochs": pruned.epochs, "test_hv": float(pruned.curve[-1][1]), "val_hv": float(pruned.curve[-1][2])},
+            "unpruned": {"epochs": unpruned.epochs, "test_hv": float(unpruned.curve[-1][1]), "val_hv": float(unpruned.curve[-1][2])}}
+
+
+def summarise_pairs(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Epochs saved over all seeds together (as pruning.py sums them), and the per-seed HV ratios."""
+    spent = sum(p["pruned"]["epochs"] for p in pairs)
+    spent_unpruned = sum(p["unpruned"]["epochs"] for p in pairs)
+    ratios = [p["pruned"]["test_hv"] / p["unpruned"]["test_hv"] for p in pairs]
+    quart = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    saved = 1.0 - spent / spent_unpruned
+    median_ratio = statistics.median(ratios)
+    return {
+        "epochs_saved": round(saved, 4),
+        "test_hv_ratio": {"median": round(median_ratio, 4), "q25": round(quart[0], 4), "q75": round(quart[2], 4),
+                          "mean": round(statistics.mean(ratios), 4),
+                          "fraction_of_seeds_at_least_0.99": round(sum(r >= GOAL_RATIO for r in ratios) / len(ratios), 3)},
+        "median_test_hv": {"pruned": statistics.median(p["pruned"]["test_hv"] for p in pairs),
+                           "unpruned": statistics.median(p["unpruned"]["test_hv"] for p in pairs)},
+        "goal": {"epochs_saved_at_least": GOAL_SAVED, "median_ratio_at_least": GOAL_RATIO,
+                 "holds": bool(saved >= GOAL_SAVED and median_ratio >= GOAL_RATIO)},
+    }
+
+
+def paired_main(args) -> int:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    table = read_table(args.table)
+    if len(table.curves) < table.meta["grid_size"]:
+        raise UserInputError(str(args.table), None, f"holds {len(table.curves)} of the grid's {table.meta['grid_size']} "
+                                                    f"configurations: finish it with search_table.py record first")
+    variants = {DEFAULT: ()} | {name: tuple(sets) for name, *sets in (args.variant or [])}
+    started, results = time.perf_counter(), {}
+    for name, sets in variants.items():
+        pairs = [paired_run(table, seed, args.trials, sets) for seed in range(args.seeds)]
+        results[name] = {"sets": list(sets), "pairs": pairs, "summary": summarise_pairs(pairs)}
+        print(f"{name:>14}: {json.dumps(results[name]['summary'])} ({time.perf_counter() - started:.0f} s)", flush=True)
+    record = {"benchmark": "search_table paired", "table": str(args.table), "study": table.meta.get("study"),
+              "trials": args.trials, "seeds": args.seeds, "unpruned": UNPRUNED,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "variants": results}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(record, indent=1) + "\n")
+    if len(results) > 1:
+        draw_tradeoff(record, args.json.with_suffix(".png"))
+    return 0
+
+
+def draw_tradeoff(record: dict[str, Any], path) -> None:
+    """Epochs saved against the median HV ratio (IQR as error bars), one point per variant, the
+    goal's corner shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    for name, variant in record["variants"].items():
+        s = variant["summary"]
+        r = s["test_hv_ratio"]
+        ax.errorbar(s["epochs_saved"], r["median"], yerr=[[r["median"] - r["q25"]], [r["q75"] - r["median"]]],
+                    fmt="o", capsize=3, label=name)
+    ax.axvspan(GOAL_SAVED, 1.0, ymin=0, ymax=1, color="none")
+    ax.axvline(GOAL_SAVED, color="grey", linestyle=":")
+    ax.axhline(GOAL_RATIO, color="grey", linestyle=":")
+    ax.set(xlabel="epochs saved against pruner none", ylabel="dense test HV ratio (median, IQR)",
+           title=f"{record['study']}: {record['trials']} trials, {record['seeds']} seeds; goal: right of and above the dotted lines")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
