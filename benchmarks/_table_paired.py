@@ -1,7 +1,8 @@
 """`search_table.py paired`: the live confirmation's shape (benchmarks/pruning.py), replayed over the
 table at many seeds: a study of N trials with the default's pruner against the same study with
 `search.pruner.type=none`, both with the same sampler seed, and per seed the epochs each spent and
-the dense test HV each ended with.
+the dense test HV each ended with (and the unpruned study's HV when it had spent what the pruned one
+spent in all: the saving at equal compute).
 
 Live, that check costs about 7 minutes a seed on 2 cores, so it can afford 3 seeds; here a seed
 costs about a second, so the spread across seeds (which at 3 seeds is as large as the effect) is
@@ -23,7 +24,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from _table import read_table
-from _table_replay import run_optuna
+from _table_replay import run_optuna, value_at
 from ee_search.errors import UserInputError
 
 DEFAULT = "ee-search"
@@ -39,26 +40,36 @@ def paired_run(table, seed: int, n_trials: int, sets: tuple[str, ...]) -> dict[s
     unpruned = run_optuna(table, DEFAULT, seed, never, (*sets, UNPRUNED), n_trials=n_trials)
     return {"seed": seed,
             "pruned": {"epochs": pruned.epochs, "test_hv": float(pruned.curve[-1][1]), "val_hv": float(pruned.curve[-1][2])},
-            "unpruned": {"epochs": unpruned.epochs, "test_hv": float(unpruned.curve[-1][1]), "val_hv": float(unpruned.curve[-1][2])}}
+            "unpruned": {"epochs": unpruned.epochs, "test_hv": float(unpruned.curve[-1][1]), "val_hv": float(unpruned.curve[-1][2]),
+                         # where the unpruned study stood when it had spent what the pruned one spent in all
+                         "test_hv_at_pruned_epochs": float(value_at(unpruned.curve, pruned.epochs))}}
 
 
 def summarise_pairs(pairs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Epochs saved over all seeds together (as pruning.py sums them), and the per-seed HV ratios."""
+    """Epochs saved over all seeds together and the HV ratio of the means, as pruning.py takes them
+    live (the goal), and the spread of the per-seed ratios."""
     spent = sum(p["pruned"]["epochs"] for p in pairs)
     spent_unpruned = sum(p["unpruned"]["epochs"] for p in pairs)
     ratios = [p["pruned"]["test_hv"] / p["unpruned"]["test_hv"] for p in pairs]
     quart = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     saved = 1.0 - spent / spent_unpruned
     median_ratio = statistics.median(ratios)
+    ratio_of_means = (statistics.mean(p["pruned"]["test_hv"] for p in pairs)
+                      / statistics.mean(p["unpruned"]["test_hv"] for p in pairs))
     return {
         "epochs_saved": round(saved, 4),
         "test_hv_ratio": {"median": round(median_ratio, 4), "q25": round(quart[0], 4), "q75": round(quart[2], 4),
                           "mean": round(statistics.mean(ratios), 4),
+                          # pruning.py's figure, and the goal's: the pruned side's mean HV over the unpruned side's
+                          "of_means": round(ratio_of_means, 4),
                           "fraction_of_seeds_at_least_0.99": round(sum(r >= GOAL_RATIO for r in ratios) / len(ratios), 3)},
+        "test_hv_ratio_at_equal_epochs": {
+            "of_means": round(statistics.mean(p["pruned"]["test_hv"] for p in pairs)
+                              / statistics.mean(p["unpruned"]["test_hv_at_pruned_epochs"] for p in pairs), 4)},
         "median_test_hv": {"pruned": statistics.median(p["pruned"]["test_hv"] for p in pairs),
                            "unpruned": statistics.median(p["unpruned"]["test_hv"] for p in pairs)},
-        "goal": {"epochs_saved_at_least": GOAL_SAVED, "median_ratio_at_least": GOAL_RATIO,
-                 "holds": bool(saved >= GOAL_SAVED and median_ratio >= GOAL_RATIO)},
+        "goal": {"epochs_saved_at_least": GOAL_SAVED, "ratio_of_means_at_least": GOAL_RATIO,
+                 "holds": bool(saved >= GOAL_SAVED and ratio_of_means >= GOAL_RATIO)},
     }
 
 
@@ -87,8 +98,8 @@ def paired_main(args) -> int:
 
 
 def draw_tradeoff(record: dict[str, Any], path) -> None:
-    """Epochs saved against the median HV ratio (IQR as error bars), one point per variant, the
-    goal's corner shaded."""
+    """Epochs saved against the HV ratio of the means (the per-seed ratios' IQR as bars), one point
+    per variant; the goal is the corner right of and above the dotted lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,13 +109,15 @@ def draw_tradeoff(record: dict[str, Any], path) -> None:
     for name, variant in record["variants"].items():
         s = variant["summary"]
         r = s["test_hv_ratio"]
-        ax.errorbar(s["epochs_saved"], r["median"], yerr=[[r["median"] - r["q25"]], [r["q75"] - r["median"]]],
+        y = r["of_means"]
+        ax.errorbar(s["epochs_saved"], y, yerr=[[max(0.0, y - r["q25"])], [max(0.0, r["q75"] - y)]],
                     fmt="o", capsize=3, label=name)
-    ax.axvspan(GOAL_SAVED, 1.0, ymin=0, ymax=1, color="none")
     ax.axvline(GOAL_SAVED, color="grey", linestyle=":")
     ax.axhline(GOAL_RATIO, color="grey", linestyle=":")
-    ax.set(xlabel="epochs saved against pruner none", ylabel="dense test HV ratio (median, IQR)",
-           title=f"{record['study']}: {record['trials']} trials, {record['seeds']} seeds; goal: right of and above the dotted lines")
+    ax.set(xlabel="epochs saved against pruner none",
+           ylabel="dense test HV, pruned / unpruned (ratio of means; IQR of seeds)")
+    ax.set_title(f"{record['study']}: {record['trials']} trials, {record['seeds']} seeds; "
+                 "goal: up and right of the dotted lines", fontsize=10)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path)
