@@ -8,7 +8,9 @@ Live, that check costs about 7 minutes a seed on 2 cores, so it can afford 3 see
 costs about a second, so the spread across seeds (which at 3 seeds is as large as the effect) is
 measured, and pruner settings can be compared by where they sit on the trade-off between epochs
 saved and front kept. `--variant NAME PATH=VALUE ...` adds a setting to compare: its `--set` values
-apply to both sides of its pair, and only the pruned side keeps the pruner.
+apply to both sides of its pair, and only the pruned side keeps the pruner. `--never-prune INDEX ...`
+is an oracle: those configurations of the table are never pruned (say, the late bloomers `limits`
+names), which bounds what a pruner that recognised them could gain.
 
 One difference from live remains: the table is a grid, so a converged sampler proposes
 configurations it has trained before; such a trial is pruned untrained (search.skip_duplicates) and
@@ -33,10 +35,11 @@ GOAL_SAVED = 0.5  # the issue's live goal: at least 50 % fewer epochs ...
 GOAL_RATIO = 0.99  # ... at a dense test HV at least 0.99 times pruner none's
 
 
-def paired_run(table, seed: int, n_trials: int, sets: tuple[str, ...]) -> dict[str, Any]:
+def paired_run(table, seed: int, n_trials: int, sets: tuple[str, ...],
+               never_prune: frozenset[int] = frozenset()) -> dict[str, Any]:
     """One seed: the pruned study and its unpruned twin, N trials each (no epoch budget)."""
     never = 10**9
-    pruned = run_optuna(table, DEFAULT, seed, never, sets, n_trials=n_trials)
+    pruned = run_optuna(table, DEFAULT, seed, never, sets, n_trials=n_trials, never_prune=never_prune)
     unpruned = run_optuna(table, DEFAULT, seed, never, (*sets, UNPRUNED), n_trials=n_trials)
     return {"seed": seed,
             "pruned": {"epochs": pruned.epochs, "test_hv": float(pruned.curve[-1][1]), "val_hv": float(pruned.curve[-1][2])},
@@ -82,13 +85,15 @@ def paired_main(args) -> int:
         raise UserInputError(str(args.table), None, f"holds {len(table.curves)} of the grid's {table.meta['grid_size']} "
                                                     f"configurations: finish it with search_table.py record first")
     variants = {DEFAULT: ()} | {name: tuple(sets) for name, *sets in (args.variant or [])}
+    never_prune = frozenset(args.never_prune or ())
     started, results = time.perf_counter(), {}
     for name, sets in variants.items():
-        pairs = [paired_run(table, seed, args.trials, sets) for seed in range(args.seeds)]
+        pairs = [paired_run(table, seed, args.trials, sets, never_prune) for seed in range(args.seeds)]
         results[name] = {"sets": list(sets), "pairs": pairs, "summary": summarise_pairs(pairs)}
         print(f"{name:>14}: {json.dumps(results[name]['summary'])} ({time.perf_counter() - started:.0f} s)", flush=True)
     record = {"benchmark": "search_table paired", "table": str(args.table), "study": table.meta.get("study"),
               "trials": args.trials, "seeds": args.seeds, "unpruned": UNPRUNED,
+              "oracle_never_prunes": sorted(never_prune),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "variants": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1) + "\n")

@@ -105,8 +105,9 @@ class Run:
 
 
 class ReplayObjective:
-    def __init__(self, table: Table, loaded, run: Run) -> None:
+    def __init__(self, table: Table, loaded, run: Run, never_prune: frozenset[int] = frozenset()) -> None:
         self.curves = table.by_values()
+        self.never_prune = never_prune  # an oracle's configurations (search_table.py paired --never-prune)
         self.grid_size = len(self.curves)
         self.loaded = loaded
         self.config = loaded.config
@@ -126,7 +127,7 @@ class ReplayObjective:
         es = self.config.train.early_stopping
         stopper = EarlyStopping(es.monitor, es.patience, es.tol)
         best = BestCheckpoint(None)
-        pruning = PruningCallback(trial, self.es_pruner)
+        pruning = PruningCallback(trial, None if curve.index in self.never_prune else self.es_pruner)
         trainer = ReplayTrainer(curve, self.config.train.max_epochs, standard_order(None, stopper, best, (), pruning))
         try:
             trainer.fit()
@@ -148,9 +149,11 @@ def strategy_overrides(table: Table, strategy: str, seed: int, extra: tuple[str,
 
 
 def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra: tuple[str, ...] = (),
-               n_trials: int | None = None) -> Run:
+               n_trials: int | None = None, never_prune: frozenset[int] = frozenset()) -> Run:
     """One replayed search: its curve (one point per finished trial) and its trials; it ends at the
-    budget, or after `n_trials` trials (the live study's shape) if that comes first."""
+    budget, or after `n_trials` trials (the live study's shape) if that comes first. The
+    configurations in `never_prune` are never pruned: an oracle, to measure what a pruner that
+    recognised them would gain."""
     loaded = load_study_file(table.folder / "study.yaml", strategy_overrides(table, strategy, seed, extra))
     config = loaded.config
     run = Run(budget_epochs)
@@ -169,7 +172,7 @@ def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra
             sampler=build_sampler(config.search.sampler),
             pruner=build_optuna_pruner(config.search.pruner, config.train.max_epochs),
         )
-        study.optimize(ReplayObjective(table, loaded, run), n_trials=n_trials, callbacks=[stop_at_budget],
+        study.optimize(ReplayObjective(table, loaded, run, never_prune), n_trials=n_trials, callbacks=[stop_at_budget],
                        catch=(), gc_after_trial=False)
     return run
 

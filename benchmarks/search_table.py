@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     pair.add_argument("--json", type=Path, required=True)
     pair.add_argument("--variant", nargs="+", action="append", metavar="NAME PATH=VALUE",
                       help="a setting to compare with the default: its name, then its --set values")
+    pair.add_argument("--never-prune", nargs="+", type=int, metavar="INDEX",
+                      help="an oracle: these configurations of the table are never pruned")
     lim = commands.add_parser("limits", help="what bounds any strategy on this table")
     lim.add_argument("table", type=Path)
     lim.add_argument("--json", type=Path, required=True)

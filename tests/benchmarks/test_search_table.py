@@ -230,3 +230,20 @@ def test_limits_recompute_the_grid_front_and_the_rung_ranks(tiny_table, tmp_path
         assert config["test_hv"] == pytest.approx(own.test_hypervolume, abs=1e-6)
     vals = [c["val_hv"] for c in record["best_by_val"]]
     assert vals == sorted(vals, reverse=True) and grid.val_hypervolume >= vals[0] - 1e-6
+
+
+def test_never_pruning_every_configuration_is_the_unpruned_study(tiny_table):
+    from _table import read_table
+    from _table_replay import run_optuna
+
+    table = read_table(tiny_table)
+    # A pruner that stops whatever is not the best so far, from the first epoch on: it prunes here.
+    eager = ("search.pruner.n_warmup_epochs=0", "search.pruner.n_startup_trials=0",
+             "search.pruner.min_stale_epochs=0", "search.pruner.percentile=0")
+    everything = frozenset(c.index for c in table.curves)
+    for seed in (1, 2):
+        pruned = run_optuna(table, "ee-search", seed, 10**9, eager, n_trials=4)
+        oracle = run_optuna(table, "ee-search", seed, 10**9, eager, n_trials=4, never_prune=everything)
+        unpruned = run_optuna(table, "ee-search", seed, 10**9, (*eager, "search.pruner.type=none"), n_trials=4)
+        assert pruned.trials != unpruned.trials  # the pruner acts, so the oracle has something to undo
+        assert oracle.trials == unpruned.trials and oracle.curve == unpruned.curve
