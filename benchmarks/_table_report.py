@@ -29,13 +29,16 @@ DEFAULT = "ee-search"
 BASELINE = "random_full"
 
 
-def run_strategy(table, strategy: str, seed: int, budget: int, extra: tuple[str, ...]) -> dict[str, Any]:
+def run_strategy(table, strategy: str, seed: int, budget: int, extra: tuple[str, ...],
+                 never_prune: frozenset[int] = frozenset()) -> dict[str, Any]:
     """One run's record: its seed, its curve, and (Optuna's side) its trials."""
     if strategy in SYNE_TUNE:
         from _table_syne_tune import run_syne_tune  # syne-tune is an extra: imported only when asked for
 
         return {"seed": seed, "curve": run_syne_tune(table, strategy.removeprefix("syne_"), seed, budget)}
-    run = run_optuna(table, strategy, seed, budget, extra if strategy == DEFAULT else ())
+    default = strategy == DEFAULT  # --ee-set variants and the --never-prune oracle are the default's
+    run = run_optuna(table, strategy, seed, budget, extra if default else (),
+                     never_prune=never_prune if default else frozenset())
     return {"seed": seed, "curve": run.curve, "trials": run.trials}
 
 
@@ -128,11 +131,12 @@ def replay_main(args) -> int:
     budget = args.budget_trials * table.max_epochs
     strategies = args.strategies or list(ALL_STRATEGIES)
     extra = tuple(getattr(args, "ee_set", None) or ())
+    never_prune = frozenset(getattr(args, "never_prune", None) or ())
     runs: dict[str, list[dict]] = {name: [] for name in strategies}
     started = time.perf_counter()
     for seed in range(args.seeds):
         for name in strategies:
-            runs[name].append(run_strategy(table, name, seed, budget, extra))
+            runs[name].append(run_strategy(table, name, seed, budget, extra, never_prune))
         print(f"seed {seed + 1}/{args.seeds} done ({time.perf_counter() - started:.0f} s)", flush=True)
     summary = summarise(runs, budget)
     result = {
@@ -141,6 +145,7 @@ def replay_main(args) -> int:
         "budget_epochs": budget, "budget_trials": args.budget_trials,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "strategy_overrides": describe_overrides(table), "ee_search_extra_overrides": list(extra),
+        "ee_search_oracle_never_prunes": sorted(never_prune),
         "reference_point": {"accuracy": 0.0, "avg_exit_depth": 1.0},
         "front": "dense, chosen on val from the completed trials' kept epochs; test HV of those points",
         "strategies": {name: {"runs": runs[name], "summary": summary["strategies"][name]} for name in strategies},

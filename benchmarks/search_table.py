@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--figure", type=Path, help="the anytime figure (PNG); default: next to the JSON")
     rep.add_argument("--ee-set", action="append", default=[], metavar="PATH=VALUE",
                      help="try a variant of the default: --set values for the ee-search strategy only")
+    rep.add_argument("--never-prune", nargs="+", type=int, metavar="INDEX",
+                     help="an oracle for the ee-search strategy: these configurations of the table are never pruned")
     pair = commands.add_parser("paired", help="the live check's shape: N trials pruned against unpruned, per seed")
     pair.add_argument("table", type=Path)
     pair.add_argument("--trials", type=int, default=12)

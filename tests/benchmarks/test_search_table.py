@@ -147,12 +147,19 @@ def test_replayed_runs_keep_their_books(tiny_table, strategy):
 def test_replay_writes_the_record_and_the_figure(tiny_table, tmp_path):
     out = tmp_path / "replay.json"
     proc = search_table("replay", str(tiny_table), "--seeds", "2", "--budget-trials", "4", "--json", str(out),
-                        "--strategies", "ee-search", "random_full", "asha", cwd=tmp_path)
+                        "--strategies", "ee-search", "random_full", "asha", "--never-prune", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     record = json.loads(out.read_text())
     assert record["seeds"] == 2 and record["budget_epochs"] == 4 * 3
     assert set(record["strategies"]) == {"ee-search", "random_full", "asha"}
+    assert record["ee_search_oracle_never_prunes"] == [1]
+    table = read_table(tiny_table)
+    es = table.meta["early_stopping"]
+    oracle_stop = stop_epoch(table.curves[[c.index for c in table.curves].index(1)], es["monitor"], "max",
+                             es["patience"], es["tol"])
+    for run in record["strategies"]["ee-search"]["runs"]:  # the oracle's configuration: early stopping alone ends it
+        assert all(epochs in (0, oracle_stop) for index, epochs, _ in run["trials"] if index == 1)
     budget = record["budget_epochs"]
     for name, strategy in record["strategies"].items():
         # At 100 % a run is judged on what it had found within the budget: a last trial that overshot
