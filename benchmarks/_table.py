@@ -35,6 +35,7 @@ from ee_search.config import CategoricalDimension, LoadedStudy, StudyConfig
 from ee_search.errors import UserInputError
 from ee_search.exits import front_indices, hypervolume
 from ee_search.search.space import dimensions
+from ee_search.train.early_stopping import StopState, judge_epoch
 
 FORMAT = 1
 STUDY_FILE = "study.yaml"
@@ -145,6 +146,15 @@ def _epoch_row(raw: dict) -> EpochRow:
     return EpochRow(raw["metrics"], raw["objectives"], val, test)
 
 
+def read_complete_table(folder: Path) -> Table:
+    """The table, refused in one line unless every configuration of its grid is recorded."""
+    table = read_table(folder)
+    if len(table.curves) < table.meta["grid_size"]:
+        raise UserInputError(str(folder), None, f"holds {len(table.curves)} of the grid's {table.meta['grid_size']} "
+                                                f"configurations: finish it with search_table.py record first")
+    return table
+
+
 def recorded_indices(folder: Path) -> set[int]:
     return {int(p.name.split(".")[0]) for p in (Path(folder) / CONFIGS).glob("*.json.gz")}
 
@@ -160,6 +170,18 @@ def kept_epoch(curve: Curve, stopped_at: int, monitor: str, mode: str, tol: floa
         if gain is None or gain > tol:
             best, best_epoch = value, epoch
     return best_epoch
+
+
+def stop_epoch(curve: Curve, monitor: str, mode: str, patience: int, tol: float) -> int:
+    """Where early stopping (train/early_stopping.judge_epoch) ends this configuration; its whole
+    curve if it never does."""
+    state = StopState()
+    for epoch, value in enumerate(curve.monitor(monitor), start=1):
+        decision = judge_epoch(state, value, epoch, mode=mode, patience=patience, tol=tol)
+        state = decision.state
+        if decision.stop:
+            return epoch
+    return len(curve.epochs)
 
 
 @dataclass(frozen=True)

@@ -20,22 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from _table import Curve, Table, dense_front, kept_epoch, read_table
+from _table import Table, dense_front, kept_epoch, read_table, stop_epoch
 from ee_search.config import load_study_file
 from ee_search.metrics import monitor_mode
 from ee_search.search.pruning import is_rung
-from ee_search.train.early_stopping import StopState, judge_epoch
-
-
-def stop_epoch(curve: Curve, monitor: str, patience: int, tol: float) -> int:
-    """Where the study's early stopping ends this configuration (its whole curve if it never does)."""
-    state, mode = StopState(), monitor_mode(monitor)
-    for epoch, value in enumerate(curve.monitor(monitor), start=1):
-        decision = judge_epoch(state, value, epoch, mode=mode, patience=patience, tol=tol)
-        state = decision.state
-        if decision.stop:
-            return epoch
-    return len(curve.epochs)
 
 
 def rung_epochs(table: Table) -> list[int]:
@@ -61,7 +49,7 @@ def limits(table: Table, top: int = 8) -> dict[str, Any]:
     rung_ranks = {e: ranks_at(table, monitor, e) for e in rungs}
     kept_rows, configurations = [], []
     for curve in table.curves:
-        stopped = stop_epoch(curve, monitor, es["patience"], es["tol"])
+        stopped = stop_epoch(curve, monitor, monitor_mode(monitor), es["patience"], es["tol"])
         kept = kept_epoch(curve, stopped, monitor, monitor_mode(monitor), es["tol"])
         own = dense_front([curve.epochs[kept - 1]])
         kept_rows.append(curve.epochs[kept - 1])

@@ -25,9 +25,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from _table import read_table
+from _table import read_complete_table
 from _table_replay import run_optuna, value_at
-from ee_search.errors import UserInputError
 
 DEFAULT = "ee-search"
 UNPRUNED = "search.pruner.type=none"
@@ -80,10 +79,7 @@ def paired_main(args) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    table = read_table(args.table)
-    if len(table.curves) < table.meta["grid_size"]:
-        raise UserInputError(str(args.table), None, f"holds {len(table.curves)} of the grid's {table.meta['grid_size']} "
-                                                    f"configurations: finish it with search_table.py record first")
+    table = read_complete_table(args.table)
     variants = {DEFAULT: ()} | {name: tuple(sets) for name, *sets in (args.variant or [])}
     never_prune = frozenset(args.never_prune or ())
     started, results = time.perf_counter(), {}

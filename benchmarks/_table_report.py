@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from _table import read_table
-from ee_search.errors import UserInputError
+from _table import read_complete_table
 from _table_replay import STRATEGIES, describe_overrides, epochs_to_reach, run_optuna, value_at
 
 SYNE_TUNE = ("moasha", "syne_asha")  # Syne Tune's own schedulers, through its simulator backend
@@ -124,10 +123,7 @@ def replay_main(args) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    table = read_table(args.table)
-    if len(table.curves) < table.meta["grid_size"]:
-        raise UserInputError(str(args.table), None, f"holds {len(table.curves)} of the grid's {table.meta['grid_size']} "
-                                                    f"configurations: finish it with search_table.py record first")
+    table = read_complete_table(args.table)
     budget = args.budget_trials * table.max_epochs
     strategies = args.strategies or list(ALL_STRATEGIES)
     extra = tuple(getattr(args, "ee_set", None) or ())

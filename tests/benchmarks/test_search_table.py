@@ -20,7 +20,7 @@ import pytest
 from tests.benchmarks.tiny import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _table import dense_front, kept_epoch, read_table  # noqa: E402
+from _table import dense_front, kept_epoch, read_table, stop_epoch  # noqa: E402
 from ee_search.exits import hypervolume  # noqa: E402
 from ee_search.train.early_stopping import StopState, judge_epoch  # noqa: E402
 
@@ -105,16 +105,6 @@ def recomputed_curve(table, trials: list[list[int]]) -> list[list[float]]:
         front = dense_front(kept)
         curve.append([spent, round(front.test_hypervolume, 6), round(front.val_hypervolume, 6)])
     return curve
-
-
-def stop_epoch(curve, monitor: str, mode: str, patience: int, tol: float) -> int:
-    state = StopState()
-    for epoch, value in enumerate(curve.monitor(monitor), start=1):
-        decision = judge_epoch(state, value, epoch, mode=mode, patience=patience, tol=tol)
-        state = decision.state
-        if decision.stop:
-            return epoch
-    return len(curve.epochs)
 
 
 @pytest.mark.parametrize("strategy", ["ee-search", "random_full", "random_es", "tpe_hyperband", "asha"])
@@ -254,3 +244,16 @@ def test_never_pruning_every_configuration_is_the_unpruned_study(tiny_table):
         unpruned = run_optuna(table, "ee-search", seed, 10**9, (*eager, "search.pruner.type=none"), n_trials=4)
         assert pruned.trials != unpruned.trials  # the pruner acts, so the oracle has something to undo
         assert oracle.trials == unpruned.trials and oracle.curve == unpruned.curve
+
+
+def test_replay_and_paired_refuse_an_unfinished_table_in_one_line(tmp_path):
+    partial = tmp_path / "partial"
+    recorded = search_table("record", "--tiny", "--out", str(partial), "--limit", "1", cwd=tmp_path)
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+    for command in (["replay", str(partial), "--seeds", "1", "--json", str(tmp_path / "r.json")],
+                    ["paired", str(partial), "--seeds", "1", "--json", str(tmp_path / "p.json")]):
+        proc = search_table(*command, cwd=tmp_path)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "holds 1 of the grid's 4 configurations" in lines[0] and "record first" in lines[0]
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "p.json").exists()
