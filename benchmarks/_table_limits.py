@@ -7,6 +7,8 @@
   configuration near the top at the end but in the bottom half at the first rungs is a late bloomer:
   a rung rule on the monitor stops it, whatever the percentile, unless it is lenient enough to keep
   half the grid.
+- The figure (next to the JSON): every configuration's monitor against epochs, the best ones and
+  each rung's median marked.
 - Val against test: the configurations ranked by their own val HV, with their test rank. Every
   strategy picks on val; where the val order and the test order disagree, a better val front need
   not be a better test front.
@@ -74,12 +76,44 @@ def limits(table: Table, top: int = 8) -> dict[str, Any]:
     }
 
 
+def draw_curves(table: Table, result: dict[str, Any], path) -> None:
+    """Every configuration's monitor (best so far) against epochs, grey; the top configurations by val
+    in colour, dashed if a late bloomer; each rung's median over the grid marked: the curves that
+    show why a rung rule stops the late bloomers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monitor = table.meta["early_stopping"]["monitor"]
+    sign = -1.0 if monitor_mode(monitor) == "min" else 1.0
+    best = {c.index: sign * np.fmax.accumulate([sign * v for v in c.monitor(monitor)]) for c in table.curves}
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for values in best.values():
+        ax.plot(range(1, len(values) + 1), values, color="lightgrey", linewidth=0.8, zorder=1)
+    for row in result["best_by_val"][:4]:
+        values = best[row["index"]]
+        style = "--" if row["index"] in result["late_bloomers"] else "-"
+        ax.plot(range(1, len(values) + 1), values, style, linewidth=2, zorder=3,
+                label=f"config {row['index']}: val HV {row['val_hv']:.3f}, test HV {row['test_hv']:.3f}")
+    for epoch in result["rungs"]:
+        at = [v[epoch - 1] for v in best.values() if len(v) >= epoch and np.isfinite(v[epoch - 1])]
+        ax.scatter([epoch], [np.median(at)], marker="_", s=400, color="black", zorder=4)
+    ax.set(xlabel="epoch", ylabel=f"{monitor} (best so far)",
+           title=f"{result['study']}: {len(best)} configurations; black: each rung's median over the grid")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def limits_main(args) -> int:
     table = read_table(args.table)
     result = {"benchmark": "search_table limits", "table": str(args.table), "study": table.meta.get("study"),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **limits(table)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
+    draw_curves(table, result, args.json.with_suffix(".png"))
     print(f"grid front: {json.dumps(result['grid_front'])}; rungs {result['rungs']}")
     for c in result["best_by_val"]:
         print(f"  config {c['index']:>4}: val HV {c['val_hv']:.4f} test HV {c['test_hv']:.4f} (test rank {c['test_rank']}), "

@@ -227,6 +227,7 @@ def test_limits_recompute_the_grid_front_and_the_rung_ranks(tiny_table, tmp_path
         assert config["test_hv"] == pytest.approx(own.test_hypervolume, abs=1e-6)
     vals = [c["val_hv"] for c in record["best_by_val"]]
     assert vals == sorted(vals, reverse=True) and grid.val_hypervolume >= vals[0] - 1e-6
+    assert (tmp_path / "limits.png").stat().st_size > 10_000  # the curves figure
 
 
 def test_never_pruning_every_configuration_is_the_unpruned_study(tiny_table):
