@@ -215,20 +215,32 @@ class Postgres:
         process.wait(timeout=30)
 
     def start(self) -> None:
-        self.server.ensure_pgdata_inited()  # lets pgserver's user into pytest's folders again (no initdb)
+        self.server.ensure_pgdata_inited()  # lets pgserver's user through the parent folders again (no initdb)
         self.server.ensure_postgres_running()  # the same data and socket
 
 
 @pytest.fixture
-def postgres(tmp_path_factory):
-    """Started for the test (databases `optuna` and `mlflow` made) and stopped afterwards."""
+def postgres():
+    """Started for the test (databases `optuna` and `mlflow` made) and stopped afterwards.
+
+    Its data lives outside pytest's temporary tree: run as root, pgserver lets its own user through
+    the parent folders (o+rx), but every pytest session that starts meanwhile on the machine resets
+    /tmp/pytest-of-root to 0700, and initdb then failed with "Permission denied" (seen in CI)."""
+    import shutil
+    import tempfile
+
     import pgserver  # in the dev extra: a missing one is an error here, not a skip
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    pg = Postgres(server)
-    pg.create_database("optuna")
-    pg.create_database("mlflow")
-    yield pg
-    server.cleanup()
+
+    folder = Path(tempfile.mkdtemp(prefix="ee-search-pg-", dir="/tmp"))
+    server = pgserver.get_server(folder / "pg", cleanup_mode="stop")
+    try:
+        pg = Postgres(server)
+        pg.create_database("optuna")
+        pg.create_database("mlflow")
+        yield pg
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
