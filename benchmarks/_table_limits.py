@@ -4,9 +4,8 @@
   kept epoch): the most any search over this grid can reach, on val and on test.
 - Each configuration alone: its stop and kept epoch, its own front's val and test HV, and the rank
   of its monitor among all configurations at each rung of the study's pruner (0 = the best). A
-  configuration near the top at the end but in the bottom half at the first rungs is a late bloomer:
-  a rung rule on the monitor stops it, whatever the percentile, unless it is lenient enough to keep
-  half the grid.
+  configuration near the top at the end but in the bottom half at the first rung is a late bloomer:
+  a rung rule on the monitor that keeps half of what reaches the rung, or less, stops it there.
 - The figure (next to the JSON): every configuration's monitor against epochs, the best ones and
   each rung's median marked.
 - Val against test: the configurations ranked by their own val HV, with their test rank. Every
