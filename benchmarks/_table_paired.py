@@ -10,7 +10,9 @@ measured, and pruner settings can be compared by where they sit on the trade-off
 saved and front kept. `--variant NAME PATH=VALUE ...` adds a setting to compare: its `--set` values
 apply to both sides of its pair, and only the pruned side keeps the pruner. `--never-prune INDEX ...`
 is an oracle: those configurations of the table are never pruned (say, the late bloomers `limits`
-names), which bounds what a pruner that recognised them could gain.
+names), which bounds what a pruner that recognised them could gain; `--foresight` is the other
+oracle: the pruner judges every trial by its final best (_table_replay.ForesightPruner), which
+bounds what any pruner judging this monitor with these rungs could gain.
 
 One difference from live remains: the table is a grid, so a converged sampler proposes
 configurations it has trained before; such a trial is pruned untrained (search.skip_duplicates) and
@@ -35,10 +37,11 @@ GOAL_RATIO = 0.99  # ... at a dense test HV at least 0.99 times pruner none's
 
 
 def paired_run(table, seed: int, n_trials: int, sets: tuple[str, ...],
-               never_prune: frozenset[int] = frozenset()) -> dict[str, Any]:
+               never_prune: frozenset[int] = frozenset(), foresight: bool = False) -> dict[str, Any]:
     """One seed: the pruned study and its unpruned twin, N trials each (no epoch budget)."""
     never = 10**9
-    pruned = run_optuna(table, DEFAULT, seed, never, sets, n_trials=n_trials, never_prune=never_prune)
+    pruned = run_optuna(table, DEFAULT, seed, never, sets, n_trials=n_trials, never_prune=never_prune,
+                        foresight=foresight)
     unpruned = run_optuna(table, DEFAULT, seed, never, (*sets, UNPRUNED), n_trials=n_trials)
     return {"seed": seed,
             "pruned": {"epochs": pruned.epochs, "test_hv": float(pruned.curve[-1][1]), "val_hv": float(pruned.curve[-1][2])},
@@ -82,14 +85,15 @@ def paired_main(args) -> int:
     table = read_complete_table(args.table)
     variants = {DEFAULT: ()} | {name: tuple(sets) for name, *sets in (args.variant or [])}
     never_prune = frozenset(args.never_prune or ())
+    foresight = getattr(args, "foresight", False)
     started, results = time.perf_counter(), {}
     for name, sets in variants.items():
-        pairs = [paired_run(table, seed, args.trials, sets, never_prune) for seed in range(args.seeds)]
+        pairs = [paired_run(table, seed, args.trials, sets, never_prune, foresight) for seed in range(args.seeds)]
         results[name] = {"sets": list(sets), "pairs": pairs, "summary": summarise_pairs(pairs)}
         print(f"{name:>14}: {json.dumps(results[name]['summary'])} ({time.perf_counter() - started:.0f} s)", flush=True)
     record = {"benchmark": "search_table paired", "table": str(args.table), "study": table.meta.get("study"),
               "trials": args.trials, "seeds": args.seeds, "unpruned": UNPRUNED,
-              "oracle_never_prunes": sorted(never_prune),
+              "oracle_never_prunes": sorted(never_prune), "oracle_foresight": foresight,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "variants": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1) + "\n")

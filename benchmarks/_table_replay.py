@@ -25,14 +25,15 @@ from typing import Any
 import optuna
 import torch
 
-from _table import Curve, EpochRow, Table, config_key, dense_front
+from _table import Curve, EpochRow, Table, config_key, dense_front, stop_epoch
 from ee_search.config import load_study_file
 from ee_search.config.objectives import DIRECTIONS
 from ee_search.exits import ExitPolicy
+from ee_search.metrics import monitor_mode
 from ee_search.search import space
 from ee_search.search.duplicates import skip_if_duplicate
 from ee_search.search.pruners import build_optuna_pruner
-from ee_search.search.pruning import EarlyStoppingPruner, PruningCallback
+from ee_search.search.pruning import EarlyStoppingPruner, PruneDecision, PruningCallback, best_so_far
 from ee_search.search.samplers import build_sampler
 from ee_search.train import NON_FINITE_LOSS, BestCheckpoint, EarlyStopping, Trainer, standard_order
 
@@ -74,6 +75,40 @@ class ReplayTrainer(Trainer):
         return {k: v for k, v in self._recorded().items() if k.startswith("val_")}
 
 
+class ForesightPruner:
+    """An oracle's pruner (`--foresight`): the study's pruner judging the trial's final best instead
+    of its best so far. Together with ForesightPruningCallback, which publishes that final best as
+    every epoch's value, the rung rule ranks trials by where they end, not where they stand: the
+    bound of any pruner that judges this monitor, with this sampler and these rungs."""
+
+    def __init__(self, pruner: EarlyStoppingPruner, final_best: float | None) -> None:
+        self.pruner = pruner
+        self.final_best = final_best
+
+    def judge(self, study: optuna.Study, epoch: int, own_best: float | None, stale_epochs: int, monitor: str,
+              own_number: int | None = None) -> PruneDecision:
+        return self.pruner.judge(study, epoch, self.final_best, stale_epochs, monitor, own_number)
+
+
+class ForesightPruningCallback(PruningCallback):
+    """Publishes (and reports to Optuna's own pruners) the trial's final best at every epoch."""
+
+    def __init__(self, trial: optuna.Trial, pruner: EarlyStoppingPruner | None, final_best: float | None) -> None:
+        super().__init__(trial, None if pruner is None else ForesightPruner(pruner, final_best))
+        self.final_best = final_best
+
+    def on_validation_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+        self.history.append(self.final_best)
+
+
+def final_best(curve: Curve, config) -> float | None:
+    """The best monitored value the configuration reaches by the epoch early stopping ends it at."""
+    es = config.train.early_stopping
+    mode = monitor_mode(es.monitor)
+    stop = min(stop_epoch(curve, es.monitor, mode, es.patience, es.tol), config.train.max_epochs)
+    return best_so_far(curve.monitor(es.monitor), stop, mode)
+
+
 @dataclass
 class Run:
     """One strategy at one seed: its spend and the completed trials' kept epochs."""
@@ -105,9 +140,11 @@ class Run:
 
 
 class ReplayObjective:
-    def __init__(self, table: Table, loaded, run: Run, never_prune: frozenset[int] = frozenset()) -> None:
+    def __init__(self, table: Table, loaded, run: Run, never_prune: frozenset[int] = frozenset(),
+                 foresight: bool = False) -> None:
         self.curves = table.by_values()
         self.never_prune = never_prune  # an oracle's configurations (search_table.py paired --never-prune)
+        self.foresight = foresight  # an oracle: the pruner sees each trial's final best (ForesightPruner)
         self.grid_size = len(self.curves)
         self.loaded = loaded
         self.config = loaded.config
@@ -127,7 +164,9 @@ class ReplayObjective:
         es = self.config.train.early_stopping
         stopper = EarlyStopping(es.monitor, es.patience, es.tol)
         best = BestCheckpoint(None)
-        pruning = PruningCallback(trial, None if curve.index in self.never_prune else self.es_pruner)
+        pruner = None if curve.index in self.never_prune else self.es_pruner
+        pruning = (ForesightPruningCallback(trial, pruner, final_best(curve, self.config)) if self.foresight
+                   else PruningCallback(trial, pruner))
         trainer = ReplayTrainer(curve, self.config.train.max_epochs, standard_order(None, stopper, best, (), pruning))
         try:
             trainer.fit()
@@ -149,11 +188,11 @@ def strategy_overrides(table: Table, strategy: str, seed: int, extra: tuple[str,
 
 
 def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra: tuple[str, ...] = (),
-               n_trials: int | None = None, never_prune: frozenset[int] = frozenset()) -> Run:
+               n_trials: int | None = None, never_prune: frozenset[int] = frozenset(), foresight: bool = False) -> Run:
     """One replayed search: its curve (one point per finished trial) and its trials; it ends at the
-    budget, or after `n_trials` trials (the live study's shape) if that comes first. The
-    configurations in `never_prune` are never pruned: an oracle, to measure what a pruner that
-    recognised them would gain."""
+    budget, or after `n_trials` trials (the live study's shape) if that comes first. Two oracles
+    bound what a better pruner could gain: the configurations in `never_prune` are never pruned, and
+    with `foresight` the pruner judges every trial by its final best (ForesightPruner)."""
     loaded = load_study_file(table.folder / "study.yaml", strategy_overrides(table, strategy, seed, extra))
     config = loaded.config
     run = Run(budget_epochs)
@@ -172,7 +211,8 @@ def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra
             sampler=build_sampler(config.search.sampler),
             pruner=build_optuna_pruner(config.search.pruner, config.train.max_epochs),
         )
-        study.optimize(ReplayObjective(table, loaded, run, never_prune), n_trials=n_trials, callbacks=[stop_at_budget],
+        objective = ReplayObjective(table, loaded, run, never_prune, foresight)
+        study.optimize(objective, n_trials=n_trials, callbacks=[stop_at_budget],
                        catch=(), gc_after_trial=False)
     return run
 

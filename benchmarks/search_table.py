@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="try a variant of the default: --set values for the ee-search strategy only")
     rep.add_argument("--never-prune", nargs="+", type=int, metavar="INDEX",
                      help="an oracle for the ee-search strategy: these configurations of the table are never pruned")
+    rep.add_argument("--foresight", action="store_true",
+                     help="an oracle for the ee-search strategy: its pruner judges each trial by its final best")
     pair = commands.add_parser("paired", help="the live check's shape: N trials pruned against unpruned, per seed")
     pair.add_argument("table", type=Path)
     pair.add_argument("--trials", type=int, default=12)
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="a setting to compare with the default: its name, then its --set values")
     pair.add_argument("--never-prune", nargs="+", type=int, metavar="INDEX",
                       help="an oracle: these configurations of the table are never pruned")
+    pair.add_argument("--foresight", action="store_true",
+                      help="an oracle: the pruner judges each trial by its final best, not its best so far")
     lim = commands.add_parser("limits", help="what bounds any strategy on this table")
     lim.add_argument("table", type=Path)
     lim.add_argument("--json", type=Path, required=True)

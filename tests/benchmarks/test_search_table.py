@@ -258,3 +258,77 @@ def test_replay_and_paired_refuse_an_unfinished_table_in_one_line(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "holds 1 of the grid's 4 configurations" in lines[0] and "record first" in lines[0]
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "p.json").exists()
+
+
+def test_foresight_ranks_every_trial_by_its_final_best(tiny_table):
+    from _table import read_table
+    from _table_replay import run_optuna
+
+    table = read_table(tiny_table)
+    # Early stopping (patience 2) cannot end a 3-epoch curve before its last epoch: the final best is the max.
+    finals = {c.index: max(c.monitor("val_curve_hypervolume")) for c in table.curves}
+    eager = ("search.pruner.n_warmup_epochs=0", "search.pruner.n_startup_trials=0",
+             "search.pruner.min_stale_epochs=0", "search.pruner.percentile=0")  # prune what is not the best
+    differs = 0
+    for seed in range(1, 7):
+        oracle = run_optuna(table, "ee-search", seed, 10**9, eager, n_trials=6, foresight=True)
+        # By hand: at epochs 1 and 2 (epoch 3 is the last, never pruned) a trial stops if its final best
+        # is below the best final of the trials that reached that epoch before it.
+        trained: list[tuple[int, int]] = []  # (configuration, epochs it trained)
+        for index, epochs, _kept in oracle.trials:
+            if epochs == 0:  # a duplicate, pruned untrained
+                assert index in [i for i, _ in trained]
+                continue
+            expected = table.max_epochs
+            for epoch in (1, 2):
+                reached = [finals[i] for i, e in trained if e >= epoch]
+                if reached and finals[index] < max(reached):
+                    expected = epoch
+                    break
+            assert epochs == expected, (seed, oracle.trials)
+            trained.append((index, epochs))
+        plain = run_optuna(table, "ee-search", seed, 10**9, eager, n_trials=6)
+        differs += plain.trials != oracle.trials
+    assert differs  # configuration 1 trails 0 at epochs 1-2 and ends above it: foresight changes decisions
+
+
+def test_foresight_flag_reaches_the_default_strategy_only(tiny_table, tmp_path):
+    from _table import read_table
+    from _table_replay import run_optuna
+
+    table = read_table(tiny_table)
+    eager = ("search.pruner.n_warmup_epochs=0", "search.pruner.n_startup_trials=0",
+             "search.pruner.min_stale_epochs=0", "search.pruner.percentile=0")
+    ee_sets = [arg for s in eager for arg in ("--ee-set", s)]
+    replayed = search_table("replay", str(tiny_table), "--seeds", "3", "--budget-trials", "4", "--foresight", *ee_sets,
+                            "--strategies", "ee-search", "asha", "--json", str(tmp_path / "r.json"), cwd=tmp_path)
+    paired = search_table("paired", str(tiny_table), "--trials", "3", "--seeds", "3", "--foresight",
+                          "--variant", "eager", *eager, "--json", str(tmp_path / "p.json"), cwd=tmp_path)
+    assert replayed.returncode == 0 and paired.returncode == 0, replayed.stderr[-2000:] + paired.stderr[-2000:]
+    replay, pairs = json.loads((tmp_path / "r.json").read_text()), json.loads((tmp_path / "p.json").read_text())
+    assert replay["ee_search_oracle_foresight"] is True and pairs["oracle_foresight"] is True
+    changed = 0
+    for run in replay["strategies"]["ee-search"]["runs"]:
+        assert run["trials"] == run_optuna(table, "ee-search", run["seed"], 12, eager, foresight=True).trials
+        changed += run["trials"] != run_optuna(table, "ee-search", run["seed"], 12, eager).trials
+    assert changed  # the oracle changes a decision here, so a flag that did not reach it would fail
+    for run in replay["strategies"]["asha"]["runs"]:  # the oracle is the default's, as --never-prune is
+        assert run["trials"] == run_optuna(table, "asha", run["seed"], 12).trials
+    for pair in pairs["variants"]["eager"]["pairs"]:
+        oracle = run_optuna(table, "ee-search", pair["seed"], 10**9, eager, n_trials=3, foresight=True)
+        assert pair["pruned"]["epochs"] == oracle.epochs and pair["pruned"]["test_hv"] == oracle.curve[-1][1]
+
+
+def test_median_gap_interval_is_scipys_percentile_bootstrap():
+    import numpy as np
+    from _table_report import median_gap_interval
+    from scipy import stats
+
+    assert median_gap_interval([0.5] * 30, [0.4] * 30) == pytest.approx([0.1, 0.1])  # no spread, no doubt
+    rng = np.random.default_rng(5)
+    own, other = rng.normal(0.55, 0.01, 30), rng.normal(0.54, 0.02, 30)
+    ours = median_gap_interval(list(own), list(other), resamples=20000)
+    kwargs = {"rng" if "rng" in stats.bootstrap.__code__.co_varnames else "random_state": np.random.default_rng(1)}
+    theirs = stats.bootstrap((own, other), lambda a, b, axis: np.median(a, axis=axis) - np.median(b, axis=axis),
+                             vectorized=True, n_resamples=20000, method="percentile", **kwargs).confidence_interval
+    assert ours == pytest.approx([theirs.low, theirs.high], abs=0.0015)  # Monte Carlo error of 20000 resamples
