@@ -52,30 +52,18 @@ def main(argv: list[str] | None = None) -> int:
                      help="record only the configurations whose index is K modulo N (one process per device or core)")
     rec.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     rec.add_argument("--tiny", action="store_true", help=f"record {TINY_STUDY.name} (seconds)")
-    rep = commands.add_parser("replay", help="replay search strategies over a recorded table")
-    rep.add_argument("table", type=Path)
-    rep.add_argument("--seeds", type=int, default=30)
-    rep.add_argument("--json", type=Path, required=True)
+    rep = _replaying(commands.add_parser("replay", help="replay search strategies over a recorded table"),
+                     "for the ee-search strategy")
     rep.add_argument("--strategies", nargs="+")
     rep.add_argument("--budget-trials", type=int, default=24, help="the budget: random_full's epochs on this many trials")
     rep.add_argument("--figure", type=Path, help="the anytime figure (PNG); default: next to the JSON")
     rep.add_argument("--ee-set", action="append", default=[], metavar="PATH=VALUE",
                      help="try a variant of the default: --set values for the ee-search strategy only")
-    rep.add_argument("--never-prune", nargs="+", type=int, metavar="INDEX",
-                     help="an oracle for the ee-search strategy: these configurations of the table are never pruned")
-    rep.add_argument("--foresight", action="store_true",
-                     help="an oracle for the ee-search strategy: its pruner judges each trial by its final best")
     pair = commands.add_parser("paired", help="the live check's shape: N trials pruned against unpruned, per seed")
-    pair.add_argument("table", type=Path)
+    _replaying(pair, "for the pruned side")
     pair.add_argument("--trials", type=int, default=12)
-    pair.add_argument("--seeds", type=int, default=30)
-    pair.add_argument("--json", type=Path, required=True)
     pair.add_argument("--variant", nargs="+", action="append", metavar="NAME PATH=VALUE",
                       help="a setting to compare with the default: its name, then its --set values")
-    pair.add_argument("--never-prune", nargs="+", type=int, metavar="INDEX",
-                      help="an oracle: these configurations of the table are never pruned")
-    pair.add_argument("--foresight", action="store_true",
-                      help="an oracle: the pruner judges each trial by its final best, not its best so far")
     lim = commands.add_parser("limits", help="what bounds any strategy on this table")
     lim.add_argument("table", type=Path)
     lim.add_argument("--json", type=Path, required=True)
@@ -95,6 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def _replaying(command: argparse.ArgumentParser, whose: str) -> argparse.ArgumentParser:
+    """The arguments replay and paired share: the table, the seeds, the JSON, and the two oracles."""
+    command.add_argument("table", type=Path)
+    command.add_argument("--seeds", type=int, default=30)
+    command.add_argument("--json", type=Path, required=True)
+    command.add_argument("--never-prune", nargs="+", type=int, metavar="INDEX",
+                         help=f"an oracle {whose}: these configurations of the table are never pruned")
+    command.add_argument("--foresight", action="store_true",
+                         help=f"an oracle {whose}: the pruner judges each trial by its final best, not its best so far")
+    return command
 
 
 def _record(args, parser) -> int:
