@@ -10,9 +10,11 @@ measured, and pruner settings can be compared by where they sit on the trade-off
 saved and front kept. `--variant NAME PATH=VALUE ...` adds a setting to compare: its `--set` values
 apply to both sides of its pair, and only the pruned side keeps the pruner. `--never-prune INDEX ...`
 is an oracle: those configurations of the table are never pruned (say, the late bloomers `limits`
-names), which bounds what a pruner that recognised them could gain; `--foresight` is the other
-oracle: the pruner judges every trial by its final best (_table_replay.ForesightPruner), which
-bounds what any pruner judging this monitor with these rungs could gain.
+names), which bounds what a pruner that recognised them could gain. `--foresight` replays every
+setting a second time with the other oracle, a pruner that judges every trial by its final best
+(_table_replay.ForesightPruner): the bound of any pruner judging this monitor with these rungs. The
+figure joins each setting to its twin with foresight, so the gap between the two curves is what the
+monitor's early order costs.
 
 One difference from live remains: the table is a grid, so a converged sampler proposes
 configurations it has trained before; such a trial is pruned untrained (search.skip_duplicates) and
@@ -34,6 +36,7 @@ DEFAULT = "ee-search"
 UNPRUNED = "search.pruner.type=none"
 GOAL_SAVED = 0.5  # the live goal: at least 50 % fewer epochs ...
 GOAL_RATIO = 0.99  # ... at a dense test HV at least 0.99 times pruner none's
+FORESIGHT_SUFFIX = " + foresight"  # a setting's twin replayed with the foresight oracle (--foresight)
 
 
 def paired_run(table, seed: int, n_trials: int, sets: tuple[str, ...],
@@ -88,9 +91,11 @@ def paired_main(args) -> int:
     foresight = getattr(args, "foresight", False)
     started, results = time.perf_counter(), {}
     for name, sets in variants.items():
-        pairs = [paired_run(table, seed, args.trials, sets, never_prune, foresight) for seed in range(args.seeds)]
-        results[name] = {"sets": list(sets), "pairs": pairs, "summary": summarise_pairs(pairs)}
-        print(f"{name:>14}: {json.dumps(results[name]['summary'])} ({time.perf_counter() - started:.0f} s)", flush=True)
+        for oracle in (False, True) if foresight else (False,):
+            pairs = [paired_run(table, seed, args.trials, sets, never_prune, oracle) for seed in range(args.seeds)]
+            key = f"{name}{FORESIGHT_SUFFIX}" if oracle else name
+            results[key] = {"sets": list(sets), "foresight": oracle, "pairs": pairs, "summary": summarise_pairs(pairs)}
+            print(f"{key:>14}: {json.dumps(results[key]['summary'])} ({time.perf_counter() - started:.0f} s)", flush=True)
     record = {"benchmark": "search_table paired", "table": str(args.table), "study": table.meta.get("study"),
               "trials": args.trials, "seeds": args.seeds, "unpruned": UNPRUNED,
               "oracle_never_prunes": sorted(never_prune), "oracle_foresight": foresight,
@@ -111,12 +116,18 @@ def draw_tradeoff(record: dict[str, Any], path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    for name, variant in record["variants"].items():
+    colors, points = {}, {}
+    for name, variant in sorted(record["variants"].items(), key=lambda item: item[1].get("foresight", False)):
         s = variant["summary"]
         r = s["test_hv_ratio"]
-        y = r["of_means"]
-        ax.errorbar(s["epochs_saved"], y, yerr=[[max(0.0, y - r["q25"])], [max(0.0, r["q75"] - y)]],
-                    fmt="o", capsize=3, label=name)
+        x, y = s["epochs_saved"], r["of_means"]
+        twin = name.removesuffix(FORESIGHT_SUFFIX) if variant.get("foresight") else None
+        style = {"mfc": "none", "color": colors[twin]} if twin in colors else {}
+        bars = ax.errorbar(x, y, yerr=[[max(0.0, y - r["q25"])], [max(0.0, r["q75"] - y)]],
+                           fmt="o", capsize=3, label=name, **style)
+        colors[name], points[name] = bars.lines[0].get_color(), (x, y)
+        if twin in points:  # the setting and its twin with foresight: what the monitor's early order costs
+            ax.plot(*zip(points[twin], (x, y)), color=colors[twin], linestyle="--", linewidth=0.8)
     ax.axvline(GOAL_SAVED, color="grey", linestyle=":")
     ax.axhline(GOAL_RATIO, color="grey", linestyle=":")
     ax.set(xlabel="epochs saved against pruner none",

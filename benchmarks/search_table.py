@@ -53,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     rec.add_argument("--tiny", action="store_true", help=f"record {TINY_STUDY.name} (seconds)")
     rep = _replaying(commands.add_parser("replay", help="replay search strategies over a recorded table"),
-                     "for the ee-search strategy")
+                     "an oracle for the ee-search strategy: its pruner judges each trial by its final best")
     rep.add_argument("--strategies", nargs="+")
     rep.add_argument("--budget-trials", type=int, default=24, help="the budget: random_full's epochs on this many trials")
     rep.add_argument("--figure", type=Path, help="the anytime figure (PNG); default: next to the JSON")
     rep.add_argument("--ee-set", action="append", default=[], metavar="PATH=VALUE",
                      help="try a variant of the default: --set values for the ee-search strategy only")
     pair = commands.add_parser("paired", help="the live check's shape: N trials pruned against unpruned, per seed")
-    _replaying(pair, "for the pruned side")
+    _replaying(pair, "replay each setting also with an oracle pruner that judges each trial by its final best")
     pair.add_argument("--trials", type=int, default=12)
     pair.add_argument("--variant", nargs="+", action="append", metavar="NAME PATH=VALUE",
                       help="a setting to compare with the default: its name, then its --set values")
@@ -85,15 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _replaying(command: argparse.ArgumentParser, whose: str) -> argparse.ArgumentParser:
-    """The arguments replay and paired share: the table, the seeds, the JSON, and the two oracles."""
+def _replaying(command: argparse.ArgumentParser, foresight_help: str) -> argparse.ArgumentParser:
+    """The arguments replay and paired share: the table, the seeds, the JSON, and the two oracles
+    (both apply to the ee-search strategy, in paired to its pruned side)."""
     command.add_argument("table", type=Path)
     command.add_argument("--seeds", type=int, default=30)
     command.add_argument("--json", type=Path, required=True)
     command.add_argument("--never-prune", nargs="+", type=int, metavar="INDEX",
-                         help=f"an oracle {whose}: these configurations of the table are never pruned")
-    command.add_argument("--foresight", action="store_true",
-                         help=f"an oracle {whose}: the pruner judges each trial by its final best, not its best so far")
+                         help="an oracle: these configurations of the table are never pruned")
+    command.add_argument("--foresight", action="store_true", help=foresight_help)
     return command
 
 

@@ -314,9 +314,14 @@ def test_foresight_flag_reaches_the_default_strategy_only(tiny_table, tmp_path):
     assert changed  # the oracle changes a decision here, so a flag that did not reach it would fail
     for run in replay["strategies"]["asha"]["runs"]:  # the oracle is the default's, as --never-prune is
         assert run["trials"] == run_optuna(table, "asha", run["seed"], 12).trials
-    for pair in pairs["variants"]["eager"]["pairs"]:
-        oracle = run_optuna(table, "ee-search", pair["seed"], 10**9, eager, n_trials=3, foresight=True)
-        assert pair["pruned"]["epochs"] == oracle.epochs and pair["pruned"]["test_hv"] == oracle.curve[-1][1]
+    # paired replays each setting twice, as it is and with foresight, and draws both
+    assert set(pairs["variants"]) == {"ee-search", "ee-search + foresight", "eager", "eager + foresight"}
+    for name, oracle in (("eager", False), ("eager + foresight", True)):
+        assert pairs["variants"][name]["foresight"] is oracle
+        for pair in pairs["variants"][name]["pairs"]:
+            run = run_optuna(table, "ee-search", pair["seed"], 10**9, eager, n_trials=3, foresight=oracle)
+            assert pair["pruned"]["epochs"] == run.epochs and pair["pruned"]["test_hv"] == run.curve[-1][1]
+    assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
 def test_median_gap_interval_is_scipys_percentile_bootstrap():
