@@ -12,7 +12,8 @@ apply to both sides of its pair, and only the pruned side keeps the pruner. `--n
 is an oracle: those configurations of the table are never pruned (say, the late bloomers `limits`
 names), which bounds what a pruner that recognised them could gain. `--foresight` replays every
 setting a second time with the other oracle, a pruner that judges every trial by its final best
-(_table_replay.ForesightPruner): the bound of any pruner judging this monitor with these rungs. The
+(_table_replay.ForesightPruner): the bound of any pruner judging this monitor with these rungs;
+`--look-ahead N` lets it see only N epochs ahead, to ask how far a predictor would have to see. The
 figure joins each setting to its twin with foresight, so the gap between the two curves is what the
 monitor's early order costs.
 
@@ -40,11 +41,12 @@ FORESIGHT_SUFFIX = " + foresight"  # a setting's twin replayed with the foresigh
 
 
 def paired_run(table, seed: int, n_trials: int, sets: tuple[str, ...],
-               never_prune: frozenset[int] = frozenset(), foresight: bool = False) -> dict[str, Any]:
+               never_prune: frozenset[int] = frozenset(), foresight: bool = False,
+               look_ahead: int | None = None) -> dict[str, Any]:
     """One seed: the pruned study and its unpruned twin, N trials each (no epoch budget)."""
     never = 10**9
     pruned = run_optuna(table, DEFAULT, seed, never, sets, n_trials=n_trials, never_prune=never_prune,
-                        foresight=foresight)
+                        foresight=foresight, look_ahead=look_ahead)
     unpruned = run_optuna(table, DEFAULT, seed, never, (*sets, UNPRUNED), n_trials=n_trials)
     return {"seed": seed,
             "pruned": {"epochs": pruned.epochs, "test_hv": float(pruned.curve[-1][1]), "val_hv": float(pruned.curve[-1][2])},
@@ -88,17 +90,19 @@ def paired_main(args) -> int:
     table = read_complete_table(args.table)
     variants = {DEFAULT: ()} | {name: tuple(sets) for name, *sets in (args.variant or [])}
     never_prune = frozenset(args.never_prune or ())
-    foresight = getattr(args, "foresight", False)
+    foresight, look_ahead = getattr(args, "foresight", False), getattr(args, "look_ahead", None)
     started, results = time.perf_counter(), {}
     for name, sets in variants.items():
         for oracle in (False, True) if foresight else (False,):
-            pairs = [paired_run(table, seed, args.trials, sets, never_prune, oracle) for seed in range(args.seeds)]
+            pairs = [paired_run(table, seed, args.trials, sets, never_prune, oracle, look_ahead)
+                     for seed in range(args.seeds)]
             key = f"{name}{FORESIGHT_SUFFIX}" if oracle else name
             results[key] = {"sets": list(sets), "foresight": oracle, "pairs": pairs, "summary": summarise_pairs(pairs)}
             print(f"{key:>14}: {json.dumps(results[key]['summary'])} ({time.perf_counter() - started:.0f} s)", flush=True)
     record = {"benchmark": "search_table paired", "table": str(args.table), "study": table.meta.get("study"),
               "trials": args.trials, "seeds": args.seeds, "unpruned": UNPRUNED,
               "oracle_never_prunes": sorted(never_prune), "oracle_foresight": foresight,
+              "oracle_look_ahead": look_ahead if foresight else None,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "variants": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1) + "\n")

@@ -76,37 +76,44 @@ class ReplayTrainer(Trainer):
 
 
 class ForesightPruner:
-    """An oracle's pruner (`--foresight`): the study's pruner judging the trial's final best instead
-    of its best so far. Together with ForesightPruningCallback, which publishes that final best as
-    every epoch's value, the rung rule ranks trials by where they end, not where they stand: the
-    bound of any pruner that judges this monitor, with this sampler and these rungs."""
+    """An oracle's pruner (`--foresight`): the study's pruner judging what the trial will have reached
+    instead of its best so far. Together with ForesightPruningCallback, which publishes that value as
+    every epoch's, the rung rule ranks trials by where they end (or stand `look_ahead` epochs later),
+    not where they stand: the bound of any pruner that judges this monitor, with this sampler and
+    these rungs."""
 
-    def __init__(self, pruner: EarlyStoppingPruner, final_best: float | None) -> None:
+    def __init__(self, pruner: EarlyStoppingPruner) -> None:
         self.pruner = pruner
-        self.final_best = final_best
+        self.seen: float | None = None  # what the oracle sees at the epoch being judged
 
     def judge(self, study: optuna.Study, epoch: int, own_best: float | None, stale_epochs: int, monitor: str,
               own_number: int | None = None) -> PruneDecision:
-        return self.pruner.judge(study, epoch, self.final_best, stale_epochs, monitor, own_number)
+        return self.pruner.judge(study, epoch, self.seen, stale_epochs, monitor, own_number)
 
 
 class ForesightPruningCallback(PruningCallback):
-    """Publishes (and reports to Optuna's own pruners) the trial's final best at every epoch."""
+    """Publishes (and reports to Optuna's own pruners) what the oracle sees at each epoch."""
 
-    def __init__(self, trial: optuna.Trial, pruner: EarlyStoppingPruner | None, final_best: float | None) -> None:
-        super().__init__(trial, None if pruner is None else ForesightPruner(pruner, final_best))
-        self.final_best = final_best
+    def __init__(self, trial: optuna.Trial, pruner: EarlyStoppingPruner | None, seen: list[float | None]) -> None:
+        super().__init__(trial, None if pruner is None else ForesightPruner(pruner))
+        self.seen = seen
 
     def on_validation_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
-        self.history.append(self.final_best)
+        self.history.append(self.seen[epoch - 1])
+        if isinstance(self.pruner, ForesightPruner):
+            self.pruner.seen = self.seen[epoch - 1]
 
 
-def final_best(curve: Curve, config) -> float | None:
-    """The best monitored value the configuration reaches by the epoch early stopping ends it at."""
+def foresight_values(curve: Curve, config, look_ahead: int | None = None) -> list[float | None]:
+    """What the oracle sees at each epoch e: the best monitored value up to e + look_ahead, or with
+    look_ahead None up to where early stopping ends the configuration (its final best), never past
+    that stop."""
     es = config.train.early_stopping
     mode = monitor_mode(es.monitor)
     stop = min(stop_epoch(curve, es.monitor, mode, es.patience, es.tol), config.train.max_epochs)
-    return best_so_far(curve.monitor(es.monitor), stop, mode)
+    values = curve.monitor(es.monitor)
+    return [best_so_far(values, stop if look_ahead is None else min(epoch + look_ahead, stop), mode)
+            for epoch in range(1, config.train.max_epochs + 1)]
 
 
 @dataclass
@@ -141,10 +148,11 @@ class Run:
 
 class ReplayObjective:
     def __init__(self, table: Table, loaded, run: Run, never_prune: frozenset[int] = frozenset(),
-                 foresight: bool = False) -> None:
+                 foresight: bool = False, look_ahead: int | None = None) -> None:
         self.curves = table.by_values()
         self.never_prune = never_prune  # an oracle's configurations (search_table.py paired --never-prune)
-        self.foresight = foresight  # an oracle: the pruner sees each trial's final best (ForesightPruner)
+        self.foresight = foresight  # an oracle: the pruner sees each trial's final best (ForesightPruner) ...
+        self.look_ahead = look_ahead  # ... or its best look_ahead epochs later
         self.grid_size = len(self.curves)
         self.loaded = loaded
         self.config = loaded.config
@@ -165,8 +173,8 @@ class ReplayObjective:
         stopper = EarlyStopping(es.monitor, es.patience, es.tol)
         best = BestCheckpoint(None)
         pruner = None if curve.index in self.never_prune else self.es_pruner
-        pruning = (ForesightPruningCallback(trial, pruner, final_best(curve, self.config)) if self.foresight
-                   else PruningCallback(trial, pruner))
+        pruning = (ForesightPruningCallback(trial, pruner, foresight_values(curve, self.config, self.look_ahead))
+                   if self.foresight else PruningCallback(trial, pruner))
         trainer = ReplayTrainer(curve, self.config.train.max_epochs, standard_order(None, stopper, best, (), pruning))
         try:
             trainer.fit()
@@ -188,11 +196,13 @@ def strategy_overrides(table: Table, strategy: str, seed: int, extra: tuple[str,
 
 
 def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra: tuple[str, ...] = (),
-               n_trials: int | None = None, never_prune: frozenset[int] = frozenset(), foresight: bool = False) -> Run:
+               n_trials: int | None = None, never_prune: frozenset[int] = frozenset(), foresight: bool = False,
+               look_ahead: int | None = None) -> Run:
     """One replayed search: its curve (one point per finished trial) and its trials; it ends at the
     budget, or after `n_trials` trials (the live study's shape) if that comes first. Two oracles
     bound what a better pruner could gain: the configurations in `never_prune` are never pruned, and
-    with `foresight` the pruner judges every trial by its final best (ForesightPruner)."""
+    with `foresight` the pruner judges every trial by its final best (ForesightPruner), or by its
+    best `look_ahead` epochs later."""
     loaded = load_study_file(table.folder / "study.yaml", strategy_overrides(table, strategy, seed, extra))
     config = loaded.config
     run = Run(budget_epochs)
@@ -211,7 +221,7 @@ def run_optuna(table: Table, strategy: str, seed: int, budget_epochs: int, extra
             sampler=build_sampler(config.search.sampler),
             pruner=build_optuna_pruner(config.search.pruner, config.train.max_epochs),
         )
-        objective = ReplayObjective(table, loaded, run, never_prune, foresight)
+        objective = ReplayObjective(table, loaded, run, never_prune, foresight, look_ahead)
         study.optimize(objective, n_trials=n_trials, callbacks=[stop_at_budget],
                        catch=(), gc_after_trial=False)
     return run

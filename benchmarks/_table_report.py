@@ -29,7 +29,8 @@ BASELINE = "random_full"
 
 
 def run_strategy(table, strategy: str, seed: int, budget: int, extra: tuple[str, ...],
-                 never_prune: frozenset[int] = frozenset(), foresight: bool = False) -> dict[str, Any]:
+                 never_prune: frozenset[int] = frozenset(), foresight: bool = False,
+                 look_ahead: int | None = None) -> dict[str, Any]:
     """One run's record: its seed, its curve, and (Optuna's side) its trials."""
     if strategy in SYNE_TUNE:
         from _table_syne_tune import run_syne_tune  # syne-tune is an extra: imported only when asked for
@@ -37,7 +38,8 @@ def run_strategy(table, strategy: str, seed: int, budget: int, extra: tuple[str,
         return {"seed": seed, "curve": run_syne_tune(table, strategy.removeprefix("syne_"), seed, budget)}
     default = strategy == DEFAULT  # --ee-set variants and the oracles (--never-prune, --foresight) are the default's
     run = run_optuna(table, strategy, seed, budget, extra if default else (),
-                     never_prune=never_prune if default else frozenset(), foresight=foresight and default)
+                     never_prune=never_prune if default else frozenset(), foresight=foresight and default,
+                     look_ahead=look_ahead)
     return {"seed": seed, "curve": run.curve, "trials": run.trials}
 
 
@@ -148,12 +150,12 @@ def replay_main(args) -> int:
     strategies = args.strategies or list(ALL_STRATEGIES)
     extra = tuple(getattr(args, "ee_set", None) or ())
     never_prune = frozenset(getattr(args, "never_prune", None) or ())
-    foresight = getattr(args, "foresight", False)
+    foresight, look_ahead = getattr(args, "foresight", False), getattr(args, "look_ahead", None)
     runs: dict[str, list[dict]] = {name: [] for name in strategies}
     started = time.perf_counter()
     for seed in range(args.seeds):
         for name in strategies:
-            runs[name].append(run_strategy(table, name, seed, budget, extra, never_prune, foresight))
+            runs[name].append(run_strategy(table, name, seed, budget, extra, never_prune, foresight, look_ahead))
         print(f"seed {seed + 1}/{args.seeds} done ({time.perf_counter() - started:.0f} s)", flush=True)
     summary = summarise(runs, budget)
     result = {
@@ -163,6 +165,7 @@ def replay_main(args) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "strategy_overrides": describe_overrides(table), "ee_search_extra_overrides": list(extra),
         "ee_search_oracle_never_prunes": sorted(never_prune), "ee_search_oracle_foresight": foresight,
+        "ee_search_oracle_look_ahead": look_ahead if foresight else None,
         "reference_point": {"accuracy": 0.0, "avg_exit_depth": 1.0},
         "front": "dense, chosen on val from the completed trials' kept epochs; test HV of those points",
         "strategies": {name: {"runs": runs[name], "summary": summary["strategies"][name]} for name in strategies},

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     lim.add_argument("table", type=Path)
     lim.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
+    if getattr(args, "look_ahead", None) is not None and (not args.foresight or args.look_ahead < 0):
+        parser.error("--look-ahead takes a number of epochs, 0 or more, and needs --foresight")
     try:
         if args.command == "record":
             return _record(args, parser)
@@ -94,6 +96,8 @@ def _replaying(command: argparse.ArgumentParser, foresight_help: str) -> argpars
     command.add_argument("--never-prune", nargs="+", type=int, metavar="INDEX",
                          help="an oracle: these configurations of the table are never pruned")
     command.add_argument("--foresight", action="store_true", help=foresight_help)
+    command.add_argument("--look-ahead", type=int, metavar="EPOCHS",
+                         help="with --foresight: the oracle sees the best value EPOCHS epochs ahead, not the final one")
     return command
 
 

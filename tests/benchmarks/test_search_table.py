@@ -260,20 +260,26 @@ def test_replay_and_paired_refuse_an_unfinished_table_in_one_line(tmp_path):
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "p.json").exists()
 
 
-def test_foresight_ranks_every_trial_by_its_final_best(tiny_table):
+@pytest.mark.parametrize("look_ahead", [None, 1])
+def test_foresight_ranks_every_trial_by_what_it_will_reach(tiny_table, look_ahead):
     from _table import read_table
     from _table_replay import run_optuna
 
     table = read_table(tiny_table)
-    # Early stopping (patience 2) cannot end a 3-epoch curve before its last epoch: the final best is the max.
-    finals = {c.index: max(c.monitor("val_curve_hypervolume")) for c in table.curves}
+    monitors = {c.index: c.monitor("val_curve_hypervolume") for c in table.curves}
+
+    def seen(index: int, epoch: int) -> float:
+        # Early stopping (patience 2) cannot end a 3-epoch curve before its last epoch, so the oracle
+        # sees the best up to epoch + look_ahead, or of the whole curve.
+        return max(monitors[index][:3 if look_ahead is None else epoch + look_ahead])
+
     eager = ("search.pruner.n_warmup_epochs=0", "search.pruner.n_startup_trials=0",
              "search.pruner.min_stale_epochs=0", "search.pruner.percentile=0")  # prune what is not the best
     differs = 0
     for seed in range(1, 7):
-        oracle = run_optuna(table, "ee-search", seed, 10**9, eager, n_trials=6, foresight=True)
-        # By hand: at epochs 1 and 2 (epoch 3 is the last, never pruned) a trial stops if its final best
-        # is below the best final of the trials that reached that epoch before it.
+        oracle = run_optuna(table, "ee-search", seed, 10**9, eager, n_trials=6, foresight=True, look_ahead=look_ahead)
+        # By hand: at epochs 1 and 2 (epoch 3 is the last, never pruned) a trial stops if what the oracle
+        # sees of it is below the best it saw of the trials that reached that epoch before it.
         trained: list[tuple[int, int]] = []  # (configuration, epochs it trained)
         for index, epochs, _kept in oracle.trials:
             if epochs == 0:  # a duplicate, pruned untrained
@@ -281,15 +287,19 @@ def test_foresight_ranks_every_trial_by_its_final_best(tiny_table):
                 continue
             expected = table.max_epochs
             for epoch in (1, 2):
-                reached = [finals[i] for i, e in trained if e >= epoch]
-                if reached and finals[index] < max(reached):
+                reached = [max(seen(i, e) for e in range(1, min(epoch, stopped) + 1)) for i, stopped in trained
+                           if stopped >= epoch]
+                if reached and seen(index, epoch) < max(reached):
                     expected = epoch
                     break
             assert epochs == expected, (seed, oracle.trials)
             trained.append((index, epochs))
         plain = run_optuna(table, "ee-search", seed, 10**9, eager, n_trials=6)
         differs += plain.trials != oracle.trials
-    assert differs  # configuration 1 trails 0 at epochs 1-2 and ends above it: foresight changes decisions
+        # Seeing 0 epochs ahead is seeing the best so far: the oracle is the pruner as it is (tol 0 here).
+        assert run_optuna(table, "ee-search", seed, 10**9, eager, n_trials=6, foresight=True, look_ahead=0).trials == plain.trials
+    if look_ahead is None:  # configuration 1 trails 0 at epochs 1-2 and ends above it: foresight changes decisions
+        assert differs
 
 
 def test_foresight_flag_reaches_the_default_strategy_only(tiny_table, tmp_path):
