@@ -24,7 +24,7 @@ import numpy as np
 from _table import Table, dense_front, kept_epoch, read_table, stop_epoch
 from ee_search.config import load_study_file
 from ee_search.metrics import monitor_mode
-from ee_search.search.pruning import is_rung
+from ee_search.search.pruning import best_so_far, is_rung
 
 
 def rung_epochs(table: Table) -> list[int]:
@@ -35,11 +35,12 @@ def rung_epochs(table: Table) -> list[int]:
 
 def ranks_at(table: Table, monitor: str, epoch: int) -> dict[int, int]:
     """Each configuration's rank (0 = best) by its best monitor value up to `epoch`."""
-    sign = -1.0 if monitor_mode(monitor) == "min" else 1.0
+    mode = monitor_mode(monitor)
+    sign = -1.0 if mode == "min" else 1.0
     best = {}
     for curve in table.curves:
-        seen = [sign * v for v in curve.monitor(monitor)[:epoch] if np.isfinite(v)]
-        best[curve.index] = max(seen) if seen else -np.inf
+        value = best_so_far(curve.monitor(monitor), epoch, mode)  # the pruner's own "best so far"
+        best[curve.index] = -np.inf if value is None else sign * value
     return {i: sum(other > value for other in best.values()) for i, value in best.items()}
 
 
