@@ -41,6 +41,7 @@ from ee_search.train import (
     EarlyStopping,
     FitResult,
     LastCheckpoint,
+    LearningRateSchedule,
     ResumeSpec,
     Trainer,
     WeightAveraging,
@@ -119,7 +120,7 @@ def build_fit(
         data.val,
         max_epochs=tc.max_epochs,
         policy=policy,
-        callbacks=standard_order(averaging, stopper, best, recorders, pruning, last),
+        callbacks=standard_order(averaging, stopper, best, recorders, pruning, last, _lr_schedule(tc)),
         autocast_dtype=autocast_dtype(tc.precision, device),
         compile_model=tc.compile,
     )
@@ -138,6 +139,14 @@ def _seeded_model(config: StudyConfig, data: DataBundle, device: torch.device, s
     # channels_last on every device: on this project's 2-core CPU it trains ee_resnet ~5x faster.
     layout = torch.channels_last if channels_last else torch.contiguous_format
     return model.to(device=device, memory_format=layout)
+
+
+def _lr_schedule(tc: TrainConfig) -> LearningRateSchedule | None:
+    schedule = tc.lr_schedule
+    if schedule.warmup_epochs == 0 and schedule.decay == "none":
+        return None  # a constant lr: nothing to step, nothing filed in last.pt
+    return LearningRateSchedule(schedule.warmup_epochs, schedule.warmup_start_factor, schedule.decay,
+                                schedule.min_factor)
 
 
 def _averaging(tc: TrainConfig) -> WeightAveraging | None:

@@ -138,6 +138,17 @@ class AveragingConfig(Strict):
     warmup: NonNegativeInt = 10
 
 
+class LrScheduleConfig(Strict):
+    """The learning rate over a fit (ee_search/train/lr_schedule.py): a linear warm-up from
+    `lr * warmup_start_factor` to `lr` over the first `warmup_epochs`, then `lr` (decay none) or a
+    cosine down to `lr * min_factor` at `max_epochs`; stepped after every optimizer step."""
+
+    warmup_epochs: NonNegativeFloat = 0.0
+    warmup_start_factor: float = Field(0.1, gt=0.0, le=1.0)
+    decay: Literal["none", "cosine"] = "none"
+    min_factor: float = Field(0.0, ge=0.0, le=1.0)
+
+
 class ResumeConfig(Strict):
     """`checkpoints/last.pt` (docs/design.md §9): written every `every_epochs` epochs; a killed trial
     redoes at most that many epochs when it is resumed."""
@@ -157,6 +168,7 @@ class TrainConfig(Strict):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    lr_schedule: LrScheduleConfig = LrScheduleConfig()
     averaging: AveragingConfig = AveragingConfig()
     resume: ResumeConfig = ResumeConfig()
 

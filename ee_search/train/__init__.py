@@ -2,6 +2,8 @@
 
 The order in which callbacks see each hook is written down once, in `standard_order`:
 
+0. the learning-rate schedule: steps after each optimizer step, before anything reads the lr, and
+   builds its scheduler at fit start before last.pt restores the scheduler's state;
 1. weight averaging: swaps its averaged weights in before validation (and refreshes SWA's BN stats),
    so everything after it judges the model that will be kept;
 2. early stopping: decides improvement / stop on that model;
@@ -23,9 +25,22 @@ from ee_search.train.best_checkpoint import BestCheckpoint
 from ee_search.train.callbacks import Callback, CallbackList, InterruptWhen, TrainerView
 from ee_search.train.checkpoint_files import load_checkpoint, write_atomically
 from ee_search.train.early_stopping import EarlyStopping, judge_epoch
-from ee_search.train.last_checkpoint import LastCheckpoint, ResumeSpec, completed_epochs, newest_readable, saved_history
+from ee_search.train.last_checkpoint import (
+    LastCheckpoint,
+    ResumeSpec,
+    completed_epochs,
+    newest_readable,
+    saved_history,
+)
+from ee_search.train.lr_schedule import LearningRateSchedule
 from ee_search.train.optim import build_optimizer
-from ee_search.train.outcome import MAX_EPOCHS, NON_FINITE_LOSS, PATIENCE_EXHAUSTED, FitResult, TrainingInterrupted
+from ee_search.train.outcome import (
+    MAX_EPOCHS,
+    NON_FINITE_LOSS,
+    PATIENCE_EXHAUSTED,
+    FitResult,
+    TrainingInterrupted,
+)
 from ee_search.train.trainer import Trainer
 
 __all__ = [
@@ -39,6 +54,7 @@ __all__ = [
     "FitResult",
     "InterruptWhen",
     "LastCheckpoint",
+    "LearningRateSchedule",
     "ResumeSpec",
     "Trainer",
     "TrainerView",
@@ -62,8 +78,10 @@ def standard_order(
     recorders: Sequence[Callback] = (),
     pruning: Callback | None = None,
     last: LastCheckpoint | None = None,
+    lr_schedule: LearningRateSchedule | None = None,
 ) -> list[Callback]:
-    ordered: list[Callback] = [averaging] if averaging is not None else []
+    ordered: list[Callback] = [lr_schedule] if lr_schedule is not None else []
+    ordered += [averaging] if averaging is not None else []
     ordered += [early_stopping, checkpoint]
     ordered += [pruning] if pruning is not None else []
     ordered += [last] if last is not None else []

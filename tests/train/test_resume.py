@@ -2,7 +2,8 @@
 uninterrupted fit with the same seed ends (CPU): weights, averaged weights, history, best epoch,
 validation logits, exit metrics, and the final state of the trainer and of every stateful callback.
 Killed during epoch 1 (nothing saved yet), right after epoch k's last.pt, and interrupted mid-epoch
-at a batch boundary (SIGTERM's path). And the converse: leave any one state out and it does not."""
+at a batch boundary (SIGTERM's path). And the converse: leave any one state out and it does not.
+The fits run a learning-rate schedule (warm-up, then cosine), so a resume lands mid-schedule."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ee_search.train import (
     EarlyStopping,
     InterruptWhen,
     ResumeSpec,
+    LearningRateSchedule,
     Trainer,
     TrainingInterrupted,
     WeightAveraging,
@@ -40,7 +42,8 @@ def _config(**early_stopping):
     raw = yaml.safe_load(TINY_STUDY)
     raw["data"]["train_subset"] = SUBSET
     raw["train"].update(max_epochs=3, early_stopping={"monitor": "val_loss", **early_stopping},
-                        averaging={"method": "ema", "decay": 0.9})
+                        averaging={"method": "ema", "decay": 0.9},
+                        lr_schedule={"warmup_epochs": 1.4, "decay": "cosine", "min_factor": 0.1})
     return validate_raw(raw, "tiny")
 
 
@@ -192,7 +195,8 @@ def test_last_pt_reads_with_weights_only_and_holds_the_contract(config, tmp_path
                   pruning=PruningCallback(STUDY.ask(), None))
     state = torch.load(spec.path, weights_only=True)
     assert len(spec.write_seconds) == 1 and state["format"] == 2 and state["trainer"]["epoch"] == 2  # every 2 of 3
-    assert set(state["callbacks"]) == {"EarlyStopping", "BestCheckpoint", "WeightAveraging", "PruningCallback"}
+    assert set(state["callbacks"]) == {"EarlyStopping", "BestCheckpoint", "WeightAveraging", "PruningCallback",
+                                       "LearningRateSchedule"}
     for key in ("model", "optimizer", "history", "rng", "epoch"):
         assert state["trainer"][key] is not None, key
     assert state["callbacks"]["BestCheckpoint"]["val_logits"]["logits"].shape[0] == 2
@@ -209,7 +213,8 @@ def test_a_last_pt_of_another_format_or_missing_a_state_is_refused(config, tmp_p
 
 # Each state filed in last.pt, and the class whose load_state_dict takes it back.
 OWNERS = {"trainer": Trainer, "EarlyStopping": EarlyStopping, "BestCheckpoint": BestCheckpoint,
-          "WeightAveraging": WeightAveraging, "PruningCallback": PruningCallback}
+          "WeightAveraging": WeightAveraging, "PruningCallback": PruningCallback,
+          "LearningRateSchedule": LearningRateSchedule}
 
 
 @pytest.fixture(scope="module")
