@@ -347,3 +347,22 @@ def test_median_gap_interval_is_scipys_percentile_bootstrap():
     theirs = stats.bootstrap((own, other), lambda a, b, axis: np.median(a, axis=axis) - np.median(b, axis=axis),
                              vectorized=True, n_resamples=20000, method="percentile", **kwargs).confidence_interval
     assert ours == pytest.approx([theirs.low, theirs.high], abs=0.0015)  # Monte Carlo error of 20000 resamples
+
+
+def test_the_quick_start_table_replays_the_shipped_default():
+    """The replay's `ee-search` strategy is the study file the table was recorded from; for the
+    committed quick-start table that must be the quick start itself, on a grid: the same training
+    (warm-up included), sampler, pruner and objectives, only the space made categorical."""
+    from ee_search.config import load_config
+
+    shipped, _ = load_config(ROOT / "studies" / "quickstart.yaml")
+    table = ROOT / "benchmarks" / "tables" / "quickstart-warmup"
+    recorded, _ = load_config(table / "study.yaml")
+    meta = json.loads((table / "table.json").read_text())
+    assert meta["overrides"] == [] and meta["complete"] and meta["grid_size"] == 72
+    assert (table / "study.yaml").read_text() == (ROOT / "benchmarks" / "studies" / "quickstart_grid.yaml").read_text()
+    assert recorded.train == shipped.train and recorded.model == shipped.model and recorded.exits == shipped.exits
+    same = ("n_trials", "objectives", "sampler", "pruner")
+    assert {k: getattr(recorded.search, k) for k in same} == {k: getattr(shipped.search, k) for k in same}
+    assert set(recorded.search.space) == set(shipped.search.space)
+    assert recorded.data == shipped.data
