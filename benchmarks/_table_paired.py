@@ -120,16 +120,18 @@ def draw_tradeoff(record: dict[str, Any], path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    colors, points = {}, {}
-    for name, variant in sorted(record["variants"].items(), key=lambda item: item[1].get("foresight", False)):
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 colours and 7 markers: a dozen variants stay apart
+    colors, markers, points = {}, {}, {}
+    for i, (name, variant) in enumerate(sorted(record["variants"].items(), key=lambda item: item[1].get("foresight", False))):
         s = variant["summary"]
         r = s["test_hv_ratio"]
         x, y = s["epochs_saved"], r["of_means"]
         twin = name.removesuffix(FORESIGHT_SUFFIX) if variant.get("foresight") else None
         style = {"mfc": "none", "color": colors[twin]} if twin in colors else {}
+        marker = markers[twin] if twin in markers else "osD^vPX"[i % 7]
         bars = ax.errorbar(x, y, yerr=[[max(0.0, y - r["q25"])], [max(0.0, r["q75"] - y)]],
-                           fmt="o", capsize=3, label=name, **style)
-        colors[name], points[name] = bars.lines[0].get_color(), (x, y)
+                           fmt=marker, capsize=3, label=name, **style)
+        colors[name], markers[name], points[name] = bars.lines[0].get_color(), marker, (x, y)
         if twin in points:  # the setting and its twin with foresight: what the monitor's early order costs
             ax.plot(*zip(points[twin], (x, y)), color=colors[twin], linestyle="--", linewidth=0.8)
     ax.axvline(GOAL_SAVED, color="grey", linestyle=":")
