@@ -11,6 +11,10 @@
 - Val against test: the configurations ranked by their own val HV, with their test rank. Every
   strategy picks on val; where the val order and the test order disagree, a better val front need
   not be a better test front.
+- With `--retrained DIR ...` (tables of some of the same configurations recorded with `--trial N`,
+  that is trained as other live trials would be): per configuration, its own val and test HV and its
+  monitor's rank at each rung (against the table's configurations) for every training seed: what
+  training noise alone moves, which a table of one seed per configuration cannot show.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from _table import Table, dense_front, kept_epoch, read_table, stop_epoch
+from _table import Curve, Table, config_key, dense_front, kept_epoch, read_table, stop_epoch
 from ee_search.config import load_study_file
 from ee_search.metrics import monitor_mode
 from ee_search.search.pruning import best_so_far, is_rung
@@ -76,6 +80,47 @@ def limits(table: Table, top: int = 8) -> dict[str, Any]:
     }
 
 
+def own_result(table: Table, curve: Curve, rungs: list[int]) -> dict[str, Any]:
+    """One configuration's curve judged as a live trial: its own front's val and test HV at early
+    stopping's kept epoch, and its monitor's rank at each rung against `table`'s other configurations."""
+    es = table.meta["early_stopping"]
+    monitor, mode = es["monitor"], monitor_mode(es["monitor"])
+    kept = kept_epoch(curve, stop_epoch(curve, monitor, mode, es["patience"], es["tol"]), monitor, mode, es["tol"])
+    own = dense_front([curve.epochs[kept - 1]])
+    sign = -1.0 if mode == "min" else 1.0
+
+    def rank(epoch: int) -> int:
+        mine = best_so_far(curve.monitor(monitor), epoch, mode)
+        mine = -np.inf if mine is None else sign * mine
+        others = (best_so_far(c.monitor(monitor), epoch, mode) for c in table.curves if c.values != curve.values)
+        return sum(sign * v > mine for v in others if v is not None)
+
+    return {"val_hv": round(float(own.val_hypervolume), 6), "test_hv": round(float(own.test_hypervolume), 6),
+            "monitor_rank_at_rung": {str(e): rank(e) for e in rungs}}
+
+
+def retrained(table: Table, others: list[Table], rungs: list[int]) -> dict[str, Any]:
+    """Each configuration recorded in `others` too, beside its own record: training seed by seed."""
+    seeds = sorted({int(t.meta.get("trial", 0)) for t in [table, *others]})
+    rows = []
+    for curve in table.curves:
+        key = config_key(curve.values)
+        runs = {int(table.meta.get("trial", 0)): curve}
+        runs |= {int(t.meta.get("trial", 0)): c for t in others for c in t.curves if config_key(c.values) == key}
+        if len(runs) < 2:
+            continue
+        results = {trial: own_result(table, c, rungs) for trial, c in sorted(runs.items())}
+        val = [r["val_hv"] for r in results.values()]
+        rows.append({"index": curve.index, "values": curve.values, "trials": list(results),
+                     "val_hv": val, "test_hv": [r["test_hv"] for r in results.values()],
+                     "val_hv_range": round(max(val) - min(val), 6),
+                     "monitor_rank_at_rung": {str(e): [r["monitor_rank_at_rung"][str(e)] for r in results.values()]
+                                              for e in rungs}})
+    ranges = [r["val_hv_range"] for r in rows]
+    return {"trials": seeds, "configurations": rows,
+            "val_hv_range": {"median": float(np.median(ranges)), "max": max(ranges)} if ranges else None}
+
+
 def draw_curves(table: Table, result: dict[str, Any], path) -> None:
     """Every configuration's monitor (best so far) against epochs, grey; the top configurations by val
     in colour, dashed if a late bloomer; each rung's median over the grid marked: the curves that
@@ -111,6 +156,8 @@ def limits_main(args) -> int:
     table = read_table(args.table)
     result = {"benchmark": "search_table limits", "table": str(args.table), "study": table.meta.get("study"),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **limits(table)}
+    if args.retrained:
+        result["retrained"] = retrained(table, [read_table(folder) for folder in args.retrained], result["rungs"])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     draw_curves(table, result, args.json.with_suffix(".png"))
@@ -119,4 +166,7 @@ def limits_main(args) -> int:
         print(f"  config {c['index']:>4}: val HV {c['val_hv']:.4f} test HV {c['test_hv']:.4f} (test rank {c['test_rank']}), "
               f"monitor rank at rungs {c['monitor_rank_at_rung']}")
     print(f"late bloomers (top {len(result['best_by_val'])} by val, bottom half at the first rung): {result['late_bloomers']}")
+    for c in result.get("retrained", {}).get("configurations", []):
+        print(f"  config {c['index']:>4} trained as trials {c['trials']}: val HV {c['val_hv']}, test HV {c['test_hv']}, "
+              f"monitor rank at rungs {c['monitor_rank_at_rung']}")
     return 0

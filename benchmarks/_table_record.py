@@ -4,7 +4,10 @@ the same thresholds on test). The table's format is in _table.py.
 
 Early stopping and pruning are off while recording (patience past max_epochs, no pruning callback):
 the replay applies them afterwards, epoch by epoch, through the same code a live trial runs. Every
-configuration trains at the study's seed, so two configurations differ only by their values.
+configuration trains as trial `trial` of a live study would (`--trial`, default 0): on the data split
+of the study's seed, with the training seed `seed + trial` (search/objective.py), so two
+configurations of one table differ only by their values, and two tables recorded with different
+`--trial` show what training noise alone does to one configuration.
 """
 
 from __future__ import annotations
@@ -69,11 +72,12 @@ def recording_study(study_file: Path, overrides: list[str]) -> LoadedStudy:
     return load_study_file(study_file, [*overrides, f"train.early_stopping.patience={epochs + 1}"])
 
 
-def record_configuration(loaded: LoadedStudy, values: dict[str, Any], device: torch.device) -> tuple[list[dict], str]:
+def record_configuration(loaded: LoadedStudy, values: dict[str, Any], device: torch.device,
+                         trial: int = 0) -> tuple[list[dict], str]:
     config = loaded.with_values(values)
     table = EpochTable(config.exits.criterion, tuple(config.exits.thresholds))
     prepared = prepare_data(config.data, config.seed)
-    built = build_fit(config, device=device, seed=config.seed, prepared=prepared, recorders=[table])
+    built = build_fit(config, device=device, seed=config.seed + trial, prepared=prepared, recorders=[table])
     data = built.data
     table.test_batches = data.test
     table.costs = tuple(exit_costs(built.trainer.model, (data.channels, data.input_size, data.input_size)).relative)
@@ -82,18 +86,18 @@ def record_configuration(loaded: LoadedStudy, values: dict[str, Any], device: to
 
 
 def record(study_file: Path, out: Path, device: torch.device, limit: int | None, overrides: list[str],
-           shard: tuple[int, int] = (0, 1)) -> int:
+           shard: tuple[int, int] = (0, 1), trial: int = 0) -> int:
     """Record the grid's pending configurations into `out` (those of index K modulo N for shard
     (K, N): several processes share one table); returns how many are recorded in all."""
     loaded = recording_study(study_file, overrides)
     configurations = grid(loaded)
     meta = {"format": FORMAT, "study": loaded.config.name, "study_file": str(study_file), "overrides": overrides,
-            "grid_size": len(configurations), **describe(load_study_file(study_file, overrides).config)}
+            "trial": trial, "grid_size": len(configurations), **describe(load_study_file(study_file, overrides).config)}
     _start_or_check(out, study_file, meta)
     mine = [(i, v) if i % shard[1] == shard[0] else (i, None) for i, v in enumerate(configurations)]
     for index, values in iter_pending(out, mine, limit):
         started = time.perf_counter()
-        epochs, stop_reason = record_configuration(loaded, values, device)
+        epochs, stop_reason = record_configuration(loaded, values, device, trial)
         write_curve(out, index, values, epochs, stop_reason)
         print(f"config {index + 1}/{len(configurations)} {json.dumps(values)}: {len(epochs)} epochs, "
               f"final val_curve_hypervolume {epochs[-1]['metrics'].get('val_curve_hypervolume', float('nan')):.4f} "
@@ -112,9 +116,11 @@ def _start_or_check(out: Path, study_file: Path, meta: dict[str, Any]) -> None:
     resumed recording never mixes two grids."""
     copy = out / STUDY_FILE
     if copy.exists():
-        if copy.read_text() != study_file.read_text() or json.loads((out / META_FILE).read_text())["overrides"] != meta["overrides"]:
-            raise UserInputError(str(out), None, f"holds a table of another study file or other --set values: "
-                                                 f"record into a new folder, or resume with {study_file} as it was")
+        saved = json.loads((out / META_FILE).read_text())
+        if (copy.read_text() != study_file.read_text() or saved["overrides"] != meta["overrides"]
+                or saved.get("trial", 0) != meta["trial"]):
+            raise UserInputError(str(out), None, f"holds a table of another study file, other --set values or another --trial: "
+                                                 f"record into a new folder, or resume with {study_file}, --set and --trial as they were")
         return
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(study_file, copy)

@@ -1,9 +1,9 @@
 """How cheap is the search: a learning-curve table of a grid study, and strategies replayed over it.
 
-    python benchmarks/search_table.py record STUDY.yaml --out DIR [--device cpu] [--limit N] [--set k=v ...]
+    python benchmarks/search_table.py record STUDY.yaml --out DIR [--device cpu] [--limit N] [--set k=v ...] [--trial N]
     python benchmarks/search_table.py replay DIR --seeds 30 --json OUT.json [--strategies ee-search random_full ...]
     python benchmarks/search_table.py paired DIR --trials 12 --seeds 30 --json OUT.json [--variant NAME PATH=VALUE ...]
-    python benchmarks/search_table.py limits DIR --json OUT.json   # the grid's own front, late bloomers, val vs test
+    python benchmarks/search_table.py limits DIR --json OUT.json [--retrained DIR2 ...]   # the grid's own front, late bloomers, val vs test, training noise
     python benchmarks/search_table.py record --tiny --out DIR   # a 2-configuration digits grid, seconds
 
 `record` trains every configuration of the study's grid (categorical dimensions only) to
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="record only the configurations whose index is K modulo N (one process per device or core)")
     rec.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     rec.add_argument("--tiny", action="store_true", help=f"record {TINY_STUDY.name} (seconds)")
+    rec.add_argument("--trial", type=int, default=0, metavar="N",
+                     help="train each configuration as live trial N would (training seed = seed + N, same data split)")
     rep = _replaying(commands.add_parser("replay", help="replay search strategies over a recorded table"),
                      "an oracle for the ee-search strategy: its pruner judges each trial by its final best")
     rep.add_argument("--strategies", nargs="+")
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     lim = commands.add_parser("limits", help="what bounds any strategy on this table")
     lim.add_argument("table", type=Path)
     lim.add_argument("--json", type=Path, required=True)
+    lim.add_argument("--retrained", type=Path, nargs="+", default=[], metavar="DIR",
+                     help="tables of some of the same configurations recorded with --trial N: training noise, seed by seed")
     args = parser.parse_args(argv)
     if getattr(args, "look_ahead", None) is not None and (not args.foresight or args.look_ahead < 0):
         parser.error("--look-ahead takes a number of epochs, 0 or more, and needs --foresight")
@@ -113,7 +117,9 @@ def _record(args, parser) -> int:
             raise ValueError
     except ValueError:
         parser.error(f"--shard takes K/N with 0 <= K < N, not {args.shard!r}")
-    done = record(study_file, args.out, resolve(args.device), args.limit, args.overrides, shard)
+    if args.trial < 0:
+        parser.error(f"--trial takes a trial number, 0 or more, not {args.trial}")
+    done = record(study_file, args.out, resolve(args.device), args.limit, args.overrides, shard, args.trial)
     print(f"{args.out}: {done} configurations recorded")
     return 0
 

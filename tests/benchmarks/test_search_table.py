@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.benchmarks.tiny import ROOT
 
@@ -61,6 +62,64 @@ def test_record_covers_the_grid_epoch_by_epoch(tiny_table):
             points = [(a, d) for a, d, _ in row.val_points]
             assert row.objectives["curve_hypervolume"] == pytest.approx(hypervolume(points), abs=2e-6)
             assert set(row.metrics) >= {"val_loss", "val_curve_hypervolume", "val_accuracy_exit_1"}
+
+
+@pytest.fixture(scope="module")
+def trial_one_table(tmp_path_factory) -> Path:
+    """The tiny grid's first configuration trained as live trial 1 would be (`--trial 1`)."""
+    work = tmp_path_factory.mktemp("trial1")
+    proc = search_table("record", "--tiny", "--out", str(work / "table"), "--limit", "1", "--trial", "1", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work / "table"
+
+
+def test_record_trains_each_configuration_as_the_given_live_trial(tiny_table, trial_one_table, tmp_path):
+    """`--trial N` trains as live trial N: training seed `seed + N` on the study seed's data split.
+    Oracles: `--trial 0` is the table as recorded before; `--set seed=S+1` (same training seed,
+    another split) differs from `--trial 1`, so --trial moved the training seed and not the split."""
+    def first_curve(folder: str, *flags: str):
+        proc = search_table("record", "--tiny", "--out", str(tmp_path / folder), "--limit", "1", *flags, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return read_table(tmp_path / folder).curves[0]
+
+    recorded = read_table(tiny_table).curves[0]
+    again = first_curve("trial0", "--trial", "0")
+    later = read_table(trial_one_table).curves[0]
+    seed = yaml.safe_load(TINY_STUDY.read_text())["seed"]
+    reseeded = first_curve("seed", "--set", f"seed={seed + 1}")
+    assert again.values == later.values == recorded.values
+    assert again.monitor("val_loss") == recorded.monitor("val_loss")
+    assert later.monitor("val_loss") != recorded.monitor("val_loss")
+    assert later.monitor("val_loss") != reseeded.monitor("val_loss")
+    assert json.loads((trial_one_table / "table.json").read_text())["trial"] == 1
+    refused = search_table("record", "--tiny", "--out", str(trial_one_table), cwd=tmp_path)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1 and "another --trial" in lines[0]
+
+
+def test_limits_put_a_retrained_configuration_beside_its_own_record(tiny_table, trial_one_table, tmp_path):
+    """`limits --retrained`: per training seed, the configuration's own front (recomputed here from
+    its kept epoch) and its monitor's rank at each rung against the table's other configurations."""
+    out = tmp_path / "limits.json"
+    proc = search_table("limits", str(tiny_table), "--retrained", str(trial_one_table), "--json", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    table, later = read_table(tiny_table), read_table(trial_one_table).curves[0]
+    [row] = result["retrained"]["configurations"]
+    assert row["trials"] == [0, 1] and row["values"] == later.values
+    own = next(c for c in result["configurations"] if c["index"] == row["index"])
+    assert (row["val_hv"][0], row["test_hv"][0]) == (own["val_hv"], own["test_hv"])
+    assert {e: ranks[0] for e, ranks in row["monitor_rank_at_rung"].items()} == own["monitor_rank_at_rung"]
+    es = table.meta["early_stopping"]
+    assert es["monitor"] == "val_curve_hypervolume"  # mode max: higher is better below
+    kept = kept_epoch(later, stop_epoch(later, es["monitor"], "max", es["patience"], es["tol"]), es["monitor"], "max", es["tol"])
+    front = dense_front([later.epochs[kept - 1]])
+    assert row["val_hv"][1] == round(front.val_hypervolume, 6) and row["test_hv"][1] == round(front.test_hypervolume, 6)
+    for epoch, ranks in row["monitor_rank_at_rung"].items():
+        mine = max(later.monitor(es["monitor"])[:int(epoch)])
+        others = [max(c.monitor(es["monitor"])[:int(epoch)]) for c in table.curves if c.values != later.values]
+        assert ranks[1] == sum(v > mine for v in others)
+    assert result["retrained"]["val_hv_range"]["max"] == row["val_hv_range"] == round(abs(row["val_hv"][1] - row["val_hv"][0]), 6)
 
 
 def test_kept_epoch_is_early_stoppings_best(tiny_table):
