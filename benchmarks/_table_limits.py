@@ -37,31 +37,13 @@ def rung_epochs(table: Table) -> list[int]:
     return [e for e in range(1, table.max_epochs + 1) if is_rung(e, pruner.n_warmup_epochs + 1, pruner.rung_factor)]
 
 
-def ranks_at(table: Table, monitor: str, epoch: int) -> dict[int, int]:
-    """Each configuration's rank (0 = best) by its best monitor value up to `epoch`."""
-    mode = monitor_mode(monitor)
-    sign = -1.0 if mode == "min" else 1.0
-    best = {}
-    for curve in table.curves:
-        value = best_so_far(curve.monitor(monitor), epoch, mode)  # the pruner's own "best so far"
-        best[curve.index] = -np.inf if value is None else sign * value
-    return {i: sum(other > value for other in best.values()) for i, value in best.items()}
-
-
 def limits(table: Table, top: int = 8) -> dict[str, Any]:
-    es = table.meta["early_stopping"]
-    monitor = es["monitor"]
     rungs = rung_epochs(table)
-    rung_ranks = {e: ranks_at(table, monitor, e) for e in rungs}
     kept_rows, configurations = [], []
     for curve in table.curves:
-        stopped = stop_epoch(curve, monitor, monitor_mode(monitor), es["patience"], es["tol"])
-        kept = kept_epoch(curve, stopped, monitor, monitor_mode(monitor), es["tol"])
-        own = dense_front([curve.epochs[kept - 1]])
-        kept_rows.append(curve.epochs[kept - 1])
-        configurations.append({"index": curve.index, "values": curve.values, "stop_epoch": stopped, "kept_epoch": kept,
-                               "val_hv": round(own.val_hypervolume, 6), "test_hv": round(own.test_hypervolume, 6),
-                               "monitor_rank_at_rung": {str(e): rung_ranks[e][curve.index] for e in rungs}})
+        own = own_result(table, curve, rungs)
+        kept_rows.append(curve.epochs[own["kept_epoch"] - 1])
+        configurations.append({"index": curve.index, "values": curve.values, **own})
     by_val = sorted(configurations, key=lambda c: -c["val_hv"])
     by_test = sorted(configurations, key=lambda c: -c["test_hv"])
     test_rank = {c["index"]: r for r, c in enumerate(by_test)}
@@ -81,11 +63,13 @@ def limits(table: Table, top: int = 8) -> dict[str, Any]:
 
 
 def own_result(table: Table, curve: Curve, rungs: list[int]) -> dict[str, Any]:
-    """One configuration's curve judged as a live trial: its own front's val and test HV at early
-    stopping's kept epoch, and its monitor's rank at each rung against `table`'s other configurations."""
+    """One configuration's curve judged as a live trial: where early stopping stops it and the epoch it
+    keeps, that epoch's own front (val and test HV), and its monitor's rank at each rung against
+    `table`'s other configurations (0 = the best)."""
     es = table.meta["early_stopping"]
     monitor, mode = es["monitor"], monitor_mode(es["monitor"])
-    kept = kept_epoch(curve, stop_epoch(curve, monitor, mode, es["patience"], es["tol"]), monitor, mode, es["tol"])
+    stopped = stop_epoch(curve, monitor, mode, es["patience"], es["tol"])
+    kept = kept_epoch(curve, stopped, monitor, mode, es["tol"])
     own = dense_front([curve.epochs[kept - 1]])
     sign = -1.0 if mode == "min" else 1.0
 
@@ -95,7 +79,8 @@ def own_result(table: Table, curve: Curve, rungs: list[int]) -> dict[str, Any]:
         others = (best_so_far(c.monitor(monitor), epoch, mode) for c in table.curves if c.values != curve.values)
         return sum(sign * v > mine for v in others if v is not None)
 
-    return {"val_hv": round(float(own.val_hypervolume), 6), "test_hv": round(float(own.test_hypervolume), 6),
+    return {"stop_epoch": stopped, "kept_epoch": kept,
+            "val_hv": round(float(own.val_hypervolume), 6), "test_hv": round(float(own.test_hypervolume), 6),
             "monitor_rank_at_rung": {str(e): rank(e) for e in rungs}}
 
 
